@@ -1,0 +1,124 @@
+"""The ``spinetrack`` command line.
+
+Every sub-command is a thin layer over a library function. Errors a user can
+fix (bad input, bad parameters) print one line and exit with status 2; nothing
+already written is damaged, because every output is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__
+from .errors import Cancelled, SpinetrackError
+
+log = logging.getLogger("spinetrack")
+
+EXIT_OK, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser(
+        "info", help="show shape, type and voxel size of session files",
+        description="Read each session file as spinetrack would and print its shape, pixel "
+                    "type, voxel size in µm and intensity range. Use it to check metadata "
+                    "before a run.")
+    p.add_argument("sessions", nargs="+", metavar="SESSION", help="TIFF files, or one folder")
+    _voxel_option(p)
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args) -> int:
+    from .io import read_series
+
+    series = read_series(args.sessions, voxel_size_um=args.voxel_size)
+    for i, s in enumerate(series):
+        vz, vy, vx = s.voxel_size_um
+        print(f"{i}\t{s.name}\t{s.path}\tshape (z, y, x) {s.shape}\t{s.image.dtype}\t"
+              f"voxel (z, y, x) {vz:g} × {vy:g} × {vx:g} µm\t"
+              f"range {s.image.min()}–{s.image.max()}")
+    return EXIT_OK
+
+
+COMMANDS: list[Callable] = [_add_info]
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+def _voxel_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"),
+                   help="voxel size in µm; overrides the files' metadata (ImageJ spacing and "
+                        "resolution, or OME PhysicalSize)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spinetrack",
+        description="Find dendritic spines in two-photon stacks, follow them across imaging "
+                    "days, classify their fates (stable, lost, formed, transient, restored) "
+                    "and test whether losses cluster on branches. Lengths are in µm.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'spinetrack COMMAND --help' for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"spinetrack {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log messages (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars, warnings and errors only")
+    parser.add_argument("--debug", action="store_true",
+                        help="show a full traceback on unexpected errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.INFO if verbose <= 1 else logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"
+                                           if verbose > 1 else "%(message)s"))
+    root = logging.getLogger("spinetrack")
+    root.handlers[:] = [handler]
+    root.setLevel(level if verbose or quiet else logging.INFO)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``spinetrack`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except Cancelled:
+        print("spinetrack: cancelled; results already written are intact", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("spinetrack: interrupted; results already written are intact", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SpinetrackError as exc:
+        print(f"spinetrack: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except MemoryError:
+        print("spinetrack: error: out of memory; try fewer workers or smaller stacks",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unasked
+        if args.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"spinetrack: internal error: {type(exc).__name__}: {first} "
+              "(run with --debug for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Parameters of every stage, as frozen dataclasses.
+
+The same classes drive the command line (one ``--flag`` per field, generated
+from the field's help text and unit), the napari widgets, and the saved
+``params.json`` that reproduces a run. Physical quantities are in µm.
+
+Each field carries metadata:
+
+``help``
+    One sentence for ``--help`` and widget tooltips.
+``unit``
+    Shown after the value (``"µm"``, ``"deg"``...), empty for plain numbers.
+``min`` / ``max``
+    Bounds for widgets and validation.
+``flag``
+    Command-line flag if not ``--`` + the field name with dashes.
+
+Examples
+--------
+>>> p = Params()
+>>> p.detect.min_protrusion_um
+0.4
+>>> Params.from_dict(p.to_dict()) == p
+True
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from .errors import InputError
+
+__all__ = [
+    "TraceParams",
+    "DetectParams",
+    "RegisterParams",
+    "LinkParams",
+    "FateParams",
+    "StatsParams",
+    "Params",
+    "param",
+    "add_arguments",
+    "params_from_args",
+    "describe",
+]
+
+
+def param(default: Any, help: str, unit: str = "", min: float | None = None,
+          max: float | None = None, flag: str | None = None, choices: tuple | None = None):
+    """A dataclass field with the metadata used for the CLI, widgets and validation."""
+    meta = {"help": help, "unit": unit, "min": min, "max": max, "flag": flag, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+class _Section:
+    """Mixin: validation and dict conversion for one parameter section."""
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            kind = hints.get(f.name)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+                value = float(value)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(None, f"parameter {f.name} must be finite, got {value}")
+            lo, hi = f.metadata.get("min"), f.metadata.get("max")
+            if lo is not None and isinstance(value, (int, float)) and value < lo:
+                raise InputError(None, f"parameter {f.name} must be at least {lo}, got {value}")
+            if hi is not None and isinstance(value, (int, float)) and value > hi:
+                raise InputError(None, f"parameter {f.name} must be at most {hi}, got {value}")
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise InputError(None, f"parameter {f.name} must be one of {choices}, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(None, f"unknown {cls.__name__} parameters {unknown}")
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class TraceParams(_Section):
+    """Tracing dendrite centre lines in one session."""
+
+    shaft_sigma_um: float = param(0.5, "smoothing scale that picks out dendritic shafts", "µm",
+                                  min=0.05, max=5.0)
+    min_branch_length_um: float = param(5.0, "branches shorter than this are dropped", "µm",
+                                        min=0.0)
+    prune_twig_um: float = param(3.0, "side twigs shorter than this are pruned as spurious",
+                                 "µm", min=0.0)
+    bridge_gap_um: float = param(3.0, "dim gaps up to this long along a dendrite are bridged",
+                                 "µm", min=0.0)
+
+
+@dataclass(frozen=True)
+class DetectParams(_Section):
+    """Detecting spines on traced dendrites."""
+
+    min_protrusion_um: float = param(0.4, "a spine protrudes at least this far from the shaft "
+                                     "surface", "µm", min=0.0, max=10.0)
+    max_spine_length_um: float = param(4.0, "protrusions longer than this are not spines", "µm",
+                                       min=0.1, max=20.0)
+    head_sigma_um: float = param(0.3, "scale of the blob filter that finds spine heads", "µm",
+                                 min=0.05, max=2.0)
+
+
+@dataclass(frozen=True)
+class RegisterParams(_Section):
+    """Registering every session to session 0."""
+
+    max_shift_um: float = param(15.0, "largest drift between sessions searched for", "µm",
+                                min=0.0)
+    max_rotation_deg: float = param(6.0, "largest rotation between sessions searched for", "deg",
+                                    min=0.0, max=45.0)
+
+
+@dataclass(frozen=True)
+class LinkParams(_Section):
+    """Linking spines across sessions."""
+
+    search_range_um: float = param(1.5, "largest distance a spine may move between sessions "
+                                   "after registration", "µm", min=0.05, max=20.0)
+
+
+@dataclass(frozen=True)
+class FateParams(_Section):
+    """Classifying fates."""
+
+    restore_radius_um: float = param(2.0, "a new spine within this distance along the branch of "
+                                     "a lost spine's site is 'restored'", "µm", min=0.0,
+                                     flag="--restore-radius")
+
+
+@dataclass(frozen=True)
+class StatsParams(_Section):
+    """Branch statistics and permutation tests."""
+
+    n_permutations: int = param(10000, "permutations for the clustering and restoration tests",
+                                min=100)
+    seed: int = param(0, "random seed for the permutation tests", min=0)
+
+
+SECTIONS: dict[str, type] = {
+    "trace": TraceParams,
+    "detect": DetectParams,
+    "register": RegisterParams,
+    "link": LinkParams,
+    "fates": FateParams,
+    "stats": StatsParams,
+}
+
+
+@dataclass(frozen=True)
+class Params:
+    """All parameters of a run, one section per stage."""
+
+    trace: TraceParams = field(default_factory=TraceParams)
+    detect: DetectParams = field(default_factory=DetectParams)
+    register: RegisterParams = field(default_factory=RegisterParams)
+    link: LinkParams = field(default_factory=LinkParams)
+    fates: FateParams = field(default_factory=FateParams)
+    stats: StatsParams = field(default_factory=StatsParams)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: getattr(self, name).to_dict() for name in SECTIONS}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Params:
+        unknown = sorted(set(values) - set(SECTIONS))
+        if unknown:
+            raise InputError(None, f"unknown parameter sections {unknown}")
+        return cls(**{name: SECTIONS[name].from_dict(values.get(name, {})) for name in SECTIONS
+                      if name in values})
+
+    def replace(self, **changes: Any) -> Params:
+        """Return a copy with ``field=value`` changed, whatever section the field is in."""
+        by_section: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            section = _section_of(key)
+            by_section.setdefault(section, {})[key] = value
+        return dataclasses.replace(self, **{
+            s: dataclasses.replace(getattr(self, s), **v) for s, v in by_section.items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Params:
+        """Read parameters from a ``params.json`` (a run's, or just its ``params`` part)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise InputError(path, "no such file") from None
+        except (OSError, ValueError) as exc:
+            raise InputError(path, f"is not a valid JSON parameter file ({exc})") from None
+        if isinstance(data, dict) and "params" in data:
+            data = data["params"]
+        if not isinstance(data, dict):
+            raise InputError(path, "does not hold a JSON object of parameters")
+        try:
+            return cls.from_dict(data)
+        except InputError as exc:
+            raise InputError(path, exc.problem) from None
+        except TypeError as exc:
+            raise InputError(path, f"has malformed parameters ({exc})") from None
+
+
+def _section_of(name: str) -> str:
+    for section, cls in SECTIONS.items():
+        if name in {f.name for f in fields(cls)}:
+            return section
+    raise InputError(None, f"unknown parameter {name!r}")
+
+
+# --------------------------------------------------------------------------- CLI glue
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def describe(f: dataclasses.Field) -> str:
+    """Help text of a field with its unit and default, for ``--help`` and tooltips."""
+    unit = f.metadata.get("unit") or ""
+    default = f.default
+    return f"{f.metadata.get('help', '')} [{unit + ', ' if unit else ''}default {default}]"
+
+
+def add_arguments(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(SECTIONS)):
+    """Add one option per parameter of the given sections, grouped by section."""
+    for name in sections:
+        cls = SECTIONS[name]
+        group = parser.add_argument_group(f"{name} parameters", cls.__doc__)
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            kind = hints[f.name]
+            kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": describe(f)}
+            if kind is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs["type"] = kind
+                kwargs["metavar"] = (f.metadata.get("unit") or "N").replace("µm", "UM").upper()
+                if f.metadata.get("choices"):
+                    kwargs["choices"] = f.metadata["choices"]
+            group.add_argument(_flag(f), **kwargs)
+
+
+def params_from_args(args: argparse.Namespace, base: Params | None = None) -> Params:
+    """Params from parsed options: ``base`` (or defaults) with every given option applied."""
+    base = base or Params()
+    changes = {}
+    for cls in SECTIONS.values():
+        for f in fields(cls):
+            value = getattr(args, f.name, None)
+            if value is not None:
+                changes[f.name] = value
+    return base.replace(**changes) if changes else base

@@ -1,0 +1,42 @@
+import subprocess
+import sys
+
+import numpy as np
+
+from spinetrack.cli import main
+from spinetrack.io import write_session
+
+
+def test_help_lists_commands(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    out = capsys.readouterr().out
+    assert "info" in out
+
+
+def test_info_prints_voxel_size(tmp_path, capsys):
+    path = write_session(tmp_path / "a.tif", np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8),
+                         (1.0, 0.12, 0.12))
+    assert main(["info", str(path)]) == 0
+    assert "1 × 0.12 × 0.12 µm" in capsys.readouterr().out
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "spinetrack", "--version"], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.startswith("spinetrack ")
+
+
+def test_library_never_imports_napari_or_qt():
+    code = (
+        "import sys, pkgutil, importlib, spinetrack\n"
+        "for m in pkgutil.walk_packages(spinetrack.__path__, 'spinetrack.'):\n"
+        "    if m.name != 'spinetrack.__main__':\n"
+        "        importlib.import_module(m.name)\n"
+        "bad = [n for n in sys.modules if n.split('.')[0] in "
+        "('napari', 'PyQt6', 'PyQt5', 'PySide6', 'qtpy', 'magicgui', 'vispy')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
