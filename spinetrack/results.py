@@ -1,0 +1,216 @@
+"""A run's results in memory and on disk (the contract's results folder).
+
+:class:`Results` holds the tables every front end shows; :func:`write_results`
+writes them atomically (CSV always, Parquet beside it when pyarrow is
+installed) and :func:`read_results` reads a folder back.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import InputError
+from .files import write_json_atomic, write_table_atomic
+from .params import Params
+
+__all__ = [
+    "SPINE_COLUMNS",
+    "FATE_COLUMNS",
+    "BRANCH_COLUMNS",
+    "Results",
+    "write_results",
+    "read_results",
+    "read_spines",
+    "read_fates",
+    "package_versions",
+    "has_parquet",
+]
+
+SPINE_COLUMNS = ["spine_id", "session", "z", "y", "x", "z_um", "y_um", "x_um", "branch_id",
+                 "arc_um", "length_um", "source"]
+FATE_COLUMNS = ["spine_id", "branch_id", "arc_um", "present", "fate", "restored_from"]
+BRANCH_COLUMNS = ["branch_id", "length_um", "n_stable", "n_lost", "n_formed", "n_transient",
+                  "n_restored", "loss_fraction", "loss_p", "loss_q"]
+
+TABLES = ("spines", "fates", "branches", "lines", "registration", "sessions")
+
+
+@dataclass(eq=False)
+class Results:
+    """Everything a run produced.
+
+    Attributes
+    ----------
+    spines, fates, branches : DataFrame
+        The contract's tables (extra columns allowed after the contract's).
+    summary : dict
+        The contract's summary.json content.
+    lines : DataFrame or None
+        Dendrite centre lines per session (global branch ids, shared arc).
+    registration : DataFrame or None
+        One row per session: how it was aligned to session 0 and how well.
+    sessions : DataFrame or None
+        One row per session: ``session, name, file, day, voxel_z_um, voxel_y_um,
+        voxel_x_um, shape_z, shape_y, shape_x``.
+    params : Params
+        The parameters of the run.
+    """
+
+    spines: pd.DataFrame
+    fates: pd.DataFrame
+    branches: pd.DataFrame
+    summary: dict[str, Any]
+    lines: pd.DataFrame | None = None
+    registration: pd.DataFrame | None = None
+    sessions: pd.DataFrame | None = None
+    params: Params = field(default_factory=Params)
+
+    @property
+    def n_sessions(self) -> int:
+        if "n_sessions" in self.summary:
+            return int(self.summary["n_sessions"])
+        if self.sessions is not None:
+            return len(self.sessions)
+        return int(self.spines["session"].max()) + 1 if len(self.spines) else 0
+
+
+def has_parquet() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of spinetrack, Python and the libraries that shape the results."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("spinetrack", "numpy", "scipy", "scikit-image", "pandas", "tifffile",
+                 "trackpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _ordered(df: pd.DataFrame, first: list[str]) -> pd.DataFrame:
+    head = [c for c in first if c in df.columns]
+    return df[head + [c for c in df.columns if c not in head]]
+
+
+def write_results(
+    results: Results,
+    out_dir: str | Path,
+    parquet: bool | None = None,
+    extra_params: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Write a results folder atomically, file by file.
+
+    Parameters
+    ----------
+    results : Results
+    out_dir : path
+        Created if missing. Files already there are replaced one by one, each
+        by an atomic rename, so a reader sees either the old or the new file.
+    parquet : bool, optional
+        Also write ``.parquet`` tables (default: when pyarrow is installed).
+    extra_params : dict, optional
+        Added to ``params.json`` (e.g. the input files and voxel size used), so
+        the run can be reproduced.
+
+    Returns
+    -------
+    list of Path
+        The files written. ``params.json`` is written last: its presence marks a
+        complete folder.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parquet = has_parquet() if parquet is None else parquet
+    written: list[Path] = []
+    frames = {
+        "spines": _ordered(results.spines, SPINE_COLUMNS),
+        "fates": _ordered(results.fates, FATE_COLUMNS),
+        "branches": _ordered(results.branches, BRANCH_COLUMNS),
+        "lines": results.lines,
+        "registration": results.registration,
+        "sessions": results.sessions,
+    }
+    for name, df in frames.items():
+        if df is None:
+            continue
+        written.append(write_table_atomic(df, out / f"{name}.csv"))
+        if parquet:
+            written.append(write_table_atomic(df, out / f"{name}.parquet"))
+    written.append(write_json_atomic(out / "summary.json", results.summary))
+    meta = {"params": results.params.to_dict(), "versions": package_versions()}
+    meta.update(extra_params or {})
+    written.append(write_json_atomic(out / "params.json", meta))
+    return written
+
+
+def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, **kwargs)
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"is not a readable CSV table ({str(exc).splitlines()[0]})") from None
+
+
+def _need(df: pd.DataFrame, cols: list[str], path: Path) -> pd.DataFrame:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise InputError(path, f"lacks columns {missing}")
+    return df
+
+
+def read_spines(path: str | Path) -> pd.DataFrame:
+    """Read a spines.csv and check the contract's columns are there."""
+    path = Path(path)
+    return _need(_read_csv(path), SPINE_COLUMNS, path)
+
+
+def read_fates(path: str | Path) -> pd.DataFrame:
+    """Read a fates.csv keeping ``present`` as text and ``restored_from`` as nullable int."""
+    path = Path(path)
+    df = _need(_read_csv(path, dtype={"present": str}), FATE_COLUMNS, path)
+    df["restored_from"] = df["restored_from"].astype("Int64")
+    return df
+
+
+def read_results(out_dir: str | Path) -> Results:
+    """Read a results folder written by :func:`write_results` (CSV tables)."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise InputError(out, "is not a results folder (no such folder)")
+    if not (out / "spines.csv").exists():
+        raise InputError(out, "is not a results folder (no spines.csv)")
+    spines = read_spines(out / "spines.csv")
+    fates = read_fates(out / "fates.csv") if (out / "fates.csv").exists() else pd.DataFrame(
+        columns=FATE_COLUMNS)
+    branches = (_need(_read_csv(out / "branches.csv"), ["branch_id"], out / "branches.csv")
+                if (out / "branches.csv").exists() else pd.DataFrame(columns=BRANCH_COLUMNS))
+    summary: dict[str, Any] = {}
+    if (out / "summary.json").exists():
+        try:
+            summary = json.loads((out / "summary.json").read_text())
+        except ValueError as exc:
+            raise InputError(out / "summary.json", f"is not valid JSON ({exc})") from None
+    params = Params()
+    if (out / "params.json").exists():
+        params = Params.load(out / "params.json")
+    optional = {name: _read_csv(out / f"{name}.csv") for name in ("lines", "registration",
+                                                                  "sessions")
+                if (out / f"{name}.csv").exists()}
+    return Results(spines=spines, fates=fates, branches=branches, summary=summary,
+                   params=params, **optional)
