@@ -1,16 +1,11 @@
 """Fates and restorations on hand-made tables with known answers."""
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from spinetrack.errors import InputError
 from spinetrack.fates import classify_fates, identity_rule_violations, presence_strings
-
-RR30A = Path(__file__).resolve().parents[3] / "shared" / "data" / "rr30a-dev"
-
 
 def table(rows):
     """rows: (spine_id, sessions, branch_id, arc_um)"""
@@ -147,10 +142,9 @@ def test_presence_strings_keep_leading_zeros():
     assert p.loc[7] == "011"
 
 
-@pytest.mark.skipif(not RR30A.exists(), reason="rr30a-dev data not present")
-def test_matches_person_on_rr30a():
-    spines = pd.read_csv(RR30A / "truth_spines.csv")
-    truth = pd.read_csv(RR30A / "truth_fates.csv", dtype={"present": str})
+def test_matches_person_on_rr30a(rr30a):
+    spines = pd.read_csv(rr30a / "truth_spines.csv")
+    truth = pd.read_csv(rr30a / "truth_fates.csv", dtype={"present": str})
     f = classify_fates(spines, 3).merge(truth, on="spine_id", suffixes=("", "_truth"))
     assert (f["present"] == f["present_truth"]).all()
     assert (f["fate"] == f["fate_contract"]).all()
