@@ -479,6 +479,21 @@ def test_a_truncated_track_is_a_fate_error():
     assert f["accuracy"] == pytest.approx(51 / 52)
 
 
+def test_a_track_broken_in_two_is_not_paired():
+    truth = _truth()
+    (b,) = _stable_ids(truth.spines, k=1)
+    spines = truth.spines.copy()
+    spines.loc[(spines["spine_id"] == b) & (spines["session"] >= 2), "spine_id"] = 10_000
+    fates = pd.concat([truth.fates, pd.DataFrame({"spine_id": [10_000], "fate": ["formed"],
+                                                  "present": ["0011"]})], ignore_index=True)
+    fates.loc[fates["spine_id"] == b, ["present", "fate"]] = ["1100", "lost"]
+    f = compare(SeriesTables.from_frames(spines, fates), truth)["fates"]
+    # each half matches only truth track b, but they share it: neither is paired
+    assert f["n_paired"] == 51 and f["accuracy"] == 1.0
+    assert f["unpaired_result_tracks"]["sharing_a_truth_track"] == 2
+    assert f["n_result_tracks"] == 53 and f["n_truth_tracks"] == 52
+
+
 def test_sessions_option_restricts_scoring():
     truth = _truth()
     scores = compare(truth, truth, sessions=[0, 1])
