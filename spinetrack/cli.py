@@ -46,7 +46,63 @@ def _cmd_info(args) -> int:
     return EXIT_OK
 
 
-COMMANDS: list[Callable] = [_add_info]
+def _add_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="score a result against a person's (or synthetic) annotations",
+        description="Score RESULT_DIR (spines.csv, and fates.csv if tracked) against "
+                    "TRUTH_DIR (rr30a-style truth_*.csv, a synthetic truth folder, or another "
+                    "results folder): detection precision/recall/F1 per session, link "
+                    "precision/recall between consecutive sessions, a fate confusion matrix "
+                    "and restored-spine precision/recall. Prints a table and writes JSON. "
+                    "Definitions: docs/compare.md.")
+    p.add_argument("result", metavar="RESULT_DIR", help="results folder to score")
+    p.add_argument("truth", metavar="TRUTH_DIR", help="folder with the truth")
+    p.add_argument("--lateral-um", type=float, default=1.2, metavar="UM",
+                   help="largest (y, x) distance between a detection and its truth spine, µm "
+                        "(default 1.2)")
+    p.add_argument("--axial-um", type=float, default=2.5, metavar="UM",
+                   help="largest z distance between a detection and its truth spine, µm "
+                        "(default 2.5)")
+    p.add_argument("--near", type=float, default=None, metavar="UM",
+                   help="score only spines within UM µm (3-D) of the truth's traced centre "
+                        "lines of the same session (for partly annotated fields)")
+    p.add_argument("--sessions", type=int, nargs="+", metavar="S",
+                   help="score only these sessions (0-based); fates need all sessions")
+    p.add_argument("--json", default=None, metavar="OUT.json",
+                   help="where to write the scores (default RESULT_DIR/compare.json; not "
+                        "written by default when RESULT_DIR is itself a truth folder)")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from .compare import compare, format_scores, load_result, load_truth, write_scores
+    from .errors import InputError
+
+    result, truth = load_result(args.result), load_truth(args.truth)
+    scores = compare(result, truth, lateral_um=args.lateral_um, axial_um=args.axial_um,
+                     near_um=args.near, sessions=args.sessions)
+    print(format_scores(scores))
+    if not args.json and result.format != "result":
+        # never write into a truth folder (rr30a-dev, synthetic truth) uninvited
+        log.warning("%s is a %s truth folder: scores not saved there; give --json PATH to "
+                    "save them", args.result, result.format)
+        return EXIT_OK
+    out = Path(args.json) if args.json else Path(args.result) / "compare.json"
+    try:
+        write_scores(scores, out)
+    except OSError as exc:
+        if args.json:
+            raise InputError(out, f"cannot write ({exc.strerror or exc})") from None
+        log.warning("could not write %s (%s); give --json PATH to save the scores elsewhere",
+                    out, exc.strerror or exc)
+        return EXIT_OK
+    print(f"\nscores written to {out}")
+    return EXIT_OK
+
+
+COMMANDS: list[Callable] = [_add_info, _add_compare]
 
 
 # --------------------------------------------------------------------------- shared options
