@@ -157,6 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Cancelled:
         print("spinetrack: cancelled; results already written are intact", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         print("spinetrack: interrupted; results already written are intact", file=sys.stderr)
         return EXIT_INTERRUPTED
