@@ -32,3 +32,15 @@ def test_table_csv_and_parquet(tmp_path):
     pytest.importorskip("pyarrow")
     back = pd.read_parquet(write_table_atomic(df, tmp_path / "t.parquet"))
     pd.testing.assert_frame_equal(back, df)
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        path = write_json_atomic(tmp_path / "x.json", {})
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
