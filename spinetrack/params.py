@@ -159,12 +159,12 @@ class StatsParams(_Section):
     occupied_radius_um: float = param(0.25, "when new spines are placed at random for the "
                                       "restoration chance level, they avoid this distance along "
                                       "the branch around spines present since session 0", "µm",
-                                      min=0.0, max=5.0)
+                                      min=0.0, max=5.0, flag="--occupied-radius")
     relink_radius_um: float = param(1.5, "random new spines first seen in session k also avoid "
                                     "this distance around spines last seen in session k-1 (a "
                                     "spine reappearing there would have been linked as the same "
                                     "spine; keep it equal to --search-range, 0 to disable)", "µm",
-                                    min=0.0, max=10.0)
+                                    min=0.0, max=10.0, flag="--relink-radius")
     significance_level: float = param(0.05, "p- or q-value below which the summary and report "
                                       "call a result significant", min=1e-6, max=0.5)
 
