@@ -354,32 +354,37 @@ def _claim_matches(dist: np.ndarray, rank: np.ndarray) -> np.ndarray:
     permutation p, ``inf`` where the pair does not qualify. ``rank`` (m, e): the
     order of pairs with equal distance (strict). The greedy rule (take the
     closest remaining pair, remove both ends, repeat) gives the same matching
-    as repeatedly taking every pair that is the smallest in both its row and
-    its column, which is done here for all permutations at once.
+    as repeatedly taking every pair that comes first in both its row and its
+    column; that is done here on the list of qualifying pairs of all
+    permutations at once.
 
     Returns
     -------
     bool array, shape (P, m)
         Which new spines claimed a lost site.
     """
-    dist = dist.copy()
-    matched = np.zeros(dist.shape[:2], dtype=bool)
-    big = np.iinfo(np.int64).max
-    active = np.flatnonzero(np.isfinite(dist).any(axis=(1, 2)))
-    while active.size:
-        d = dist[active]
-        finite = np.isfinite(d)
-        row_best = finite & (d == d.min(axis=2, keepdims=True))
-        row_best &= rank == np.where(row_best, rank, big).min(axis=2, keepdims=True)
-        col_best = finite & (d == d.min(axis=1, keepdims=True))
-        col_best &= rank == np.where(col_best, rank, big).min(axis=1, keepdims=True)
-        chosen = row_best & col_best
-        rows = chosen.any(axis=2)
-        matched[active] |= rows
-        d[rows[:, :, None] | chosen.any(axis=1)[:, None, :]] = np.inf
-        dist[active] = d
-        active = active[np.isfinite(d).any(axis=(1, 2))]
-    return matched
+    n_perm, m, e = dist.shape
+    matched = np.zeros(n_perm * m, dtype=bool)
+    p, i, j = np.nonzero(np.isfinite(dist))
+    if not p.size:
+        return matched.reshape(n_perm, m)
+    order = np.lexsort((rank[i, j], dist[p, i, j]))  # strict order of the pairs
+    row = (p * m + i)[order]
+    col = (p * e + j)[order]
+    used_col = np.zeros(n_perm * e, dtype=bool)
+    position = np.arange(row.size)
+    while row.size:
+        first_in_row = np.full(n_perm * m, row.size)
+        np.minimum.at(first_in_row, row, position)
+        first_in_col = np.full(n_perm * e, row.size)
+        np.minimum.at(first_in_col, col, position)
+        chosen = (first_in_row[row] == position) & (first_in_col[col] == position)
+        matched[row[chosen]] = True
+        used_col[col[chosen]] = True
+        keep = ~matched[row] & ~used_col[col]
+        row, col = row[keep], col[keep]
+        position = np.arange(row.size)
+    return matched.reshape(n_perm, m)
 
 
 class _BranchRestoration:
