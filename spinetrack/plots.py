@@ -79,7 +79,6 @@ def spine_map_figure(
     sb = spines[spines["spine_id"].isin(ids)]
     first, last = _first_last(fb["present"])
     fate_of = dict(zip(fb["spine_id"], fb["fate"]))
-    arc_of = dict(zip(fb["spine_id"], fb["arc_um"]))
     lo = float(branch.get("arc_start_um", np.nan))
     hi = float(branch.get("arc_end_um", np.nan))
     if not np.isfinite(lo) or not np.isfinite(hi):

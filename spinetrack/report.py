@@ -39,6 +39,10 @@ def _days(summary: dict[str, Any]) -> list | None:
     return days if days and all(d is not None for d in days) else None
 
 
+def _count(n: int, word: str, plural: str) -> str:
+    return f"{n} {word if n == 1 else plural}"
+
+
 def findings(summary: dict[str, Any], branches: pd.DataFrame) -> list[str]:
     """The main results in plain sentences, most important first."""
     alpha = summary.get("significance_level", 0.05)
@@ -49,14 +53,18 @@ def findings(summary: dict[str, Any], branches: pd.DataFrame) -> list[str]:
     per_s = summary["spines_per_session"]
     dens = summary.get("density_per_session") or []
     dens_txt = (f" ({dens[0]:.2f} → {dens[-1]:.2f} spines per µm)" if len(dens) == n else "")
-    out.append(f"{summary['n_branches']} branches, {summary.get('total_length_um', 0):.0f} µm "
-               f"traced in all {n} sessions{span}; spines per session "
-               f"{', '.join(str(v) for v in per_s)}{dens_txt}.")
+    sessions = f"all {n} sessions" if n > 1 else "one session"
+    out.append(f"{_count(summary['n_branches'], 'branch', 'branches')}, "
+               f"{summary.get('total_length_um', 0):.0f} µm traced in {sessions}{span}; "
+               f"spines per session {', '.join(str(v) for v in per_s)}{dens_txt}.")
     c = summary["loss_clustering"]
     n0, nl = c.get("n_spines_s0", 0), c.get("n_lost", 0)
     if n > 1 and n0:
+        stable = summary["fate_counts"]["stable"]
         out.append(f"{nl} of {n0} session-0 spines ({_pct(nl / n0)}) were lost by the last "
-                   f"session; {summary['fate_counts']['stable']} were present throughout.")
+                   f"session; {stable} {'was' if stable == 1 else 'were'} present throughout.")
+    if n < 2:
+        return out
     if c.get("statistic") is not None:
         verdict = ("Losses concentrate on some branches more than chance"
                    if c["p_value"] < alpha else
@@ -186,7 +194,6 @@ def render_html(summary: dict[str, Any], branches: pd.DataFrame, images: dict[st
         return f"<figure>{_img(png, alt)}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
     rr = summary["restoration"]
-    cl = summary["loss_clustering"]
     parts.append("<h2>Do losses cluster on branches?</h2><div class='row'>")
     parts.append(fig("loss_fraction", "Fraction of each branch's session-0 spines lost by the "
                      "last session, with 95% Wilson intervals. Dark bars: more losses than the "
@@ -247,13 +254,13 @@ def render_html(summary: dict[str, Any], branches: pd.DataFrame, images: dict[st
     params = summary.get("statistics_params") or {}
     ptxt = ", ".join(f"{k} = {v}" for k, v in params.items())
     parts.append("<h2>Methods in brief</h2><p class='small'>Counts, rates and survival follow "
-                 "the fates table. The dispersion index is D = (N−1)/(N(B−1)) Σ (L_b − n_b p)² / "
-                 "(n_b p (1−p)) over B branches with n_b session-0 spines and L_b losses "
-                 "(p = ΣL/N); its p-value comes from permuting the loss labels over all "
-                 "session-0 spines with branch sizes fixed. Per-branch p-values are one-sided "
-                 "hypergeometric (Fisher's exact test of the branch against the rest), "
-                 "corrected with Benjamini–Hochberg. Monte Carlo p-values are "
-                 "(1 + #null ≥ observed) / (1 + permutations). Full definitions: "
+                 "the fates table. The dispersion index is "
+                 "D = (N−1)/(N(B−1)) Σ (L_b − n_b p)² / (n_b p (1−p)) over B branches with "
+                 "n_b session-0 spines and L_b losses (p = ΣL/N); its p-value comes from "
+                 "permuting the loss labels over all session-0 spines with branch sizes fixed. "
+                 "Per-branch p-values are one-sided hypergeometric (Fisher's exact test of the "
+                 "branch against the rest), corrected with Benjamini–Hochberg. Monte Carlo "
+                 "p-values are (1 + #null ≥ observed) / (1 + permutations). Full definitions: "
                  "docs/statistics.md in the spinetrack sources. Parameters: "
                  f"{html.escape(ptxt)}.</p>")
     if versions:

@@ -877,7 +877,7 @@ def branch_statistics(
         "n_branches": int(B),
         "branch_ids": branch_ids.tolist(),
         "total_length_um": total_length,
-        "n_spine_ids": int(len(f)),
+        "n_spine_ids": len(f),
         "spines_per_session": tot.tolist(),
         "density_per_session": (tot / total_length).tolist() if total_length > 0 else None,
         "fate_counts": {fate: int(fate_counts[fate].sum()) for fate in FATES},

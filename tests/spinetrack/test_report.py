@@ -108,7 +108,7 @@ def test_rebuild_report_from_a_folder(results, tmp_path):
                    branches=pd.DataFrame({"branch_id": [0]}), summary={"n_sessions": 3},
                    lines=results.lines, sessions=results.sessions, params=PARAMS)
     write_results(bare, tmp_path, parquet=False)
-    res, written = rebuild_report(tmp_path)
+    _, written = rebuild_report(tmp_path)
     assert (tmp_path / "report.html") in written
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert all(k in summary for k in SUMMARY_KEYS)
