@@ -130,6 +130,7 @@ figure{margin:8px 0}figure img{max-width:100%;height:auto}
 figcaption{font-size:12.5px;color:#555;max-width:760px}
 table{border-collapse:collapse;font-size:12.5px;margin:8px 0}
 th,td{padding:3px 8px;text-align:right;border-bottom:1px solid #eee}
+td{white-space:nowrap}
 th{background:#f6f6f6;font-weight:600}td:first-child,th:first-child{text-align:left}
 tr.sig td{background:#fdebe1}
 .warn{background:#fff7e0;border-left:4px solid #E69F00;padding:8px 14px;font-size:13px}
@@ -151,9 +152,9 @@ def _branch_table(branches: pd.DataFrame, n_sessions: int, alpha: float) -> str:
     cols += [(f"per µm s{k}", f"density_s{k}", ".2f")
              for k in sorted({0, n_sessions - 1})]
     cols += [("lost", "n_lost", "d"), ("expected lost", "expected_lost", ".1f"),
-             ("loss fraction", "loss_fraction", ".0%"), ("loss p", "loss_p", ".3g"),
-             ("loss q", "loss_q", ".3g"), ("lost-site spacing µm", "loss_nn_um", ".1f"),
-             ("chance µm", "loss_nn_chance_um", ".1f"), ("spacing p", "loss_nn_p", ".3g"),
+             ("loss fraction", "loss_fraction", ".0%"), ("loss p", "loss_p", ".2g"),
+             ("loss q", "loss_q", ".2g"), ("lost-site spacing µm", "loss_nn_um", ".1f"),
+             ("chance µm", "loss_nn_chance_um", ".1f"), ("spacing p", "loss_nn_p", ".2g"),
              ("new", "n_new", "d"), ("restored", "n_restored", "d"),
              ("restored chance", "restored_chance", ".0%")]
     cols = [c for c in cols if c[1] in branches.columns]
