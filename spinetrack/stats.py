@@ -687,8 +687,8 @@ def branch_statistics(
         ``None``: the range of spine positions (with a warning).
     n_sessions : int
     params : StatsParams or Params
-        ``n_permutations``, ``seed``, ``occupied_radius_um``, ``significance_level``.
-        A whole :class:`~spinetrack.params.Params` also supplies
+        ``n_permutations``, ``seed``, ``occupied_radius_um``, ``relink_radius_um``,
+        ``significance_level``. A whole :class:`~spinetrack.params.Params` also supplies
         ``restore_radius_um`` from its fates section.
     days : sequence of float, optional
         Day number of each session, for per-day rates.
