@@ -102,7 +102,49 @@ def _cmd_compare(args) -> int:
     return EXIT_OK
 
 
-COMMANDS: list[Callable] = [_add_info, _add_compare]
+def _add_report(sub) -> None:
+    from .params import add_arguments
+
+    p = sub.add_parser(
+        "report", help="recompute a results folder's statistics and rewrite its report",
+        description="Recompute branches.csv and the statistics in summary.json from a results "
+                    "folder's spines.csv and fates.csv (with lines.csv and sessions.csv when "
+                    "present), then write report.html and figures/*.png. Use it after editing "
+                    "the tables by hand. Parameters default to the folder's params.json; the "
+                    "options below override them.")
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="a spinetrack results folder")
+    p.add_argument("--recompute-fates", action="store_true",
+                   help="re-classify fates.csv from spines.csv first (after editing spines.csv)")
+    p.add_argument("--title", default="spinetrack report", help="title of report.html")
+    add_arguments(p, ("fates", "stats"))
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from pathlib import Path
+
+    from .params import Params, params_from_args
+    from .progress import TqdmProgress
+    from .report import findings, rebuild_report
+
+    stored = Path(args.results_dir) / "params.json"
+    params = params_from_args(args, Params.load(stored) if stored.exists() else Params())
+    bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
+    try:
+        res, written = rebuild_report(args.results_dir, params,
+                                      recompute_fates=args.recompute_fates, progress=bar,
+                                      title=args.title)
+    finally:
+        bar.close()
+    for line in findings(res.summary, res.branches):
+        print(line)
+    for w in res.summary.get("warnings", []):
+        log.warning("warning: %s", w)
+    log.info("wrote %d files; open %s", len(written), written[-1])
+    return EXIT_OK
+
+
+COMMANDS: list[Callable] = [_add_info, _add_compare, _add_report]
 
 
 # --------------------------------------------------------------------------- shared options

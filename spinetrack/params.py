@@ -152,9 +152,21 @@ class FateParams(_Section):
 class StatsParams(_Section):
     """Branch statistics and permutation tests."""
 
-    n_permutations: int = param(10000, "permutations for the clustering and restoration tests",
-                                min=100)
-    seed: int = param(0, "random seed for the permutation tests", min=0)
+    n_permutations: int = param(10000, "random permutations or placements for each Monte Carlo "
+                                "test (loss clustering, loss spacing, restoration)", min=100)
+    seed: int = param(0, "random seed for the Monte Carlo tests; the same seed gives the same "
+                      "p-values", min=0)
+    occupied_radius_um: float = param(0.25, "when new spines are placed at random for the "
+                                      "restoration chance level, they avoid this distance along "
+                                      "the branch around spines present since session 0", "µm",
+                                      min=0.0, max=5.0, flag="--occupied-radius")
+    relink_radius_um: float = param(1.5, "random new spines first seen in session k also avoid "
+                                    "this distance around spines last seen in session k-1 (a "
+                                    "spine reappearing there would have been linked as the same "
+                                    "spine; keep it equal to --search-range, 0 to disable)", "µm",
+                                    min=0.0, max=10.0, flag="--relink-radius")
+    significance_level: float = param(0.05, "p- or q-value below which the summary and report "
+                                      "call a result significant", min=1e-6, max=0.5)
 
 
 SECTIONS: dict[str, type] = {

@@ -1,0 +1,440 @@
+"""The run's report: a self-contained ``report.html`` and the same figures as PNG.
+
+:func:`write_report` draws every figure (``spinetrack.plots``), writes them to
+``figures/*.png`` and embeds them as base64 in ``report.html``, which needs no
+other file and no network. :func:`findings` gives the few sentences a scientist
+reads first; the command line prints them too.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import plots
+from .errors import InputError
+from .files import write_bytes_atomic, write_text_atomic
+from .progress import ProgressCallback, report
+
+__all__ = ["write_report", "rebuild_report", "findings", "render_html"]
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.0f}%"
+
+
+def _p(x: float | None) -> str:
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    return f"{x:.2g}" if x >= 0.001 else f"{x:.1e}"
+
+
+def _days(summary: dict[str, Any]) -> list | None:
+    days = summary.get("days")
+    return days if days and all(d is not None for d in days) else None
+
+
+def _count(n: int, word: str, plural: str) -> str:
+    return f"{n} {word if n == 1 else plural}"
+
+
+def findings(summary: dict[str, Any], branches: pd.DataFrame) -> list[str]:
+    """The main results in plain sentences, most important first."""
+    alpha = summary.get("significance_level", 0.05)
+    n = summary["n_sessions"]
+    out = []
+    days = _days(summary)
+    span = f" over {days[-1] - days[0]:.3g} days" if days else ""
+    per_s = summary["spines_per_session"]
+    dens = summary.get("density_per_session") or []
+    dens_txt = (f" ({dens[0]:.2f} → {dens[-1]:.2f} spines per µm)" if len(dens) == n else "")
+    sessions = f"all {n} sessions" if n > 1 else "one session"
+    out.append(f"{_count(summary['n_branches'], 'branch', 'branches')}, "
+               f"{summary.get('total_length_um', 0):.0f} µm traced in {sessions}{span}; "
+               f"spines per session {', '.join(str(v) for v in per_s)}{dens_txt}.")
+    c = summary["loss_clustering"]
+    n0, nl = c.get("n_spines_s0", 0), c.get("n_lost", 0)
+    if n > 1 and n0:
+        stable = summary["fate_counts"]["stable"]
+        out.append(f"{nl} of {n0} session-0 spines ({_pct(nl / n0)}) were lost by the last "
+                   f"session; {stable} {'was' if stable == 1 else 'were'} present throughout.")
+    if n < 2:
+        return out
+    if c.get("statistic") is not None:
+        verdict = ("Losses concentrate on some branches more than chance"
+                   if c["p_value"] < alpha else
+                   "Losses are not more uneven across branches than chance")
+        out.append(f"{verdict}: dispersion index D = {c['statistic']:.2f} (1 expected if "
+                   f"losses fall at random), permutation p = {_p(c['p_value'])}.")
+    elif c.get("note"):
+        out.append(f"Loss clustering across branches: not tested ({c['note']}).")
+    if "loss_q" in branches and branches["loss_q"].notna().any():
+        br = branches.dropna(subset=["loss_q"]).sort_values("loss_q")
+        sig = br[br["loss_q"] < alpha]
+        if len(sig):
+            parts = [f"branch {int(r.branch_id)} ({int(r.n_lost)} of {int(r.n_spines_s0)} "
+                     f"lost, {r.expected_lost:.1f} expected, q = {_p(r.loss_q)})"
+                     for r in sig.itertuples()]
+            out.append("Branches that lost more than the others predict: "
+                       + "; ".join(parts) + ".")
+        else:
+            r = br.iloc[0]
+            out.append(f"No single branch lost significantly more than the others (smallest "
+                       f"q = {_p(r.loss_q)}: branch {int(r.branch_id)}, {int(r.n_lost)} of "
+                       f"{int(r.n_spines_s0)} lost, {r.expected_lost:.1f} expected).")
+    s = summary.get("loss_spacing", {})
+    if s.get("statistic") is not None:
+        closer = s["p_value"] < alpha
+        out.append(f"Within branches, lost spines were {'' if closer else 'not '}closer together "
+                   f"than random subsets of the same branch's spines: mean distance to the "
+                   f"nearest other loss {s['statistic']:.1f} µm vs {s['chance_mean']:.1f} µm by "
+                   f"chance, p = {_p(s['p_value'])}.")
+    r = summary["restoration"]
+    if r.get("n_new"):
+        more = r["p_value"] < alpha
+        out.append(f"{r['n_restored']} of {r['n_new']} new spines ({_pct(r['observed_fraction'])}) "
+                   f"appeared within {r['restore_radius_um']:g} µm of an earlier loss; random "
+                   f"placement gives {_pct(r['chance_fraction'])} (p = {_p(r['p_value'])}): "
+                   + ("more restorations than chance." if more
+                      else "no excess of restorations over chance."))
+    elif n > 1:
+        out.append("No new spines appeared, so restoration was not tested.")
+    if n > 1:
+        tr = ", ".join(f"{v:.2f}" if v is not None else "n/a" for v in summary["turnover_ratio"])
+        out.append(f"Turnover ratio per interval (gained + lost) / (2 × earlier count): {tr}.")
+    return out
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#222;margin:0;
+background:#fff;line-height:1.45}
+main{max-width:1180px;margin:0 auto;padding:24px 32px 60px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:34px 0 8px;border-bottom:1px solid #ddd;
+padding-bottom:4px}h3{font-size:15px;margin:18px 0 4px}
+.sub{color:#666;font-size:13px;margin-bottom:18px}
+.findings{background:#f4f7fb;border-left:4px solid #0072B2;padding:12px 18px;margin:16px 0}
+.findings li{margin:4px 0}
+.row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
+.row figure{flex:1 1 480px}
+figure{margin:8px 0}figure img{max-width:100%;height:auto}
+figcaption{font-size:12.5px;color:#555;max-width:760px}
+table{border-collapse:collapse;font-size:12.5px;margin:8px 0}
+th,td{padding:3px 8px;text-align:right;border-bottom:1px solid #eee}
+td{white-space:nowrap}
+th{background:#f6f6f6;font-weight:600}td:first-child,th:first-child{text-align:left}
+tr.sig td{background:#fdebe1}
+.warn{background:#fff7e0;border-left:4px solid #E69F00;padding:8px 14px;font-size:13px}
+.small{font-size:12.5px;color:#555}
+code{font-size:12px;background:#f3f3f3;padding:0 3px}
+"""
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and not np.isfinite(value)):
+        return "<td></td>"
+    return f"<td>{html.escape(format(value, fmt))}</td>"
+
+
+def _branch_table(branches: pd.DataFrame, n_sessions: int, alpha: float) -> str:
+    """HTML table of the per-branch statistics; rows with loss q < alpha shaded."""
+    cols = [("branch", "branch_id", "d"), ("length µm", "length_um", ".1f")]
+    cols += [(f"spines s{k}", f"n_spines_s{k}", "d") for k in range(n_sessions)]
+    cols += [(f"per µm s{k}", f"density_s{k}", ".2f")
+             for k in sorted({0, n_sessions - 1})]
+    cols += [("lost", "n_lost", "d"), ("expected lost", "expected_lost", ".1f"),
+             ("loss fraction", "loss_fraction", ".0%"), ("loss p", "loss_p", ".2g"),
+             ("loss q", "loss_q", ".2g"), ("lost-site spacing µm", "loss_nn_um", ".1f"),
+             ("chance µm", "loss_nn_chance_um", ".1f"), ("spacing p", "loss_nn_p", ".2g"),
+             ("new", "n_new", "d"), ("restored", "n_restored", "d"),
+             ("restored chance", "restored_chance", ".0%")]
+    cols = [c for c in cols if c[1] in branches.columns]
+    head = "".join(f"<th>{html.escape(name)}</th>" for name, _, _ in cols)
+    rows = []
+    for _, r in branches.iterrows():
+        cells = "".join(_cell(int(r[c]) if fmt == "d" and pd.notna(r[c]) else r[c], fmt)
+                        for _, c, fmt in cols)
+        q = r.get("loss_q", np.nan)
+        cls = ' class="sig"' if pd.notna(q) and q < alpha else ""
+        rows.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def render_html(summary: dict[str, Any], branches: pd.DataFrame, images: dict[str, tuple],
+                title: str = "spinetrack report") -> str:
+    """The report page; ``images`` maps figure name -> (png bytes, alt text)."""
+    alpha = summary.get("significance_level", 0.05)
+    n = summary["n_sessions"]
+    days = _days(summary)
+    sub = f"{n} sessions" + (f", days {', '.join(f'{d:.3g}' for d in days)}" if days else "")
+    versions = summary.get("versions") or {}
+    if versions.get("spinetrack"):
+        sub += f" · spinetrack {html.escape(str(versions['spinetrack']))}"
+    parts = [f"<h1>{html.escape(title)}</h1><div class='sub'>{html.escape(sub)}</div>",
+             "<div class='findings'><b>Findings</b><ul>"
+             + "".join(f"<li>{html.escape(s)}</li>" for s in findings(summary, branches))
+             + "</ul></div>"]
+    warnings = summary.get("warnings") or []
+    if warnings:
+        parts.append("<div class='warn'><b>Check:</b> "
+                     + "<br>".join(html.escape(w) for w in warnings) + "</div>")
+
+    def fig(name: str, caption: str) -> str:
+        if name not in images:
+            return ""
+        png, alt = images[name]
+        return f"<figure>{_img(png, alt)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+    rr = summary["restoration"]
+    parts.append("<h2>Do losses cluster on branches?</h2><div class='row'>")
+    parts.append(fig("loss_fraction", "Fraction of each branch's session-0 spines lost by the "
+                     "last session, with 95% Wilson intervals. Dark bars: more losses than the "
+                     f"other branches predict (one-sided hypergeometric test, BH q < {alpha:g}). "
+                     "Above each bar: lost / session-0 spines and q."))
+    parts.append(fig("clustering", "Dispersion index D of per-branch loss counts (variance of "
+                     "losses relative to random loss, 1 on average) against its distribution "
+                     "when the same number of losses is shuffled over all session-0 spines."))
+    parts.append("</div>")
+    parts.append(_branch_table(branches, n, alpha))
+    parts.append("<p class='small'>Lost-site spacing: mean distance along the branch from each "
+                 "lost spine to the nearest other lost spine on that branch; chance: the same "
+                 "for random subsets of the branch's session-0 spines; spacing p: one-sided "
+                 "(closer than chance). Rows shaded: loss q below "
+                 f"{alpha:g}.</p>")
+    parts.append("<h2>Do new spines return to lost sites?</h2><div class='row'>")
+    parts.append(fig("restoration", f"Observed fraction of new spines (first seen after "
+                     f"session 0) that are 'restored' (within {rr.get('restore_radius_um', 0):g} "
+                     "µm along the branch of a spine lost earlier, each lost site claimed once, "
+                     "nearest first) against the same rule applied to new spines placed at "
+                     "random on their branches, avoiding spines present at the time "
+                     f"(±{rr.get('occupied_radius_um', 0):g} µm) and spines seen just before "
+                     f"(±{rr.get('relink_radius_um', 0):g} µm, which the tracker would have "
+                     "linked)."))
+    by = rr.get("by_session") or []
+    if by:
+        rows = "".join(f"<tr><td>session {b['session']}</td><td>{b['n_new']}</td>"
+                       f"<td>{b['n_restored']}</td><td>{_pct(b['observed_fraction'])}</td>"
+                       f"<td>{_pct(b['chance_fraction'])}</td><td>{_p(b['p_value'])}</td></tr>"
+                       for b in by)
+        parts.append("<div><h3>By the session a new spine first appears</h3><table><tr>"
+                     "<th>first seen</th><th>new</th><th>restored</th><th>observed</th>"
+                     f"<th>chance</th><th>p</th></tr>{rows}</table></div>")
+    parts.append("</div>")
+    parts.append("<h2>Turnover and survival</h2><div class='row'>")
+    parts.append(fig("turnover", "Per transition: formation rate (gained / spines at the "
+                     "earlier session), elimination rate (lost / spines at the earlier "
+                     "session) and the turnover ratio under its two common definitions."))
+    parts.append(fig("survival", "Fraction of session-0 spines still present in each session, "
+                     "all branches (black) and per branch."))
+    parts.append("</div>")
+    if days:
+        fr = summary.get("formation_rate_per_day") or []
+        el = summary.get("elimination_rate_per_day") or []
+        rows = "".join(f"<tr><td>{t.replace('_', '→')}</td><td>{_pct(f) if f is not None else ''}"
+                       f"</td><td>{_pct(e) if e is not None else ''}</td></tr>"
+                       for t, f, e in zip(summary["transitions"], fr, el))
+        parts.append("<h3>Per day</h3><table><tr><th>transition</th><th>formation per day</th>"
+                     f"<th>elimination per day</th></tr>{rows}</table>")
+    parts.append("<h2>Spine maps</h2><p class='small'>Each branch drawn straight, one row per "
+                 "session; dots are spines coloured by fate, thin lines join one spine across "
+                 "sessions, × marks a site in the first session its spine is missing, and "
+                 "dashed lines join a restored spine (ringed) to the lost site it "
+                 "re-occupies.</p>")
+    for name in sorted((k for k in images if k.startswith("spine_map_")),
+                       key=lambda k: int(k.rsplit("_", 1)[1])):
+        parts.append(fig(name, ""))
+    params = summary.get("statistics_params") or {}
+    ptxt = ", ".join(f"{k} = {v}" for k, v in params.items())
+    parts.append("<h2>Methods in brief</h2><p class='small'>Counts, rates and survival follow "
+                 "the fates table. The dispersion index is "
+                 "D = (N−1)/(N(B−1)) Σ (L_b − n_b p)² / (n_b p (1−p)) over B branches with "
+                 "n_b session-0 spines and L_b losses (p = ΣL/N); its p-value comes from "
+                 "permuting the loss labels over all session-0 spines with branch sizes fixed. "
+                 "Per-branch p-values are one-sided hypergeometric (Fisher's exact test of the "
+                 "branch against the rest), corrected with Benjamini–Hochberg. Monte Carlo "
+                 "p-values are (1 + #null ≥ observed) / (1 + permutations). Full definitions: "
+                 "docs/statistics.md in the spinetrack sources. Parameters: "
+                 f"{html.escape(ptxt)}.</p>")
+    if versions:
+        parts.append("<p class='small'>Versions: " + html.escape(
+            ", ".join(f"{k} {v}" for k, v in versions.items())) + "</p>")
+    body = "\n".join(p for p in parts if p)
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>"
+            f"<body><main>\n{body}\n</main></body></html>\n")
+
+
+def write_report(results, out_dir: str | Path, progress: ProgressCallback | None = None,
+                 title: str = "spinetrack report") -> list[Path]:
+    """Write ``report.html`` and ``figures/*.png`` for a run's results.
+
+    Parameters
+    ----------
+    results : spinetrack.results.Results
+        Needs the statistics: ``branches`` from
+        :func:`spinetrack.stats.branch_statistics` and its summary.
+    out_dir : path
+        The results folder; ``figures/`` is created in it.
+    progress : callable, optional
+    title : str
+
+    Returns
+    -------
+    list of Path
+        The files written, ``report.html`` last. Each is written atomically.
+    """
+    summary, branches = results.summary, results.branches
+    if "restoration" not in summary or "loss_q" not in branches.columns:
+        raise InputError(out_dir, "results have no branch statistics yet (run "
+                         "'spinetrack report' on the folder)")
+    out = Path(out_dir)
+    n = int(summary.get("n_sessions") or results.n_sessions)
+    days = _days(summary)
+    alpha = summary.get("significance_level", 0.05)
+    br = branches.sort_values("branch_id").reset_index(drop=True)
+    jobs: list[tuple[str, str, Any]] = [
+        ("loss_fraction", "loss fraction per branch",
+         lambda: plots.loss_fraction_figure(br, summary, alpha)),
+        ("clustering", "dispersion index against its permutation distribution",
+         lambda: plots.clustering_figure(summary)),
+        ("restoration", "restored fraction against chance",
+         lambda: plots.restoration_figure(summary)),
+        ("turnover", "turnover per transition", lambda: plots.turnover_figure(summary)),
+        ("survival", "survival of session-0 spines", lambda: plots.survival_figure(br, summary)),
+    ]
+    if n < 2:
+        jobs = jobs[:1]
+    for _, row in br.iterrows():
+        b = int(row["branch_id"])
+        jobs.append((f"spine_map_{b}", f"spine map of branch {b}",
+                     lambda row=row: plots.spine_map_figure(results.spines, results.fates, row,
+                                                            n, days)))
+    images: dict[str, tuple[bytes, str]] = {}
+    written = []
+    for i, (name, alt, make) in enumerate(jobs):
+        report(progress, "report: figures", i, len(jobs))
+        png = plots.figure_png(make())
+        images[name] = (png, alt)
+        written.append(write_bytes_atomic(out / "figures" / f"{name}.png", png))
+    report(progress, "report: figures", len(jobs), len(jobs))
+    written.append(write_text_atomic(out / "report.html",
+                                     render_html(summary, br, images, title)))
+    return written
+
+
+def _n_sessions(res) -> int:
+    if res.sessions is not None and len(res.sessions):
+        return len(res.sessions)
+    if res.summary.get("n_sessions"):
+        return int(res.summary["n_sessions"])
+    if len(res.fates):
+        return int(res.fates["present"].astype(str).str.len().max())
+    return int(res.spines["session"].max()) + 1 if len(res.spines) else 1
+
+
+def _session_days(res, n_sessions: int) -> list | None:
+    if res.sessions is not None and "day" in res.sessions.columns:
+        days = pd.to_numeric(res.sessions["day"], errors="coerce")
+        if days.notna().any():
+            return [None if pd.isna(d) else float(d) for d in days]
+    days = res.summary.get("days")
+    return days if days and len(days) == n_sessions else None
+
+
+def _voxel_size(res) -> Any:
+    if res.summary.get("voxel_size_um") is not None:
+        return res.summary["voxel_size_um"]
+    s = res.sessions
+    cols = ["voxel_z_um", "voxel_y_um", "voxel_x_um"]
+    if s is not None and all(c in s.columns for c in cols) and len(s):
+        sizes = s[cols].to_numpy(dtype=float)
+        return sizes[0].tolist() if (sizes == sizes[0]).all() else sizes.tolist()
+    return None
+
+
+def _stored_branch_table(res) -> pd.DataFrame | None:
+    from .stats import BRANCH_TABLE_COLUMNS, branch_table_from_lines
+
+    b = res.branches
+    if all(c in b.columns for c in BRANCH_TABLE_COLUMNS) and len(b) and \
+            b[BRANCH_TABLE_COLUMNS].notna().all().all():
+        return b[BRANCH_TABLE_COLUMNS]
+    if res.lines is not None and len(res.lines):
+        return branch_table_from_lines(res.lines)
+    return None
+
+
+def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = False,
+                   progress: ProgressCallback | None = None,
+                   title: str = "spinetrack report"):
+    """Recompute a results folder's statistics from its tables and rewrite the report.
+
+    Reads ``spines.csv`` and ``fates.csv`` (``lines.csv``, ``sessions.csv`` and
+    the previous ``branches.csv``/``summary.json`` when present), recomputes
+    ``branches.csv`` and the statistics in ``summary.json``, and writes
+    ``report.html`` and ``figures/``. Useful after editing the tables by hand.
+
+    Parameters
+    ----------
+    out_dir : path
+        A results folder.
+    params : Params, optional
+        Default: the folder's ``params.json`` (or defaults).
+    recompute_fates : bool
+        Re-classify ``fates.csv`` from ``spines.csv`` first (after editing spines).
+    progress : callable, optional
+    title : str
+
+    Returns
+    -------
+    results : Results
+        The updated results.
+    written : list of Path
+        Files written, in order; each atomically.
+
+    Notes
+    -----
+    The branch stretches (``length_um, arc_start_um, arc_end_um``) come from the
+    previous ``branches.csv`` when it has them, else from ``lines.csv``, else
+    from the range of spine positions.
+    """
+    from .fates import classify_fates
+    from .files import write_json_atomic, write_table_atomic
+    from .results import has_parquet, package_versions, read_results
+    from .stats import add_run_metadata, branch_statistics
+
+    res = read_results(out_dir)
+    out = Path(out_dir)
+    params = params or res.params
+    n = _n_sessions(res)
+    written: list[Path] = []
+    if recompute_fates or not len(res.fates):
+        report(progress, "report: fates", 0, 1)
+        res.fates = classify_fates(res.spines, n, params.fates.restore_radius_um)
+        written.append(write_table_atomic(res.fates, out / "fates.csv"))
+        if has_parquet():
+            written.append(write_table_atomic(res.fates, out / "fates.parquet"))
+        report(progress, "report: fates", 1, 1)
+    branches, summary = branch_statistics(
+        res.spines, res.fates, _stored_branch_table(res), n, params,
+        days=_session_days(res, n), progress=progress)
+    old = {k: v for k, v in res.summary.items() if k not in summary}
+    summary = add_run_metadata({**old, **summary}, _voxel_size(res), params,
+                               package_versions())
+    res.branches, res.summary, res.params = branches, summary, params
+    written.append(write_table_atomic(branches, out / "branches.csv"))
+    if has_parquet():
+        written.append(write_table_atomic(branches, out / "branches.parquet"))
+    written.append(write_json_atomic(out / "summary.json", summary))
+    written += write_report(res, out, progress=progress, title=title)
+    return res, written

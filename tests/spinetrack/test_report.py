@@ -1,0 +1,158 @@
+"""The report: files, self-containment, findings, and the ``spinetrack report`` command."""
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spinetrack.cli import main
+from spinetrack.errors import InputError
+from spinetrack.fates import classify_fates
+from spinetrack.params import Params
+from spinetrack.report import findings, rebuild_report, write_report
+from spinetrack.results import Results, read_results, write_results
+from spinetrack.stats import add_run_metadata, branch_statistics
+
+PNG = b"\x89PNG\r\n\x1a\n"
+PARAMS = Params().replace(n_permutations=500, seed=3)
+SUMMARY_KEYS = ["n_sessions", "voxel_size_um", "n_branches", "spines_per_session",
+                "fate_counts", "formation_rate", "elimination_rate", "turnover_ratio",
+                "survival_fraction", "restoration", "loss_clustering"]
+
+
+def _series(seed=0):
+    """3 sessions, 4 branches of 60 µm; branch 0 loses most of its spines."""
+    rng = np.random.default_rng(seed)
+    rows, sid = [], 0
+    for b in range(4):
+        for a in np.sort(rng.uniform(1, 59, 25)):
+            lost = rng.random() < (0.8 if b == 0 else 0.15)
+            sessions = [0] if lost else [0, 1, 2]
+            rows += [(sid, s, b, a + 0.05 * s) for s in sessions]
+            sid += 1
+            if lost and rng.random() < 0.4:  # a new spine back at the lost site
+                rows += [(sid, 2, b, a + 0.4)]
+                sid += 1
+        for a in rng.uniform(1, 59, 2):
+            rows += [(sid, s, b, a) for s in (1, 2)]
+            sid += 1
+    spines = pd.DataFrame(rows, columns=["spine_id", "session", "branch_id", "arc_um"])
+    for c in ("z", "y", "x"):
+        spines[c] = rng.uniform(0, 50, len(spines))
+        spines[f"{c}_um"] = spines[c] * 0.2
+    spines["length_um"] = 1.0
+    spines["source"] = "auto"
+    lines = pd.DataFrame([(b, s, p, float(a)) for b in range(4) for s in range(3)
+                          for p, a in enumerate(np.linspace(0, 60, 61))],
+                         columns=["branch_id", "session", "point", "arc_um"])
+    sessions = pd.DataFrame({"session": [0, 1, 2], "name": ["a", "b", "c"], "day": [0, 4, 8],
+                             "voxel_z_um": 1.0, "voxel_y_um": 0.2, "voxel_x_um": 0.2})
+    return spines, lines, sessions
+
+
+@pytest.fixture
+def results():
+    spines, lines, sessions = _series()
+    fates = classify_fates(spines, 3)
+    bt = pd.DataFrame({"branch_id": range(4), "length_um": 60.0, "arc_start_um": 0.0,
+                       "arc_end_um": 60.0})
+    branches, summary = branch_statistics(spines, fates, bt, 3, PARAMS, days=[0, 4, 8])
+    summary = add_run_metadata(summary, [1.0, 0.2, 0.2], PARAMS)
+    return Results(spines=spines, fates=fates, branches=branches, summary=summary,
+                   lines=lines, sessions=sessions, params=PARAMS)
+
+
+def test_report_files_are_self_contained_pngs(results, tmp_path):
+    written = write_report(results, tmp_path)
+    assert written[-1] == tmp_path / "report.html"
+    names = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert names == sorted(["clustering.png", "loss_fraction.png", "restoration.png",
+                            "survival.png", "turnover.png"] +
+                           [f"spine_map_{b}.png" for b in range(4)])
+    for p in (tmp_path / "figures").iterdir():
+        assert p.read_bytes().startswith(PNG)
+    page = (tmp_path / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page
+    assert "<link" not in page and "<script" not in page and "url(" not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == 9 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not list(tmp_path.glob("**/.*.tmp"))
+
+
+def test_findings_name_the_clustered_branch(results):
+    text = " ".join(findings(results.summary, results.branches))
+    assert "Losses concentrate on some branches more than chance" in text
+    assert "branch 0 (" in text
+    assert "new spines" in text
+
+
+def test_report_needs_statistics(results, tmp_path):
+    bare = Results(spines=results.spines, fates=results.fates,
+                   branches=pd.DataFrame({"branch_id": [0]}), summary={"n_sessions": 3})
+    with pytest.raises(InputError, match="no branch statistics"):
+        write_report(bare, tmp_path)
+
+
+def test_run_metadata_hook(results):
+    s = results.summary
+    assert list(s)[:2] == ["n_sessions", "voxel_size_um"]
+    assert s["voxel_size_um"] == [1.0, 0.2, 0.2]
+    assert s["parameters"]["stats"]["n_permutations"] == 500
+    assert "numpy" in s["versions"]
+
+
+def test_rebuild_report_from_a_folder(results, tmp_path):
+    bare = Results(spines=results.spines, fates=results.fates,
+                   branches=pd.DataFrame({"branch_id": [0]}), summary={"n_sessions": 3},
+                   lines=results.lines, sessions=results.sessions, params=PARAMS)
+    write_results(bare, tmp_path, parquet=False)
+    _, written = rebuild_report(tmp_path)
+    assert (tmp_path / "report.html") in written
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert all(k in summary for k in SUMMARY_KEYS)
+    assert summary["voxel_size_um"] == [1.0, 0.2, 0.2]
+    assert summary["days"] == [0, 4, 8]
+    assert summary["loss_clustering"]["n_permutations"] == 500  # from params.json
+    back = read_results(tmp_path)
+    assert back.branches["length_um"].tolist() == [60.0] * 4  # from lines.csv
+    # same statistics as computed directly
+    pd.testing.assert_series_equal(back.branches["loss_q"], results.branches["loss_q"],
+                                   check_exact=False, rtol=1e-5)
+
+
+def test_cli_report_and_recompute_fates(results, tmp_path, capsys):
+    write_results(results, tmp_path, parquet=False)
+    spines = pd.read_csv(tmp_path / "spines.csv")
+    # a person deletes a stable spine's last two sessions: it becomes lost
+    before = classify_fates(spines, 3)
+    sid = int(before.loc[before["fate"] == "stable", "spine_id"].iloc[0])
+    spines = spines[~((spines["spine_id"] == sid) & (spines["session"] > 0))]
+    spines.to_csv(tmp_path / "spines.csv", index=False)
+    assert main(["report", str(tmp_path), "--recompute-fates", "--n-permutations", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "dispersion index" in out
+    fates = read_results(tmp_path).fates.set_index("spine_id")
+    assert fates.loc[sid, "fate"] == "lost"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["loss_clustering"]["n_permutations"] == 300
+    assert summary["fate_counts"]["lost"] == results.summary["fate_counts"]["lost"] + 1
+
+
+def test_cli_report_bad_folder_is_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a results folder" in err
+
+
+def test_rr30a_report(rr30a, tmp_path):
+    spines = pd.read_csv(rr30a / "truth_spines.csv")
+    lines = pd.read_csv(rr30a / "truth_lines.csv")
+    fates = classify_fates(spines, 3)
+    write_results(Results(spines=spines, fates=fates, branches=pd.DataFrame({"branch_id": []}),
+                          summary={"n_sessions": 3}, lines=lines, params=PARAMS),
+                  tmp_path, parquet=False)
+    res, _ = rebuild_report(tmp_path)
+    assert res.summary["spines_per_session"] == [139, 133, 111]
+    assert len(list((tmp_path / "figures").glob("spine_map_*.png"))) == 5
