@@ -60,6 +60,10 @@ class Results:
         voxel_x_um, shape_z, shape_y, shape_x``.
     params : Params
         The parameters of the run.
+    transform : dict or None
+        The registration of every session to session 0, as
+        ``spinetrack.register.Registration.to_dict()`` gives it (written as
+        ``registration.json``); lets viewers show sessions aligned.
     """
 
     spines: pd.DataFrame
@@ -70,6 +74,7 @@ class Results:
     registration: pd.DataFrame | None = None
     sessions: pd.DataFrame | None = None
     params: Params = field(default_factory=Params)
+    transform: dict[str, Any] | None = None
 
     @property
     def n_sessions(self) -> int:
@@ -152,6 +157,8 @@ def write_results(
         if parquet:
             written.append(write_table_atomic(df, out / f"{name}.parquet"))
     written.append(write_json_atomic(out / "summary.json", results.summary))
+    if results.transform is not None:
+        written.append(write_json_atomic(out / "registration.json", results.transform))
     meta = {"params": results.params.to_dict(), "versions": package_versions()}
     meta.update(extra_params or {})
     written.append(write_json_atomic(out / "params.json", meta))
@@ -209,8 +216,14 @@ def read_results(out_dir: str | Path) -> Results:
     params = Params()
     if (out / "params.json").exists():
         params = Params.load(out / "params.json")
+    transform = None
+    if (out / "registration.json").exists():
+        try:
+            transform = json.loads((out / "registration.json").read_text())
+        except ValueError as exc:
+            raise InputError(out / "registration.json", f"is not valid JSON ({exc})") from None
     optional = {name: _read_csv(out / f"{name}.csv") for name in ("lines", "registration",
                                                                   "sessions")
                 if (out / f"{name}.csv").exists()}
     return Results(spines=spines, fates=fates, branches=branches, summary=summary,
-                   params=params, **optional)
+                   params=params, transform=transform, **optional)
