@@ -129,6 +129,12 @@ class RegisterParams(_Section):
                                 min=0.0)
     max_rotation_deg: float = param(6.0, "largest rotation between sessions searched for", "deg",
                                     min=0.0, max=45.0)
+    match_distance_um: float = param(3.0, "centre-line points of two sessions this close after "
+                                     "the image-based alignment are paired to refine it", "µm",
+                                     min=0.1, max=20.0)
+    local_scale_um: float = param(10.0, "smoothing length of the local (non-rigid) correction "
+                                  "fitted to the centre lines; 0 keeps the registration rigid",
+                                  "µm", min=0.0, max=500.0)
 
 
 @dataclass(frozen=True)
