@@ -24,7 +24,7 @@ import pandas as pd
 
 from .errors import InputError
 
-__all__ = ["link_spines", "split_gaps", "LINK_COORDS"]
+__all__ = ["link_spines", "link_refined", "along_branch_shift", "split_gaps", "LINK_COORDS"]
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +125,80 @@ def link_spines(spines: pd.DataFrame, search_range_um: float,
     ids = split_gaps(linked["particle"].to_numpy(), linked["frame"].to_numpy())
     out["spine_id"] = ids
     return out
+
+
+def along_branch_shift(arc_from: np.ndarray, shift: np.ndarray, arc_at: np.ndarray,
+                       scale_um: float, prior_weight: float = 2.0) -> np.ndarray:
+    """Smooth along-branch shift at ``arc_at`` from shifts measured at ``arc_from``.
+
+    A Gaussian-weighted mean of the measured shifts (scale ``scale_um``), pulled
+    towards zero by ``prior_weight`` pseudo-measurements, so that a stretch with
+    few links is barely moved.
+    """
+    if not len(arc_from) or not len(arc_at):
+        return np.zeros(len(arc_at))
+    w = np.exp(-((arc_at[:, None] - arc_from[None, :]) / scale_um) ** 2 / 2.0)
+    return (w @ shift) / (w.sum(axis=1) + prior_weight)
+
+
+def link_refined(spines: pd.DataFrame, search_range_um: float,
+                 coords: tuple[str, ...] = LINK_COORDS, weights: tuple[float, ...] | None = None,
+                 arc_columns: tuple[str, ...] = ("arc_um",), iterations: int = 2,
+                 scale_um: float = 20.0, branch_column: str = "branch_id") -> pd.DataFrame:
+    """Link with a local along-branch correction learned from the links themselves.
+
+    Registration leaves a smooth residual displacement along each branch (tissue
+    stretches a little between days). For each session k in turn, spines of
+    sessions k-1 and k are linked, the smooth shift of the linked
+    pairs' arc positions along each branch is fitted (:func:`along_branch_shift`)
+    and applied to session k and later sessions; this is repeated
+    ``iterations`` times, then every session is linked at once.
+
+    Parameters
+    ----------
+    spines : DataFrame
+        As for :func:`link_spines`.
+    search_range_um, coords, weights, branch_column
+        As for :func:`link_spines`.
+    arc_columns : tuple of str
+        Columns holding positions along the branch (µm); all are shifted. The
+        first one is used to measure the shift.
+    iterations : int
+        Rounds of link-and-correct per session (0: plain :func:`link_spines`).
+    scale_um : float
+        Smoothing length of the correction along the branch, µm.
+
+    Returns
+    -------
+    DataFrame
+        As :func:`link_spines`, with the ``arc_columns`` corrected.
+    """
+    out = spines.copy()
+    if iterations <= 0 or not len(out) or not arc_columns:
+        return link_spines(out, search_range_um, coords, weights, branch_column)
+    key = arc_columns[0]
+    session = out["session"].to_numpy(int)
+    branch = out[branch_column].to_numpy()
+    sessions = np.unique(session)
+    for prev, k in zip(sessions[:-1], sessions[1:]):
+        pair = (session == prev) | (session == k)
+        for _ in range(iterations):
+            sub = link_spines(out[pair], search_range_um, coords, weights, branch_column)
+            a = sub[sub["session"] == prev]
+            b = sub[sub["session"] == k]
+            m = a[["spine_id", key]].merge(b[["spine_id", key, branch_column]], on="spine_id",
+                                            suffixes=("_a", "_b"))
+            later = session >= k
+            moved = False
+            for br, g in m.groupby(branch_column):
+                d = np.clip((g[key + "_a"] - g[key + "_b"]).to_numpy(float),
+                            -search_range_um, search_range_um)
+                rows = later & (branch == br)
+                shift = along_branch_shift(g[key + "_b"].to_numpy(float), d,
+                                           out.loc[rows, key].to_numpy(float), scale_um)
+                for c in arc_columns:
+                    out.loc[rows, c] = out.loc[rows, c].to_numpy(float) + shift
+                moved = moved or np.any(np.abs(shift) > 1e-3)
+            if not moved:
+                break
+    return link_spines(out, search_range_um, coords, weights, branch_column)

@@ -18,8 +18,8 @@ import pandas as pd
 from .branches import BranchMap, match_branches
 from .errors import InputError
 from .fates import classify_fates
-from .link import link_spines
-from .params import Params
+from .link import link_refined
+from .params import LinkParams, Params
 from .progress import ProgressCallback, report, sub_progress
 from .register import Registration, register_series
 from .results import SPINE_COLUMNS
@@ -31,10 +31,12 @@ SPINE_EXTRA_COLUMNS = ["side", "kind", "head_intensity", "head_radius_um", "scor
                        "session_branch_id", "session_arc_um", "ref_z_um", "ref_y_um", "ref_x_um",
                        "base_z", "base_y", "base_x", "head_arc_um", "lateral_um", "depth_um"]
 
-#: Weight of the depth offset when linking (z is the least certain axis).
-DEPTH_WEIGHT = 0.5
-#: Columns linked on: the head's position along the branch and its offset from the shaft.
-LINK_COORDS = ("head_arc_um", "lateral_um", "depth_um")
+#: Columns linked on: the base's and the head's position along the branch, the head's
+#: signed offset from the shaft in the imaging plane, and its depth offset.
+LINK_COORDS = ("arc_um", "head_arc_um", "lateral_um", "depth_um")
+#: Their weights (measured on rr30a-dev, see bench/results/track.md); depth (z, the least
+#: certain axis) counts little.
+LINK_WEIGHTS = (0.7, 0.7, 0.7, 0.3)
 
 
 @dataclass(eq=False)
@@ -130,10 +132,11 @@ def place_spines(detections: pd.DataFrame, k: int, voxel_size_um, registration: 
     return d
 
 
-def link_placed(placed: pd.DataFrame, search_range_um: float) -> pd.DataFrame:
+def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.DataFrame:
     """Link placed spines (see :func:`place_spines`) and order the columns."""
-    linked = link_spines(placed, search_range_um, coords=LINK_COORDS,
-                         weights=(1.0, 1.0, DEPTH_WEIGHT))
+    linked = link_refined(placed, params.search_range_um, coords=LINK_COORDS,
+                          weights=LINK_WEIGHTS, arc_columns=("arc_um", "head_arc_um"),
+                          iterations=params.refine_iterations, scale_um=params.refine_scale_um)
     if "source" not in linked.columns:
         linked["source"] = "auto"
     cols = SPINE_COLUMNS + [c for c in SPINE_EXTRA_COLUMNS if c in linked.columns]
@@ -192,7 +195,7 @@ def track_series(series, tracings, detections, params: Params = Params(),
             det = det[det["kind"] == "spine"]
         vox = series[k].voxel_size_um if series is not None else tracings[k].voxel_size_um
         placed.append(place_spines(det, k, vox, registration, bmap))
-    spines = link_placed(pd.concat(placed, ignore_index=True), params.link.search_range_um)
+    spines = link_placed(pd.concat(placed, ignore_index=True), params.link)
     report(progress, "link", n + 1, n + 1)
     report(progress, "fates", 0, 1)
     fates = classify_fates(spines, n, params.fates.restore_radius_um)
