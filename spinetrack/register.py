@@ -343,7 +343,7 @@ def _phase_correlate(fixed: np.ndarray, moving: np.ndarray, max_shift_px) -> tup
     f2 = np.fft.rfftn(moving * _window(moving.shape))
     cross = f1 * np.conj(f2)
     cross /= np.abs(cross) + 1e-6 * np.abs(cross).max() + 1e-12
-    corr = np.fft.irfftn(cross, s=fixed.shape)
+    corr = np.fft.irfftn(cross, s=fixed.shape, axes=tuple(range(fixed.ndim)))
     corr = ndimage.gaussian_filter(corr, 0.7, mode="wrap")
     shape = np.asarray(corr.shape)
     lim = np.minimum(np.asarray(max_shift_px, float), shape / 2 - 1)
