@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.spatial import cKDTree
 
 from .branches import BranchMap, match_branches
 from .errors import InputError
@@ -74,8 +75,17 @@ def _um(df: pd.DataFrame, prefix: str, voxel) -> np.ndarray | None:
     return None
 
 
+def _own_branch(base_um: np.ndarray, tracing) -> tuple[np.ndarray, np.ndarray] | None:
+    """Session branch id and session arc of the nearest point of the session's own lines."""
+    lines = getattr(tracing, "lines", None)
+    if lines is None or not len(lines) or not len(base_um):
+        return None
+    _, j = cKDTree(lines[["z_um", "y_um", "x_um"]].to_numpy(float)).query(base_um)
+    return lines["branch_id"].to_numpy()[j], lines["arc_um"].to_numpy(float)[j]
+
+
 def place_spines(detections: pd.DataFrame, k: int, voxel_size_um, registration: Registration,
-                 branch_map: BranchMap) -> pd.DataFrame:
+                 branch_map: BranchMap, tracing=None) -> pd.DataFrame:
     """Put one session's detections on the global branches, in session 0's frame.
 
     Parameters
@@ -90,6 +100,9 @@ def place_spines(detections: pd.DataFrame, k: int, voxel_size_um, registration: 
         Session k's voxel size.
     registration, branch_map
         From :func:`register_series` and :func:`match_branches`.
+    tracing : Tracing, optional
+        Session k's own tracing: gives ``session_branch_id`` and
+        ``session_arc_um`` to detections without ``branch_id`` / ``arc_um``.
 
     Returns
     -------
@@ -111,6 +124,12 @@ def place_spines(detections: pd.DataFrame, k: int, voxel_size_um, registration: 
     base = _um(d, "base_", vox)
     if base is None:
         base = head
+    own = _own_branch(base, tracing)
+    if own is not None:
+        if "branch_id" not in d.columns:
+            d["branch_id"] = own[0]
+        if "arc_um" not in d.columns:
+            d["arc_um"] = own[1]
     head_ref = registration.to_reference(k, head) if len(d) else np.zeros((0, 3))
     base_ref = registration.to_reference(k, base) if len(d) else np.zeros((0, 3))
     cands = None
@@ -194,7 +213,7 @@ def track_series(series, tracings, detections, params: Params = Params(),
         if "kind" in det.columns:
             det = det[det["kind"] == "spine"]
         vox = series[k].voxel_size_um if series is not None else tracings[k].voxel_size_um
-        placed.append(place_spines(det, k, vox, registration, bmap))
+        placed.append(place_spines(det, k, vox, registration, bmap, tracings[k]))
     spines = link_placed(pd.concat(placed, ignore_index=True), params.link)
     report(progress, "link", n + 1, n + 1)
     report(progress, "fates", 0, 1)
