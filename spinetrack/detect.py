@@ -36,8 +36,10 @@ DETECTION_COLUMNS = ["z", "y", "x", "z_um", "y_um", "x_um", "branch_id", "arc_um
                      "base_y", "base_x", "side", "length_um", "head_intensity", "head_radius_um",
                      "score", "kind"]
 
-_TILE = 160  # (y, x) tile edge in pixels for the 3-D filtering
 _Z_WEIGHT = 0.5  # z distances count half when finding the nearest shaft point (axial blur)
+_Z_REACH_UM = 2.5  # heads are searched this far above and below the centre line
+_OPEN_UM = 2.0  # the shaft model along a branch ignores bumps narrower than this
+_CORRIDOR_UM = 0.4  # a neck may bend this far along the branch
 
 
 def empty_detections() -> pd.DataFrame:
@@ -53,6 +55,14 @@ def detect_spines(image: np.ndarray, voxel_size_um, tracing: Tracing, params=Non
                   progress=None) -> pd.DataFrame:
     """Find spine heads along traced dendrites.
 
+    Each branch is *straightened*: the stack is sampled on a grid of (arc along
+    the branch, z offset from the centre line, signed offset across it in the
+    (y, x) plane). Along the arc the shaft changes slowly and spines are
+    narrow bumps, so a grey opening along the arc models the shaft and its
+    surroundings; what stands above it (the residual) are spines, boutons and
+    noise. Residual maxima outside the shaft and within reach are kept when
+    they are bright enough and joined to the shaft by a neck (no dark gap).
+
     Parameters
     ----------
     image : ndarray, shape (Z, Y, X) or (Y, X)
@@ -64,7 +74,7 @@ def detect_spines(image: np.ndarray, voxel_size_um, tracing: Tracing, params=Non
     params : DetectParams, optional
         Detection parameters (defaults when None).
     progress : callable, optional
-        ``progress(stage, done, total)``, called once per image tile; may raise
+        ``progress(stage, done, total)``, called once per branch; may raise
         ``Cancelled``.
 
     Returns
@@ -74,198 +84,253 @@ def detect_spines(image: np.ndarray, voxel_size_um, tracing: Tracing, params=Non
         ``docs/architecture.md``); ``kind`` is ``"spine"`` or ``"filopodium"``.
         Sorted by ``branch_id``, ``arc_um``.
     """
+    cands, frame = _candidates(image, voxel_size_um, tracing, params, progress)
+    if cands is None or not len(cands):
+        return empty_detections()
+    return _select(cands, frame, params or _default_params())
+
+
+def _default_params():
     from .params import DetectParams
 
-    params = params or DetectParams()
+    return DetectParams()
+
+
+class _Frame:
+    """Uniformly resampled centre lines of all branches, for nearest-point queries."""
+
+    def __init__(self, lines: pd.DataFrame, voxel: np.ndarray, step_um: float) -> None:
+        parts = []
+        for bid, g in lines.groupby("branch_id", sort=True):
+            arc = g["arc_um"].to_numpy(float)
+            n = max(2, int(np.floor((arc[-1] - arc[0]) / step_um)) + 1) if len(g) > 1 else 1
+            s = np.linspace(arc[0], arc[-1], n) if len(g) > 1 else arc[:1]
+            cols = {c: (np.interp(s, arc, g[c].to_numpy(float)) if len(g) > 1
+                        else g[c].to_numpy(float)) for c in ("z", "y", "x", "radius_um")}
+            yx_um = np.column_stack([cols["y"] * voxel[1], cols["x"] * voxel[2]])
+            if len(s) > 1:
+                t = np.gradient(yx_um, axis=0)
+                t = ndi.gaussian_filter1d(t, max(0.5 / step_um, 1.0), axis=0, mode="nearest")
+            else:
+                t = np.array([[0.0, 1.0]])
+            t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+            parts.append(pd.DataFrame({"branch_id": int(bid), "arc_um": s, **cols,
+                                       "ty": t[:, 0], "tx": t[:, 1]}))
+        self.points = pd.concat(parts, ignore_index=True)
+        self.voxel = voxel
+        self.zyx = self.points[["z", "y", "x"]].to_numpy(float)
+        self._tree = cKDTree(self.zyx * voxel * np.array([_Z_WEIGHT, 1.0, 1.0]))
+
+    def nearest(self, zyx_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index of the nearest resampled point and the weighted distance in µm."""
+        d, j = self._tree.query(zyx_px * self.voxel * np.array([_Z_WEIGHT, 1.0, 1.0]))
+        return j, d
+
+
+def _candidates(image, voxel_size_um, tracing, params, progress):
+    params = params or _default_params()
     stack = _as_stack(image)
     voxel = np.asarray([float(v) for v in voxel_size_um])
     lines = tracing.lines
     if len(lines) == 0:
         report(progress, "detect", 1, 1)
-        return empty_detections()
-    line_px = lines[["z", "y", "x"]].to_numpy(float)
-    reach_um = float(lines["radius_um"].max()) + params.max_spine_length_um + 0.5
+        return None, None
+    step = float(min(voxel[1], voxel[2]))
+    frame = _Frame(lines, voxel, step)
     bg = float(np.median(stack[:, ::4, ::4]))
-    cands, shaft_values = _candidates(stack, voxel, line_px, reach_um, params, bg, progress)
-    if not len(cands) or not len(shaft_values):
-        return empty_detections()
-    shaft = max(float(np.median(shaft_values)) - bg, 1e-6)
-    return _describe(cands, lines, voxel, params, bg, shaft)
+    reach_um = float(frame.points["radius_um"].max()) + params.max_spine_length_um + 0.5
+    offsets = np.arange(-np.ceil(reach_um / step), np.ceil(reach_um / step) + 1) * step
+    nzr = 0 if stack.shape[0] == 1 else int(np.ceil(_Z_REACH_UM / voxel[0]))
+    dz = np.arange(-nzr, nzr + 1, dtype=float)
+    groups = list(frame.points.groupby("branch_id", sort=True).indices.items())
+    report(progress, "detect", 0, 2 * len(groups))
+    volumes = []
+    for k, (bid, idx) in enumerate(groups):
+        volumes.append((bid, idx, _straighten(stack, frame.points.iloc[idx], voxel, offsets, dz,
+                                              params)))
+        report(progress, "detect", k + 1, 2 * len(groups))
+    centre = [v[:, nzr, len(offsets) // 2] for _, _, v in volumes]
+    shaft = float(np.median(np.concatenate(centre))) - bg
+    if not np.isfinite(shaft) or shaft <= 0:
+        return None, frame
+    rows = []
+    for k, (bid, idx, vol) in enumerate(volumes):
+        vol = (vol - np.float32(bg)) / np.float32(shaft)
+        rows.append(_branch_peaks(vol, frame.points.iloc[idx], idx, offsets, dz, step, voxel,
+                                  params))
+        report(progress, "detect", len(groups) + k + 1, 2 * len(groups))
+    cands = pd.concat(rows, ignore_index=True) if rows else None
+    return cands, frame
 
 
-def _tiles(shape, line_px, reach_px):
-    """(y0, y1, x0, x1, z0, z1) of tiles that hold centre-line points within reach."""
-    nz, ny, nx = shape
-    out = []
-    for y0 in range(0, ny, _TILE):
-        for x0 in range(0, nx, _TILE):
-            y1, x1 = min(ny, y0 + _TILE), min(nx, x0 + _TILE)
-            near = ((line_px[:, 1] >= y0 - reach_px[1]) & (line_px[:, 1] < y1 + reach_px[1])
-                    & (line_px[:, 2] >= x0 - reach_px[2]) & (line_px[:, 2] < x1 + reach_px[2]))
-            if not near.any():
-                continue
-            zs = line_px[near, 0]
-            z0 = max(0, int(np.floor(zs.min() - reach_px[0])))
-            z1 = min(nz, int(np.ceil(zs.max() + reach_px[0])) + 1)
-            out.append((y0, y1, x0, x1, z0, z1))
-    return out
+def _straighten(stack, pts: pd.DataFrame, voxel, offsets, dz, params) -> np.ndarray:
+    """Sample the stack on (arc, dz, offset) around one branch and smooth it."""
+    n = len(pts)
+    ny = pts["tx"].to_numpy()  # normal (y, x) = (tx, -ty), a unit vector in µm
+    nx = -pts["ty"].to_numpy()
+    z = pts["z"].to_numpy()[:, None, None] + dz[None, :, None]
+    y = pts["y"].to_numpy()[:, None, None] + (ny[:, None, None] * offsets[None, None, :]) / voxel[1]
+    x = pts["x"].to_numpy()[:, None, None] + (nx[:, None, None] * offsets[None, None, :]) / voxel[2]
+    shape = (n, len(dz), len(offsets))
+    coords = np.stack([np.broadcast_to(c, shape).ravel() for c in (z, y, x)])
+    vol = ndi.map_coordinates(stack, coords, output=np.float32, order=1, mode="nearest")
+    vol = vol.reshape(shape)
+    step = float(min(voxel[1], voxel[2]))
+    sig = params.head_sigma_um / step
+    sig_z = 0.0 if len(dz) == 1 else 0.5
+    return ndi.gaussian_filter(vol, (sig, sig_z, sig), truncate=3.0, mode="nearest")
 
 
-def _candidates(stack, voxel, line_px, reach_um, params, bg, progress):
-    """Local maxima of the head-scale smoothed stack near the lines, tile by tile.
-
-    Returns a table of candidate heads (pixel position, smoothed value, blob
-    response, neck minimum and mean along the straight path to the nearest
-    centre-line point) and the smoothed values at the centre-line points.
-    """
-    sig = params.head_sigma_um / voxel
-    sig_z = 0.0 if stack.shape[0] == 1 else max(sig[0], 0.5)
-    small_sig = np.array([sig_z, sig[1], sig[2]])
-    large_sig = np.array([sig_z, 2.5 * sig[1], 2.5 * sig[2]])
-    halo = np.ceil(3 * large_sig).astype(int) + 2
-    reach_px = np.r_[reach_um / voxel[0] + 1.0, reach_um / voxel[1:]]
-    tiles = _tiles(stack.shape, line_px, reach_px)
-    peak_size = np.maximum(np.round(2 * params.head_sigma_um / voxel).astype(int) | 1, 1)
-    peak_size[0] = 3 if stack.shape[0] >= 3 else 1
-    tree_xy = cKDTree(line_px[:, 1:] * voxel[1:])
-    rows, shaft_values = [], []
-    report(progress, "detect", 0, len(tiles))
-    for k, (y0, y1, x0, x1, z0, z1) in enumerate(tiles):
-        ya, yb = max(0, y0 - halo[1]), min(stack.shape[1], y1 + halo[1])
-        xa, xb = max(0, x0 - halo[2]), min(stack.shape[2], x1 + halo[2])
-        za, zb = max(0, z0 - halo[0]), min(stack.shape[0], z1 + halo[0])
-        crop = stack[za:zb, ya:yb, xa:xb].astype(np.float32)
-        g = ndi.gaussian_filter(crop, small_sig, truncate=3.0, mode="nearest")
-        dog = g - ndi.gaussian_filter(crop, large_sig, truncate=3.0, mode="nearest")
-        origin = np.array([za, ya, xa])
-        inside = ((line_px[:, 1] >= y0) & (line_px[:, 1] < y1) & (line_px[:, 2] >= x0)
-                  & (line_px[:, 2] < x1))
-        if inside.any():
-            idx = np.round(line_px[inside]).astype(int) - origin
-            idx = np.clip(idx, 0, np.array(g.shape) - 1)
-            shaft_values.append(g[idx[:, 0], idx[:, 1], idx[:, 2]])
-        peaks = (g == ndi.maximum_filter(g, size=tuple(peak_size), mode="nearest")) & (dog > 0)
-        pz, py, px = np.nonzero(peaks)
-        gz, gy, gx = pz + za, py + ya, px + xa
-        keep = ((gy >= y0) & (gy < y1) & (gx >= x0) & (gx < x1) & (gz >= z0) & (gz < z1))
-        pz, py, px, gz, gy, gx = (a[keep] for a in (pz, py, px, gz, gy, gx))
-        if len(pz):
-            d_xy, _ = tree_xy.query(np.column_stack([gy, gx]) * voxel[1:],
-                                    distance_upper_bound=reach_um)
-            near = np.isfinite(d_xy)
-            pz, py, px, gz, gy, gx = (a[near] for a in (pz, py, px, gz, gy, gx))
-        if len(pz):
-            rows.append(pd.DataFrame({
-                "z": gz.astype(float), "y": gy.astype(float), "x": gx.astype(float),
-                "value": g[pz, py, px], "dog": dog[pz, py, px],
-                "tile": k}))
-            rows[-1] = _refine_and_neck(rows[-1], g, origin, line_px, voxel)
-        report(progress, "detect", k + 1, len(tiles))
-    cands = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-    return cands, (np.concatenate(shaft_values) if shaft_values else np.zeros(0))
+def _odd(x: float) -> int:
+    return max(1, int(round(x)) | 1)
 
 
-def _nearest_line_point(points_px, line_px, voxel):
-    w = voxel * np.array([_Z_WEIGHT, 1.0, 1.0])
-    tree = cKDTree(line_px * w)
-    _, j = tree.query(points_px * w)
-    return j
-
-
-def _refine_and_neck(df, g, origin, line_px, voxel, n_samples: int = 24):
-    """Sub-pixel head position, and the signal along the straight path to the shaft."""
-    p = df[["z", "y", "x"]].to_numpy(float).copy()
-    local = p - origin
-    # parabolic sub-pixel refinement per axis
-    shape = np.array(g.shape)
-    idx = local.astype(int)
-    for ax in range(3):
-        if shape[ax] < 3:
+def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFrame:
+    """Residual maxima of one straightened branch with their measurements."""
+    n_arc, n_z, n_off = vol.shape
+    open_len = _odd(_OPEN_UM / step)
+    if n_arc >= 3:
+        shaft_model = ndi.grey_opening(vol, size=(min(open_len, _odd(n_arc) if n_arc % 2 else
+                                                      n_arc - 1), 1, 1), mode="nearest")
+    else:
+        shaft_model = np.minimum(vol, vol.min(axis=0, keepdims=True))
+    resid = vol - shaft_model
+    foot = (_odd(0.6 / step), min(3, n_z), _odd(0.6 / step))
+    peaks = (resid == ndi.maximum_filter(resid, size=foot, mode="nearest")) & (resid > _MIN_RESID)
+    ia, iz, io = np.nonzero(peaks)
+    if not len(ia):
+        return pd.DataFrame()
+    centre = n_off // 2
+    radius = pts["radius_um"].to_numpy()[ia]
+    off = offsets[io]
+    outside = np.abs(off) >= radius
+    ia, iz, io, radius, off = (a[outside] for a in (ia, iz, io, radius, off))
+    if not len(ia):
+        return pd.DataFrame()
+    # sub-pixel refinement along each axis of the straightened grid
+    pos = np.column_stack([ia, iz, io]).astype(float)
+    for ax, size in enumerate(vol.shape):
+        if size < 3:
             continue
-        lo = idx.copy()
-        hi = idx.copy()
-        lo[:, ax] = np.clip(idx[:, ax] - 1, 0, shape[ax] - 1)
-        hi[:, ax] = np.clip(idx[:, ax] + 1, 0, shape[ax] - 1)
-        a = g[lo[:, 0], lo[:, 1], lo[:, 2]]
-        b = g[idx[:, 0], idx[:, 1], idx[:, 2]]
-        c = g[hi[:, 0], hi[:, 1], hi[:, 2]]
+        lo = np.column_stack([ia, iz, io])
+        hi = lo.copy()
+        lo[:, ax] = np.clip(lo[:, ax] - 1, 0, size - 1)
+        hi[:, ax] = np.clip(hi[:, ax] + 1, 0, size - 1)
+        a = resid[lo[:, 0], lo[:, 1], lo[:, 2]]
+        b = resid[ia, iz, io]
+        c = resid[hi[:, 0], hi[:, 1], hi[:, 2]]
         denom = a - 2 * b + c
         with np.errstate(divide="ignore", invalid="ignore"):
             shift = np.where(denom < 0, 0.5 * (a - c) / denom, 0.0)
-        p[:, ax] += np.clip(shift, -0.5, 0.5)
-    j = _nearest_line_point(p, line_px, voxel)
-    base = line_px[j]
-    t = np.linspace(0.0, 1.0, n_samples)
-    path = (p[:, None, :] * (1 - t)[None, :, None] + base[:, None, :] * t[None, :, None]) - origin
-    vals = ndi.map_coordinates(g, path.reshape(-1, 3).T, order=1, mode="nearest")
-    vals = vals.reshape(len(p), n_samples)
-    out = df.drop(columns=["tile"]).copy()
-    out[["z", "y", "x"]] = p
-    out["line_index"] = j
-    out["neck_min"] = vals.min(axis=1)
-    out["neck_mean"] = vals[:, n_samples // 4: 3 * n_samples // 4].mean(axis=1)
-    return out
+        pos[:, ax] += np.clip(shift, -0.5, 0.5)
+    # neck: the brightest corridor (along the arc and in z) from the centre to the head
+    corridor = ndi.maximum_filter(vol, size=(_odd(2 * _CORRIDOR_UM / step), min(3, n_z), 1),
+                                  mode="nearest")
+    neck_min = np.empty(len(ia), np.float32)
+    neck_mean = np.empty(len(ia), np.float32)
+    width = np.empty(len(ia), np.float32)
+    for m in range(len(ia)):
+        lo_o, hi_o = sorted((centre, int(io[m])))
+        prof = corridor[ia[m], iz[m], lo_o:hi_o + 1]
+        # from the shaft surface on: ignore the part inside the shaft radius
+        r_px = int(round(radius[m] / step))
+        inner = prof[r_px:-1] if io[m] > centre else prof[1:len(prof) - r_px]
+        inner = inner if len(inner) else prof[-1:] if io[m] > centre else prof[:1]
+        neck_min[m] = inner.min()
+        neck_mean[m] = inner.mean()
+        # head width along the arc at half the residual maximum
+        row = resid[max(ia[m] - 10, 0):ia[m] + 11, iz[m], io[m]]
+        width[m] = (row >= 0.5 * resid[ia[m], iz[m], io[m]]).sum() * step
+    a_int = np.clip(np.round(pos[:, 0]).astype(int), 0, n_arc - 1)
+    frac = pos[:, 0] - np.floor(pos[:, 0])
+    a0 = np.clip(np.floor(pos[:, 0]).astype(int), 0, n_arc - 1)
+    a1 = np.clip(a0 + 1, 0, n_arc - 1)
+    base = pts[["z", "y", "x"]].to_numpy()
+    base_pt = base[a0] * (1 - frac)[:, None] + base[a1] * frac[:, None]
+    normal = np.column_stack([pts["tx"].to_numpy(), -pts["ty"].to_numpy()])[a_int]
+    off_um = np.interp(pos[:, 2], np.arange(n_off), offsets)
+    dz_px = np.interp(pos[:, 1], np.arange(n_z), dz)
+    head = np.column_stack([base_pt[:, 0] + dz_px,
+                            base_pt[:, 1] + normal[:, 0] * off_um / voxel[1],
+                            base_pt[:, 2] + normal[:, 1] * off_um / voxel[2]])
+    return pd.DataFrame({
+        "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
+        "value": vol[ia, iz, io], "resid": resid[ia, iz, io], "neck_min": neck_min,
+        "neck_mean": neck_mean, "width_um": width, "offset_um": off_um})
 
 
-# detection thresholds in units of the session's median shaft brightness above background,
-# calibrated on rr30a-dev and the synthetic presets
-_MIN_HEAD = 0.15      # a head is at least this bright
-_MIN_NECK = 0.08      # the dimmest point between head and shaft (bouton gap test)
-_MIN_BLOB = 0.02      # head-scale blob response (DoG)
+# thresholds in units of the session's median shaft brightness above background
+# (so independent of how bright a session is); calibrated on rr30a-dev and synthetic data
+_MIN_RESID = 0.08     # a head stands at least this far above the shaft model
+_MIN_NECK = 0.05      # the dimmest point between shaft surface and head (bouton gap test)
 _FILOPODIUM_CONTRAST = 1.25  # a long protrusion whose head is not this much brighter than its
                              # neck is a filopodium
 _FILOPODIUM_MIN_UM = 2.0
+_DEDUPE_UM = 0.6
 
 
-def _describe(cands, lines, voxel, params, bg, shaft):
-    """Turn candidate maxima into the detections table (filters applied)."""
-    line_px = lines[["z", "y", "x"]].to_numpy(float)
-    j = cands["line_index"].to_numpy()
-    base = line_px[j]
+def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
+            ) -> pd.DataFrame:
+    """Attach candidates to their nearest shaft, filter, de-duplicate, describe."""
+    voxel = frame.voxel
     head = cands[["z", "y", "x"]].to_numpy(float)
-    radius = lines["radius_um"].to_numpy(float)[j]
+    j, _ = frame.nearest(head)
+    pts = frame.points
+    base = frame.zyx[j]
+    radius = pts["radius_um"].to_numpy()[j]
     d_um = (head - base) * voxel
     dist = np.sqrt((d_um[:, 1:] ** 2).sum(axis=1) + (_Z_WEIGHT * d_um[:, 0]) ** 2)
-    value = (cands["value"].to_numpy() - bg) / shaft
-    neck_min = (cands["neck_min"].to_numpy() - bg) / shaft
-    neck_mean = (cands["neck_mean"].to_numpy() - bg) / shaft
-    dog = cands["dog"].to_numpy() / shaft
-    head_radius = np.full(len(cands), params.head_sigma_um * 1.5)
     length = dist - radius
+    head_radius = np.clip(cands["width_um"].to_numpy() / 2, 0.5 * params.head_sigma_um,
+                          3 * params.head_sigma_um)
+    value = cands["value"].to_numpy()
+    neck_min = cands["neck_min"].to_numpy()
+    neck_mean = cands["neck_mean"].to_numpy()
+    resid = cands["resid"].to_numpy()
     keep = ((length + head_radius >= params.min_protrusion_um)
             & (length <= params.max_spine_length_um)
-            & (value >= _MIN_HEAD) & (neck_min >= _MIN_NECK) & (dog >= _MIN_BLOB))
+            & (neck_min >= _MIN_NECK))
     contrast = value / np.maximum(neck_mean, 1e-6)
     filo = (length >= _FILOPODIUM_MIN_UM) & (contrast < _FILOPODIUM_CONTRAST)
-    # side: sign of the cross product of the branch direction and the spine direction (xy)
-    tangent = _tangents(lines)[j]
-    cross = tangent[:, 0] * d_um[:, 2] - tangent[:, 1] * d_um[:, 1]
+    t = np.column_stack([pts["ty"].to_numpy()[j], pts["tx"].to_numpy()[j]])
+    cross = t[:, 0] * d_um[:, 2] - t[:, 1] * d_um[:, 1]
     lateral = np.linalg.norm(d_um[:, 1:], axis=1)
-    side = np.where(lateral < np.abs(d_um[:, 0]) * _Z_WEIGHT, 0, np.sign(cross)).astype(int)
+    side = np.where(lateral < np.abs(d_um[:, 0]) * _Z_WEIGHT, 0, -np.sign(cross)).astype(int)
     out = pd.DataFrame({
         "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
         "z_um": head[:, 0] * voxel[0], "y_um": head[:, 1] * voxel[1],
         "x_um": head[:, 2] * voxel[2],
-        "branch_id": lines["branch_id"].to_numpy(int)[j],
-        "arc_um": lines["arc_um"].to_numpy(float)[j],
+        "branch_id": pts["branch_id"].to_numpy(int)[j],
+        "arc_um": pts["arc_um"].to_numpy(float)[j],
         "base_z": base[:, 0], "base_y": base[:, 1], "base_x": base[:, 2],
         "side": side, "length_um": np.maximum(length, 0.0),
         "head_intensity": value, "head_radius_um": head_radius,
-        "score": dog * np.minimum(neck_min / np.maximum(value, 1e-6), 1.0) * 10,
+        "score": resid * np.minimum(neck_min / np.maximum(value, 1e-6), 1.0),
         "kind": np.where(filo, "filopodium", "spine"),
-    })[keep]
+    })
+    if features:  # every candidate with its measurements, for calibration
+        return out.assign(keep=keep, neck_min=neck_min, neck_mean=neck_mean, resid=resid,
+                          dist_um=dist, radius_um=radius,
+                          offset_um=cands["offset_um"].to_numpy())
+    out = _dedupe(out[keep].reset_index(drop=True), voxel)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
 
 
-def _tangents(lines: pd.DataFrame) -> np.ndarray:
-    """Unit (y, x) direction of each centre-line point along its branch."""
-    t = np.zeros((len(lines), 2))
-    yx = lines[["y", "x"]].to_numpy(float)
-    for _, idx in lines.groupby("branch_id", sort=False).indices.items():
-        if len(idx) > 1:
-            t[idx] = np.gradient(yx[idx], axis=0)
-    norm = np.linalg.norm(t, axis=1, keepdims=True)
-    return t / np.where(norm > 0, norm, 1.0)
+def _dedupe(df: pd.DataFrame, voxel) -> pd.DataFrame:
+    """Keep the best-scoring detection among any closer than ``_DEDUPE_UM`` (z counts half)."""
+    if len(df) < 2:
+        return df
+    pos = df[["z_um", "y_um", "x_um"]].to_numpy() * np.array([_Z_WEIGHT, 1.0, 1.0])
+    order = np.argsort(-df["score"].to_numpy(), kind="stable")
+    tree = cKDTree(pos)
+    dropped = np.zeros(len(df), bool)
+    for i in order:
+        if dropped[i]:
+            continue
+        for k in tree.query_ball_point(pos[i], _DEDUPE_UM):
+            if k != i:
+                dropped[k] = True
+    return df[~dropped].reset_index(drop=True)
 
 
 def detect_session(session, params=None, progress=None) -> tuple[Tracing, pd.DataFrame]:
