@@ -30,7 +30,13 @@ install: $(VENV)/.install-base
 install-test: $(VENV)/.install-test
 
 demo: install
-	@$(PY) -m spinetrack --help
+	$(PY) -m spinetrack synth $(DEMO)/series --preset realistic --sessions 4 --seed 1 --days 0 2 9 10
+	$(PY) -m spinetrack run $(DEMO)/series --out $(DEMO)/results --days 0 2 9 10
+	$(PY) -m spinetrack compare $(DEMO)/results $(DEMO)/series/truth --json $(DEMO)/results/compare.json
+	@echo
+	@echo "Demo done. Generated series and its truth: $(DEMO)/series (truth in $(DEMO)/series/truth)"
+	@echo "Results (contract tables, summary.json, report.html): $(DEMO)/results"
+	@echo "Open $(DEMO)/results/report.html in a browser; in napari: $(VENV)/bin/napari $(DEMO)/results"
 
 test: install-test
 	@./.ci/system-deps

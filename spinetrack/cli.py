@@ -144,10 +144,87 @@ def _cmd_report(args) -> int:
     return EXIT_OK
 
 
-COMMANDS: list[Callable] = [_add_info, _add_compare, _add_report]
+def _add_run(sub) -> None:
+    from .params import add_arguments
+
+    p = sub.add_parser(
+        "run", help="run the whole pipeline on one series and write a results folder",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_fill("Trace dendrites and detect spines in every session, register the sessions "
+                    "to the first, link spines across sessions, classify fates (stable, lost, "
+                    "formed, transient, restored), test loss clustering and restoration, and "
+                    "write DIR: spines.csv, fates.csv, branches.csv, summary.json, lines.csv, "
+                    "sessions.csv, registration.csv/.json, params.json (reproduces the run), "
+                    "report.html and figures/*.png (docs/outputs.md describes every column). "
+                    "Nothing in DIR is touched until everything is computed; a person's "
+                    "edits.json in DIR is re-applied on top of the new results."),
+        epilog="examples:\n"
+               "  spinetrack run day0.tif day4.tif day7.tif --out results --days 0 4 7\n"
+               "  spinetrack run stacks/ --out results --voxel-size 1 0.12 0.12\n"
+               "  spinetrack run series4d.tif --out results --params old/params.json")
+    p.add_argument("sessions", nargs="+", metavar="SESSION",
+                   help="session TIFFs in chronological order, one folder of them, or one 4-D "
+                        "(t, z, y, x) TIFF")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder (created)")
+    _voxel_option(p)
+    p.add_argument("--names", nargs="+", metavar="NAME", help="one name per session")
+    p.add_argument("--days", nargs="+", type=float, metavar="DAY",
+                   help="day of each session (enables per-day rates)")
+    p.add_argument("--params", metavar="PARAMS.json",
+                   help="start from the parameters of an earlier run (its params.json); the "
+                        "options below override them")
+    p.add_argument("--no-report", action="store_true", help="skip report.html and figures")
+    add_arguments(p)
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args) -> int:
+    import time
+    from pathlib import Path
+
+    from .io import read_series
+    from .params import Params, params_from_args
+    from .pipeline import run_and_write
+    from .progress import TqdmProgress
+    from .report import findings
+
+    base = Params.load(args.params) if args.params else Params()
+    params = params_from_args(args, base)
+    t0 = time.perf_counter()
+    series = read_series(args.sessions, voxel_size_um=args.voxel_size, names=args.names,
+                         days=args.days)
+    vz, vy, vx = series.voxel_size_um
+    log.info("%d sessions (%s), voxel %g × %g × %g µm", len(series), ", ".join(series.names),
+             vz, vy, vx)
+    bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
+    try:
+        res = run_and_write(series, args.out, params, progress=bar,
+                            report_html=not args.no_report)
+    finally:
+        bar.close()
+    for line in findings(res.summary, res.branches):
+        print(line)
+    for w in res.summary.get("warnings", []):
+        log.warning("warning: %s", w)
+    out = Path(args.out)
+    log.info("done in %.0f s; results in %s%s", time.perf_counter() - t0, out,
+             "" if args.no_report else f" (open {out / 'report.html'})")
+    return EXIT_OK
+
+
+COMMANDS: list[Callable] = [_add_info, _add_run, _add_compare, _add_report]
 
 
 # --------------------------------------------------------------------------- shared options
+
+
+def _fill(text: str) -> str:
+    """Wrap a description for formatters that keep line breaks (RawDescription)."""
+    import shutil
+    import textwrap
+
+    width = min(shutil.get_terminal_size((100, 24)).columns, 100) - 2
+    return textwrap.fill(text, width)
 
 
 def _voxel_option(p: argparse.ArgumentParser) -> None:

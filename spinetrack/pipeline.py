@@ -1,0 +1,191 @@
+"""The whole pipeline for one series: images in, contract results out.
+
+:func:`run_series` computes everything in memory (trace and detect every
+session, register, match branches, link, classify fates, branch statistics);
+:func:`run_and_write` then writes a results folder. The ``run`` command, the
+napari widget and the batch runner all call these two functions, so every front
+end gets the same results from the same parameters.
+
+Examples
+--------
+>>> from spinetrack.io import read_series
+>>> from spinetrack.pipeline import run_and_write
+>>> series = read_series(["day0.tif", "day1.tif"])          # doctest: +SKIP
+>>> results = run_and_write(series, "out")                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import InputError
+from .io import Series
+from .params import Params
+from .progress import ProgressCallback, report, sub_progress
+from .results import Results, write_results
+
+__all__ = ["STAGES", "run_series", "run_and_write", "sessions_table", "recompute"]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("detect", "track", "statistics", "write", "report")
+"""Top-level stages, in order, as they appear in progress stage names."""
+
+
+def sessions_table(series: Series) -> pd.DataFrame:
+    """One row per session: index, name, absolute file, day, voxel size and shape."""
+    rows = []
+    for k, s in enumerate(series):
+        vz, vy, vx = s.voxel_size_um
+        nz, ny, nx = s.shape
+        rows.append({"session": k, "name": s.name,
+                     "file": str(Path(s.path).resolve()) if s.path is not None else "",
+                     "day": s.day, "voxel_z_um": vz, "voxel_y_um": vy, "voxel_x_um": vx,
+                     "shape_z": nz, "shape_y": ny, "shape_x": nx})
+    return pd.DataFrame(rows)
+
+
+def recompute(results: Results, progress: ProgressCallback | None = None,
+              fates: bool = True) -> Results:
+    """Re-classify fates (optionally) and recompute branch statistics of ``results``.
+
+    Used after spines were edited by hand. ``results.branches`` must hold the
+    branch lengths (``branch_id, length_um`` and optionally ``arc_start_um,
+    arc_end_um``); ``results.lines`` is used instead when present.
+    """
+    from .fates import classify_fates
+    from .stats import add_run_metadata, branch_statistics, branch_table_from_lines
+
+    n = results.n_sessions
+    params = results.params
+    fate_table = (classify_fates(results.spines, n, params.fates.restore_radius_um)
+                  if fates else results.fates)
+    if results.lines is not None and len(results.lines):
+        table = branch_table_from_lines(results.lines, n)
+    else:
+        cols = [c for c in ("branch_id", "length_um", "arc_start_um", "arc_end_um")
+                if c in results.branches.columns]
+        table = results.branches[cols] if cols else None
+    days = results.summary.get("days")
+    branches, summary = branch_statistics(
+        results.spines, fate_table, table, n, params.stats, days=days,
+        restore_radius_um=params.fates.restore_radius_um, progress=progress)
+    summary = add_run_metadata(summary, results.summary.get("voxel_size_um"), params)
+    return Results(spines=results.spines, fates=fate_table, branches=branches, summary=summary,
+                   lines=results.lines, registration=results.registration,
+                   sessions=results.sessions, params=params, transform=results.transform)
+
+
+def run_series(series: Series, params: Params = Params(),
+               progress: ProgressCallback | None = None) -> Results:
+    """Run the whole pipeline on one series, in memory.
+
+    Parameters
+    ----------
+    series : spinetrack.io.Series
+        Sessions in chronological order (each with its voxel size).
+    params : Params
+        All parameters; ``Params()`` gives the defaults.
+    progress : callable, optional
+        ``progress(stage, done, total)``; stage names start with one of
+        :data:`STAGES`. It may raise :class:`spinetrack.errors.Cancelled` to stop.
+
+    Returns
+    -------
+    Results
+        Contract tables, summary (with parameters and versions), centre lines,
+        the registration report and transform, and the sessions table.
+    """
+    from .detect import detect_session
+    from .stats import add_run_metadata, branch_statistics
+    from .track import track_series
+
+    n = len(series)
+    if n == 0:
+        raise InputError(None, "the series has no sessions")
+    tracings, detections = [], []
+    for k, session in enumerate(series):
+        report(progress, "detect: sessions", k, n)
+        tracing, found = detect_session(session, params,
+                                        sub_progress(progress, f"detect {session.name}"))
+        log.info("%s: %d branches, %d spines", session.name, tracing.n_branches,
+                 int((found["kind"] == "spine").sum()) if "kind" in found else len(found))
+        tracings.append(tracing)
+        detections.append(found)
+    report(progress, "detect: sessions", n, n)
+
+    tracked = track_series(series, tracings, detections, params,
+                           progress=sub_progress(progress, "track"))
+    spines = tracked.spines
+    if "kind" in spines.columns:
+        spines = spines[spines["kind"] != "filopodium"].reset_index(drop=True)
+
+    branches, summary = branch_statistics(
+        spines, tracked.fates, tracked.branch_table, n, params.stats, days=series.days,
+        restore_radius_um=params.fates.restore_radius_um,
+        progress=sub_progress(progress, "statistics"))
+    voxels = {tuple(s.voxel_size_um) for s in series}
+    voxel: Any = list(series.voxel_size_um) if len(voxels) == 1 else [
+        list(s.voxel_size_um) for s in series]
+    summary = add_run_metadata(summary, voxel, params)
+    reg = tracked.registration
+    return Results(spines=spines, fates=tracked.fates, branches=branches, summary=summary,
+                   lines=tracked.lines, registration=reg.report, sessions=sessions_table(series),
+                   params=params, transform=reg.to_dict())
+
+
+def _reapply_edits(results: Results, out: Path) -> Results:
+    """Apply a person's edits saved in ``out/edits.json`` on top of fresh results."""
+    from .edits import apply_edits, load_edits
+
+    edits = load_edits(out)
+    if not edits:
+        return results
+    log.info("re-applying %d edits from %s (a person's edits win)", len(edits),
+             out / "edits.json")
+    return apply_edits(results, edits)
+
+
+def run_and_write(series: Series, out_dir: str | Path, params: Params = Params(),
+                  progress: ProgressCallback | None = None,
+                  extra_params: dict[str, Any] | None = None, report_html: bool = True,
+                  parquet: bool | None = None) -> Results:
+    """Run :func:`run_series` and write the results folder.
+
+    Everything is computed before anything is written, and every file is written
+    atomically (``params.json`` last), so a failure or a cancel leaves a previous
+    results folder as it was. If ``out_dir`` holds a person's ``edits.json``
+    (from the napari plugin), the fresh automatic results go to ``out_dir/auto/``
+    and the edits are re-applied on top for the top-level tables: a person's
+    corrections are never lost by re-running.
+
+    Returns
+    -------
+    Results
+        What was written at the top level of ``out_dir``.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    results = run_series(series, params, progress)
+    extra = {"inputs": {"files": [str(Path(s.path).resolve()) if s.path else None
+                                  for s in series],
+                        "names": series.names, "days": series.days,
+                        "voxel_size_um": [list(s.voxel_size_um) for s in series]}}
+    extra.update(extra_params or {})
+    if (out / "edits.json").exists():
+        write_results(results, out / "auto", parquet=parquet, extra_params=extra)
+        results = _reapply_edits(results, out)
+    if report_html:  # before the tables, so params.json (written last) marks a whole folder
+        from .report import write_report
+
+        out.mkdir(parents=True, exist_ok=True)
+        write_report(results, out, progress=sub_progress(progress, "report"))
+    report(progress, "write", 0, 1)
+    write_results(results, out, parquet=parquet, extra_params=extra)
+    report(progress, "write", 1, 1)
+    return results
