@@ -295,7 +295,7 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     t = np.column_stack([pts["ty"].to_numpy()[j], pts["tx"].to_numpy()[j]])
     cross = t[:, 0] * d_um[:, 2] - t[:, 1] * d_um[:, 1]
     lateral = np.linalg.norm(d_um[:, 1:], axis=1)
-    side = np.where(lateral < np.abs(d_um[:, 0]) * _Z_WEIGHT, 0, -np.sign(cross)).astype(int)
+    side = np.where(lateral < np.abs(d_um[:, 0]) * _Z_WEIGHT, 0, np.sign(cross)).astype(int)
     out = pd.DataFrame({
         "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
         "z_um": head[:, 0] * voxel[0], "y_um": head[:, 1] * voxel[1],
@@ -313,7 +313,21 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
                           dist_um=dist, radius_um=radius,
                           offset_um=cands["offset_um"].to_numpy())
     out = _dedupe(out[keep].reset_index(drop=True), voxel)
+    out = _drop_on_filopodia(out)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
+
+
+def _drop_on_filopodia(df: pd.DataFrame) -> pd.DataFrame:
+    """Drop spine calls on the stalk of a filopodium (same branch and side, nearer the shaft)."""
+    filo = df[df["kind"] == "filopodium"]
+    if not len(filo):
+        return df
+    drop = np.zeros(len(df), bool)
+    for _, f in filo.iterrows():
+        drop |= ((df["kind"] == "spine") & (df["branch_id"] == f["branch_id"])
+                 & (df["side"] == f["side"]) & ((df["arc_um"] - f["arc_um"]).abs() <= _DEDUPE_UM)
+                 & (df["length_um"] < f["length_um"])).to_numpy()
+    return df[~drop].reset_index(drop=True)
 
 
 def _dedupe(df: pd.DataFrame, voxel) -> pd.DataFrame:

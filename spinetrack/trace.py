@@ -182,6 +182,7 @@ def _empty(voxel, shape) -> Tracing:
 # that extends a dendrite; calibrated on rr30a-dev and the synthetic presets
 _RIDGE_HIGH = 0.2
 _RIDGE_LOW = 0.035
+_SEED_SNR = 8.0  # seeds are at least this many robust noise SDs above the median
 
 
 def _normalised_projection(stack: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -198,15 +199,24 @@ def _normalised_projection(stack: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def _dendrite_mask(plane: np.ndarray, spacing, params) -> np.ndarray:
     from scipy import ndimage as ndi
-    from skimage.filters import apply_hysteresis_threshold
-
     from ._filters import ridge_2d
 
     px = float(np.mean(spacing))
     ridge = np.zeros_like(plane)
     for sigma_um in (params.shaft_sigma_um, 2.0 * params.shaft_sigma_um):
         np.maximum(ridge, ridge_2d(plane, sigma_um / px), out=ridge)
-    return apply_hysteresis_threshold(ridge, _RIDGE_LOW, _RIDGE_HIGH)
+    # seeds must also stand clear of the noise (a stack of pure noise has ridges too)
+    centre = float(np.median(plane))
+    noise = 1.4826 * float(np.median(np.abs(plane - centre)))
+    seeds = (ridge > _RIDGE_HIGH) & (plane > centre + _SEED_SNR * noise)
+    low = ridge > _RIDGE_LOW
+    lab, n = ndi.label(low, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return low
+    seeded = np.zeros(n + 1, bool)
+    seeded[np.unique(lab[seeds])] = True
+    seeded[0] = False
+    return seeded[lab]
 
 
 def _clean_skeleton(mask: np.ndarray, spacing, params) -> np.ndarray:
