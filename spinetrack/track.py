@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 from .branches import BranchMap, match_branches
 from .errors import InputError
 from .fates import classify_fates
-from .link import link_refined
+from .link import link_refined, link_spines, measure_spread
 from .params import LinkParams, Params
 from .progress import ProgressCallback, report, sub_progress
 from .register import Registration, register_series
@@ -152,14 +152,35 @@ def place_spines(detections: pd.DataFrame, k: int, voxel_size_um, registration: 
 
 
 def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.DataFrame:
-    """Link placed spines (see :func:`place_spines`) and order the columns."""
+    """Link placed spines (see :func:`place_spines`) and order the columns.
+
+    A first linking with fixed weights (:data:`LINK_WEIGHTS`) and
+    ``params.search_range_um`` corrects the drift along each branch
+    (:func:`spinetrack.link.link_refined`). With ``params.adaptive_range`` the
+    links found are then measured (:func:`spinetrack.link.measure_spread`) and
+    the spines linked again with every coordinate (plus ``length_um`` when the
+    detections have it) divided by its spread, within the measured range. The
+    measurement is kept in ``result.attrs["link_spread"]``.
+    """
     linked = link_refined(placed, params.search_range_um, coords=LINK_COORDS,
                           weights=LINK_WEIGHTS, arc_columns=("arc_um", "head_arc_um"),
                           iterations=params.refine_iterations, scale_um=params.refine_scale_um)
+    spread = None
+    if params.adaptive_range:
+        coords = LINK_COORDS
+        if "length_um" in linked.columns and linked["length_um"].notna().all():
+            coords = (*LINK_COORDS, "length_um")
+        spread = measure_spread(linked, coords)
+        if spread is not None:
+            linked = link_spines(linked.drop(columns=["spine_id"]), spread["range"],
+                                 coords=coords, weights=tuple(1.0 / np.asarray(
+                                     spread["scale_um"])))
     if "source" not in linked.columns:
         linked["source"] = "auto"
     cols = SPINE_COLUMNS + [c for c in SPINE_EXTRA_COLUMNS if c in linked.columns]
-    return linked[cols].sort_values(["session", "spine_id"]).reset_index(drop=True)
+    out = linked[cols].sort_values(["session", "spine_id"]).reset_index(drop=True)
+    out.attrs["link_spread"] = spread
+    return out
 
 
 def track_series(series, tracings, detections, params: Params = Params(),
