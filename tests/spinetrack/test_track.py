@@ -140,3 +140,45 @@ def test_bad_input():
         track_series(None, [], [], Params())
     with pytest.raises(InputError):
         track_series(None, [None], [pd.DataFrame(), pd.DataFrame()], Params())
+
+
+def _image_of(tracing, rng):
+    """A dim uint8 stack showing the traced dendrites (for the command-line test)."""
+    from scipy import ndimage
+
+    img = np.zeros(SHAPE, np.float32)
+    idx = np.round(tracing.lines[["z", "y", "x"]].to_numpy()).astype(int)
+    ok = np.all((idx >= 0) & (idx < np.array(SHAPE)), axis=1)
+    img[tuple(idx[ok].T)] = 255.0
+    img = ndimage.gaussian_filter(img, (1.0, 3.0, 3.0), truncate=2.0) * 20
+    return (np.minimum(img, 250).astype(np.uint8)
+            + rng.integers(0, 4, SHAPE, dtype=np.uint8))
+
+
+def test_track_command_writes_a_results_folder(tmp_path, rng, check_contract):
+    from spinetrack.cli import main
+    from spinetrack.io import write_session
+
+    plan = {0: [(0, 0, 10.0, 1, 1.5), (1, 1, 20.0, -1, 1.2)],
+            1: [(0, 0, 10.0, 1, 1.5), (2, 2, 30.0, 1, 1.4)]}
+    tracings, dets = _scene(lambda k: plan[k], 2, rng)
+    det_dir = tmp_path / "det"
+    det_dir.mkdir()
+    files = []
+    for k, (t, d) in enumerate(zip(tracings, dets)):
+        files.append(str(write_session(tmp_path / f"day{k}.tif", _image_of(t, rng), VOX,
+                                         compression=None)))
+        d.drop(columns=["truth_id"]).to_csv(det_dir / f"day{k}_spines.csv", index=False)
+        t.lines.to_csv(det_dir / f"day{k}_lines.csv", index=False)
+    out = tmp_path / "out"
+    status = main(["-q", "track", *files, "--detections", str(det_dir), "--out", str(out),
+                   "--n-permutations", "100"])
+    assert status == 0
+    fates = pd.read_csv(out / "fates.csv", dtype={"present": str})
+    assert sorted(fates.present) == ["01", "10", "11"]
+    assert (out / "registration.json").exists()
+    assert check_contract(out, 2) == []
+    # a missing detection file is a one-line input error
+    (det_dir / "day1_spines.csv").unlink()
+    assert main(["-q", "track", *files, "--detections", str(det_dir), "--out",
+                 str(tmp_path / "x")]) == 2
