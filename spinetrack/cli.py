@@ -267,7 +267,59 @@ def _cmd_synth(args) -> int:
     return EXIT_OK
 
 
-COMMANDS: list[Callable] = [_add_info, _add_run, _add_compare, _add_report, _add_synth]
+def _add_detect(sub) -> None:
+    from .params import add_arguments
+
+    p = sub.add_parser(
+        "detect", help="trace dendrites and detect spines in one session",
+        description="Trace the dendrites of one session and detect its spines. Writes "
+                    "DIR/<name>_spines.csv (one row per spine head: position in pixels and µm, "
+                    "branch, arc, base, side, length, head brightness and size, score; "
+                    "filopodia are left out), DIR/<name>_filopodia.csv, DIR/<name>_lines.csv "
+                    "(centre-line points) and DIR/<name>_graph.csv (one row per branch). "
+                    "docs/detection.md explains the method and every parameter.")
+    p.add_argument("session", metavar="SESSION", help="a TIFF stack (z, y, x) or plane (y, x)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--name", default=None, help="prefix of the output files (default: the "
+                                                "file stem)")
+    _voxel_option(p)
+    add_arguments(p, ("trace", "detect"))
+    p.set_defaults(func=_cmd_detect)
+
+
+def _cmd_detect(args) -> int:
+    from pathlib import Path
+
+    from .detect import detect_session
+    from .files import write_table_atomic
+    from .io import read_session
+    from .params import params_from_args
+    from .progress import TqdmProgress
+
+    params = params_from_args(args)
+    session = read_session(args.session, voxel_size_um=args.voxel_size)
+    bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
+    try:
+        tracing, found = detect_session(session, params, progress=bar)
+    finally:
+        bar.close()
+    out = Path(args.out)
+    name = args.name or session.name
+    spines = found[found["kind"] == "spine"]
+    written = [
+        write_table_atomic(spines, out / f"{name}_spines.csv"),
+        write_table_atomic(found[found["kind"] != "spine"], out / f"{name}_filopodia.csv"),
+        write_table_atomic(tracing.lines, out / f"{name}_lines.csv"),
+        write_table_atomic(tracing.graph, out / f"{name}_graph.csv"),
+    ]
+    log.info("%s: %d branches (%.0f µm), %d spines, %d filopodia; wrote %s", name,
+             tracing.n_branches, float(tracing.graph["length_um"].sum()) if tracing.n_branches
+             else 0.0, len(spines), len(found) - len(spines), ", ".join(str(w) for w in written))
+    return EXIT_OK
+
+
+COMMANDS: list[Callable] = [_add_info, _add_run, _add_detect, _add_compare, _add_report,
+                            _add_synth]
 
 
 # --------------------------------------------------------------------------- shared options
