@@ -212,6 +212,61 @@ def _cmd_run(args) -> int:
     return EXIT_OK
 
 
+def _add_synth(sub) -> None:
+    p = sub.add_parser(
+        "synth", help="generate a synthetic series with known spines, fates and motion",
+        description="Write OUT/session0.tif ... (ImageJ hyperstacks with voxel size) and "
+                    "OUT/truth/ (spines, fates, lines, branches, sessions, filopodia tables "
+                    "and truth.json) for a synthetic two-photon series of dendrites with "
+                    "spines that are lost, formed and restored between sessions, with drift "
+                    "and noise. Score a result with 'spinetrack compare RESULT OUT/truth'. "
+                    "Details: docs/synth.md.")
+    p.add_argument("out", metavar="OUT", help="folder to write (created if missing)")
+    p.add_argument("--preset", choices=("easy", "realistic", "hard"), default="realistic",
+                   help="image quality and motion (default realistic: dim uint8 like rr30a)")
+    p.add_argument("--sessions", type=int, default=4, metavar="N",
+                   help="number of imaging sessions (default 4)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument("--null", action="store_true",
+                   help="losses fall uniformly at random on all branches (no clustering)")
+    p.add_argument("--days", type=float, nargs="+", metavar="D",
+                   help="day of each session (default 0 4 8 ...)")
+    p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="image size in voxels (default: the preset's, 48 768 768 for realistic)")
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args) -> int:
+    from pathlib import Path
+
+    from .progress import TqdmProgress
+    from .synth import make_series, write_synth
+
+    bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
+    try:
+        syn = make_series(args.preset, n_sessions=args.sessions, seed=args.seed,
+                          null=args.null, days=args.days, shape=args.shape, progress=bar)
+    finally:
+        bar.close()
+    write_synth(syn, args.out)
+    out = Path(args.out)
+    spines, fates = syn.truth["spines"], syn.truth["fates"]
+    per = spines.groupby("session").size()
+    print(f"wrote {len(syn.series)} sessions to {out}: "
+          + ", ".join(f"session{k}.tif" for k in range(len(syn.series))))
+    print(f"truth in {out / 'truth'}: {len(syn.truth['branches'])} branches, "
+          f"{fates['spine_id'].nunique()} spine identities, spines per session "
+          + " ".join(str(int(per.get(k, 0))) for k in range(len(syn.series))))
+    counts = fates["fate"].value_counts()
+    print("fates: " + ", ".join(f"{f} {int(counts.get(f, 0))}" for f in
+                                ("stable", "lost", "formed", "transient", "restored")))
+    stress = syn.info["stress_branches"]
+    print("losses: uniform (null)" if args.null else
+          f"losses cluster on branch(es) {' '.join(map(str, stress))} between sessions "
+          f"{syn.info['stress_transition']} and {syn.info['stress_transition'] + 1}")
+    return EXIT_OK
+
+
 def _add_detect(sub) -> None:
     from .params import add_arguments
 
@@ -263,7 +318,8 @@ def _cmd_detect(args) -> int:
     return EXIT_OK
 
 
-COMMANDS: list[Callable] = [_add_info, _add_run, _add_compare, _add_report, _add_detect]
+COMMANDS: list[Callable] = [_add_info, _add_run, _add_detect, _add_compare, _add_report,
+                            _add_synth]
 
 
 # --------------------------------------------------------------------------- shared options
