@@ -40,6 +40,9 @@ _Z_WEIGHT = 0.5  # z distances count half when finding the nearest shaft point (
 _Z_REACH_UM = 2.5  # heads are searched this far above and below the centre line
 _OPEN_UM = 2.0  # the shaft model along a branch ignores bumps narrower than this
 _CORRIDOR_UM = 0.4  # a neck may bend this far along the branch
+_SIG_Z_UM = 0.5  # smoothing along z of the straightened stack
+_PEAK_UM = 0.6  # a head is the brightest point within this (arc and offset) ...
+_PEAK_Z_UM = 3.0  # ... and this along z
 
 
 def empty_detections() -> pd.DataFrame:
@@ -177,7 +180,7 @@ def _straighten(stack, pts: pd.DataFrame, voxel, offsets, dz, params) -> np.ndar
     vol = vol.reshape(shape)
     step = float(min(voxel[1], voxel[2]))
     sig = params.head_sigma_um / step
-    sig_z = 0.0 if len(dz) == 1 else 0.5
+    sig_z = 0.0 if len(dz) == 1 else _SIG_Z_UM / float(voxel[0])
     return ndi.gaussian_filter(vol, (sig, sig_z, sig), truncate=3.0, mode="nearest")
 
 
@@ -195,7 +198,7 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
     else:
         shaft_model = np.minimum(vol, vol.min(axis=0, keepdims=True))
     resid = vol - shaft_model
-    foot = (_odd(0.6 / step), min(3, n_z), _odd(0.6 / step))
+    foot = (_odd(_PEAK_UM / step), min(_odd(_PEAK_Z_UM / voxel[0]), n_z), _odd(_PEAK_UM / step))
     peaks = (resid == ndi.maximum_filter(resid, size=foot, mode="nearest")) & (resid > _MIN_RESID)
     ia, iz, io = np.nonzero(peaks)
     if not len(ia):
@@ -228,7 +231,10 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
             shift = np.where(walked, 0.0, shift)
         pos[:, ax] += np.clip(shift, -0.5, 0.5)
     # neck: the brightest corridor (along the arc and in z) from the centre to the head
-    corridor = ndi.maximum_filter(vol, size=(_odd(2 * _CORRIDOR_UM / step), min(3, n_z), 1),
+    # (a local mean along the arc keeps noise from faking a neck; the max over arc
+    # positions and z lets the neck bend)
+    corridor = ndi.uniform_filter1d(vol, _odd(0.3 / step), axis=0, mode="nearest")
+    corridor = ndi.maximum_filter(corridor, size=(_odd(2 * _CORRIDOR_UM / step), min(3, n_z), 1),
                                   mode="nearest")
     neck_min = np.empty(len(ia), np.float32)
     neck_mean = np.empty(len(ia), np.float32)
@@ -251,7 +257,9 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
         inner = prof[r_px:-1] if io[m] > centre else prof[1:len(prof) - r_px]
         inner = inner if len(inner) else prof[-1:] if io[m] > centre else prof[:1]
         neck_min[m] = inner.min()
-        neck_mean[m] = inner.mean()
+        # neck brightness away from the head's blur: the half nearer the shaft
+        outward = inner if io[m] > centre else inner[::-1]
+        neck_mean[m] = outward[:max(1, len(outward) // 2)].mean()
         # head width along the arc at half the residual maximum
         row = resid[max(ia[m] - 10, 0):ia[m] + 11, iz[m], io[m]]
         width[m] = (row >= 0.5 * resid[ia[m], iz[m], io[m]]).sum() * step
@@ -308,7 +316,7 @@ def _walk_out(resid, ia, iz, io, centre, back):
 # (so independent of how bright a session is); calibrated on rr30a-dev and synthetic data
 _MIN_RESID = 0.08     # a head stands at least this far above the shaft model
 _INSIDE = 1.0  # residual peaks nearer the centre line than this × shaft radius are ignored
-_MIN_NECK = 0.05      # the dimmest point between shaft surface and head (bouton gap test)
+_MIN_NECK = 0.025     # the dimmest point between shaft surface and head (bouton gap test)
 _FILOPODIUM_CONTRAST = 1.25  # a long protrusion whose head is not this much brighter than its
                              # neck is a filopodium
 _FILOPODIUM_MIN_UM = 2.0
