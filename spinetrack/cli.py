@@ -318,8 +318,14 @@ def _cmd_detect(args) -> int:
     return EXIT_OK
 
 
+def _add_track(sub) -> None:
+    from .track import add_track_command
+
+    add_track_command(sub)
+
+
 COMMANDS: list[Callable] = [_add_info, _add_run, _add_detect, _add_compare, _add_report,
-                            _add_synth]
+                            _add_synth, _add_track]
 
 
 # --------------------------------------------------------------------------- shared options
