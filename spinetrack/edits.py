@@ -35,7 +35,7 @@ import pandas as pd
 from .errors import InputError, SpinetrackError
 from .fates import FATES, classify_fates
 from .files import write_json_atomic
-from .results import Results
+from .results import BRANCH_COLUMNS, FATE_COLUMNS, SPINE_COLUMNS, Results, _ordered
 
 __all__ = [
     "EDIT_KINDS",
@@ -588,6 +588,10 @@ def recompute_results(results: Results, spines: pd.DataFrame,
         fates.loc[hit, "fate_source"] = "manual"
     staged = replace(results, spines=spines, fates=fates)
     out = recompute(staged, progress=progress, fates=False)
+    # the column order write_results uses, so a reopened project matches the screen
+    out.spines = _ordered(out.spines, SPINE_COLUMNS)
+    out.fates = _ordered(out.fates, FATE_COLUMNS)
+    out.branches = _ordered(out.branches, BRANCH_COLUMNS)
     summary = {**results.summary, **out.summary}
     skipped = list(skipped or [])
     summary["edits"] = {"applied": len(edits or []) - len(skipped), "skipped": len(skipped)}
