@@ -511,8 +511,11 @@ def apply_edit(results: Results, spines: pd.DataFrame, fate_overrides: dict[int,
     if edit.kind == "move":
         row = _placed_row(results, frames, int(sp.at[idx, "session"]), edit.to_um)
         for col, value in row.items():
-            if col in sp.columns or col in ("base_z", "base_y", "base_x"):
-                sp.loc[idx, col] = value
+            if col not in sp.columns and col not in ("base_z", "base_y", "base_x"):
+                continue
+            if col in sp.columns and sp[col].dtype.kind in "iub" and not float(value).is_integer():
+                sp[col] = sp[col].astype(float)
+            sp.loc[idx, col] = value
         return sp
     if edit.kind == "split":
         k = int(sp.at[idx, "session"])

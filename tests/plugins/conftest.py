@@ -56,6 +56,12 @@ def tiny_folder(tmp_path):
 
 
 @pytest.fixture
+def tiny_results_fn():
+    """The builder of the tiny results (three sessions, two branches, every fate)."""
+    return tiny_results
+
+
+@pytest.fixture
 def screenshot_dir():
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS

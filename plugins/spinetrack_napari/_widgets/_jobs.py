@@ -69,13 +69,14 @@ def _generator(fn: Callable, job: Job):
 
 def start_job(fn: Callable[[Callable], Any], on_progress: Callable[[str, int, int], None],
               on_done: Callable[[Any], None], on_error: Callable[[BaseException], None],
-              on_finished: Callable[[], None] | None = None) -> Job:
+              on_finished: Callable[[], None] | None = None, job: Job | None = None) -> Job:
     """Run ``fn(progress)``; call back on the GUI thread with progress, result or error.
 
     ``on_error`` receives :class:`spinetrack.errors.Cancelled` when the job was
-    cancelled.
+    cancelled. Pass ``job`` to hold the handle before the job starts (a
+    synchronous job can then be cancelled from its own progress callback).
     """
-    job = Job()
+    job = job or Job()
     if synchronous():
         try:
             result = fn(job.token.wrap(on_progress))

@@ -106,6 +106,7 @@ class EditWidget(QWidget):
         if self.state.project is None:
             self._say("open a spinetrack results folder or run detection first")
             return False
+        install_close_guard(self, self.state)
         try:
             edits = make_edits(self.state.project.spines)
             if not edits:

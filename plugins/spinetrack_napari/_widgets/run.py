@@ -13,7 +13,7 @@ from spinetrack.params import Params
 from spinetrack.project import Project
 
 from .._convert import META_KEY, session_stack
-from ._jobs import start_job
+from ._jobs import Job, start_job
 from ._state import state_for
 from .params_form import ParamsForm
 
@@ -145,9 +145,9 @@ class RunWidget(QWidget):
         out = self.out.text().strip() or None
         self._set_running(True)
         self.status.setText("running…")
-        self.job = start_job(lambda progress: _work(series, out, params, progress),
-                             self._on_progress, self._on_done, self._on_error,
-                             lambda: self._set_running(False))
+        self.job = Job()
+        start_job(lambda progress: _work(series, out, params, progress), self._on_progress,
+                  self._on_done, self._on_error, lambda: self._set_running(False), job=self.job)
 
     def cancel(self) -> None:
         if self.job is not None:
