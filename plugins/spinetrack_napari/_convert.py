@@ -61,7 +61,9 @@ BRANCH_HIGHLIGHT = "#FFD700"
 #: Key of the layer metadata that tells the widgets which spinetrack layer this is.
 META_KEY = "spinetrack"
 #: Marker size in µm (world units).
-SPINE_SIZE_UM = 1.2
+SPINE_SIZE_UM = 1.0
+#: Markers are rings in the fate colour with a light fill, so the spine stays visible.
+FACE_ALPHA = 0.2
 
 assert set(FATE_COLORS) == set(FATES)
 
@@ -71,11 +73,13 @@ def _rgba(hex_color: str) -> np.ndarray:
     return np.array([int(h[i:i + 2], 16) / 255 for i in (0, 2, 4)] + [1.0])
 
 
-def fate_colors(fates: pd.Series) -> np.ndarray:
-    """(N, 4) RGBA face colours for a column of fates (unknown fates grey)."""
+def fate_colors(fates: pd.Series, alpha: float = 1.0) -> np.ndarray:
+    """(N, 4) RGBA colours for a column of fates (unknown fates grey)."""
     table = {k: _rgba(v) for k, v in FATE_COLORS.items()}
     unknown = _rgba(UNKNOWN_COLOR)
-    return np.array([table.get(f, unknown) for f in fates], float).reshape(-1, 4)
+    out = np.array([table.get(f, unknown) for f in fates], float).reshape(-1, 4)
+    out[:, 3] = alpha
+    return out
 
 
 def spine_features(results: Results) -> pd.DataFrame:
@@ -116,12 +120,12 @@ def spines_layer(results: Results, folder: str | Path | None = None) -> LayerDat
     kwargs = {
         "name": "spines",
         "features": feats,
-        "face_color": fate_colors(feats["fate"]),
-        "border_color": "black",
-        "border_width": 0.08,
+        "face_color": fate_colors(feats["fate"], FACE_ALPHA),
+        "border_color": fate_colors(feats["fate"]),
+        "border_width": 0.18,
         "symbol": [SOURCE_SYMBOLS.get(s, "disc") for s in feats["source"]] or "disc",
         "size": SPINE_SIZE_UM,
-        "text": {"string": "{spine_id}", "size": 8, "color": "white",
+        "text": {"string": "{spine_id}", "size": 7, "color": "white",
                  "anchor": "upper_left", "translation": [0, 0, -0.3, 0.3]},
         "metadata": _meta("spines", folder, n_sessions=results.n_sessions),
         "projection_mode": "all",

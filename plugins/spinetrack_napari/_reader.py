@@ -89,7 +89,8 @@ def load_session_images(results, folder: Path, progress=None):
         images = [read_session(p, v).image for p, v in zip(files, voxels)]
     stack = session_stack(images, voxels, results.transform, progress=progress)
     meta = {"files": [str(p) for p in files], "voxel_size_um": voxels,
-            "days": None if days is None or any(d != d for d in days) else days}
+            "days": None if days is None or any(d != d for d in days) else days,
+            "registered": bool(results.transform)}
     return stack, tuple(voxels[0]), meta
 
 

@@ -18,7 +18,7 @@ def synthetic_series() -> list[LayerData]:
     """
     from spinetrack.synth import make_series
 
-    synth = make_series("easy", n_sessions=3, seed=1, shape=(24, 160, 160))
+    synth = make_series("easy", n_sessions=3, seed=1, shape=(24, 256, 256))
     series = synth.series
     stack = session_stack([s.image for s in series], [s.voxel_size_um for s in series])
     data, kwargs, kind = image_layer(stack, series.voxel_size_um, series.names)

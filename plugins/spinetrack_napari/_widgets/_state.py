@@ -19,7 +19,7 @@ from spinetrack.edits import Edit
 from spinetrack.project import Project
 
 from .._convert import (META_KEY, branches_layer, fate_colors, results_layers, spine_features,
-                        spines_layer, tracks_layer, SOURCE_SYMBOLS)
+                        spines_layer, tracks_layer, SOURCE_SYMBOLS, FACE_ALPHA)
 
 __all__ = ["SpinetrackState", "state_for"]
 
@@ -54,6 +54,7 @@ class SpinetrackState:
     def __init__(self, viewer):
         self._viewer = weakref.ref(viewer)
         self.project: Project | None = None
+        self.series = None  # the sessions of the last run (originals, unregistered)
         self.selected_branch: int | None = None
         viewer.layers.events.inserted.connect(self._on_inserted)
 
@@ -128,7 +129,8 @@ class SpinetrackState:
             points.selected_data = set()
             points.data = data
             points.features = feats
-            points.face_color = fate_colors(feats["fate"])
+            points.face_color = fate_colors(feats["fate"], FACE_ALPHA)
+            points.border_color = fate_colors(feats["fate"])
             if len(feats):
                 points.symbol = [SOURCE_SYMBOLS.get(s, "disc") for s in feats["source"]]
             points.metadata = kwargs["metadata"]

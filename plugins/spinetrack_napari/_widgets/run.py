@@ -84,6 +84,7 @@ class RunWidget(QWidget):
         browse_out.clicked.connect(self._browse_out)
         self.form = ParamsForm(self.state.project.results.params if self.state.project
                                else Params())
+        self.form.setMinimumHeight(260)
         self.run_button = QPushButton("Detect && track")
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
@@ -131,6 +132,8 @@ class RunWidget(QWidget):
         if layer is None:
             raise InputError(None, "no sessions: open session TIFFs (File > Open) or give "
                              "them above")
+        if layer.metadata[META_KEY].get("registered") and self.state.series is not None:
+            return self.state.series  # the layer shows them aligned; detect on the originals
         return series_from_layer(layer)
 
     # ------------------------------------------------------------------ running
@@ -164,7 +167,8 @@ class RunWidget(QWidget):
         self.progress.setFormat(f"{stage}: %v/%m")
 
     def _on_done(self, result) -> None:
-        project, stack, voxel, meta = result
+        project, stack, voxel, meta, series = result
+        self.state.series = series
         self.state.show(project, stack, voxel, meta)
         n = project.results.summary.get("spines_per_session")
         where = project.folder or "memory (not saved)"
@@ -204,5 +208,6 @@ def _work(series: Series, out: str | None, params: Params, progress):
     stack = session_stack([s.image for s in series], [s.voxel_size_um for s in series],
                           project.results.transform, progress=progress)
     meta = {"files": [None if s.path is None else str(s.path) for s in series],
-            "voxel_size_um": [list(s.voxel_size_um) for s in series], "days": series.days}
-    return project, stack, series[0].voxel_size_um, meta
+            "voxel_size_um": [list(s.voxel_size_um) for s in series], "days": series.days,
+            "registered": True}
+    return project, stack, series[0].voxel_size_um, meta, series
