@@ -200,9 +200,9 @@ def branches_layer(results: Results, folder: str | Path | None = None,
     return paths, kwargs, "shapes"
 
 
-def contrast_limits(stack: np.ndarray, low: float = 0.5, high: float = 99.8) -> list[float]:
-    """Percentile contrast limits from a subsample (dim two-photon data needs them)."""
-    flat = np.asarray(stack).reshape(-1)
+def contrast_limits(stack, low: float = 0.5, high: float = 99.8) -> list[float]:
+    """Percentile contrast limits from a subsample of session 0 (dim data needs them)."""
+    flat = np.asarray(stack[0]).reshape(-1)
     sample = flat[:: max(1, flat.size // 2_000_000)].astype(float)
     lo, hi = np.percentile(sample, [low, high])
     if hi <= lo:
@@ -218,17 +218,42 @@ def _fit(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def _warp_plane(reg, k: int, image: np.ndarray, voxel_um, z: int, shape, ref_voxel_um,
+                grid_px: int = 16) -> np.ndarray:
+    """Plane ``z`` of session ``k`` resampled into session 0's grid (linear interpolation).
+
+    The map from session 0's frame into session k's is evaluated on a coarse
+    (y, x) grid every ``grid_px`` pixels and interpolated in between (the
+    registration is smooth at that scale).
+    """
+    from scipy import ndimage
+
+    _, ny, nx = shape
+    gy = np.arange(0, ny + grid_px, grid_px, dtype=float)
+    gx = np.arange(0, nx + grid_px, grid_px, dtype=float)
+    yy, xx = np.meshgrid(gy, gx, indexing="ij")
+    pts = np.column_stack([np.full(yy.size, z * ref_voxel_um[0]), yy.ravel() * ref_voxel_um[1],
+                           xx.ravel() * ref_voxel_um[2]])
+    src = np.asarray(reg.from_reference(k, pts), float) / np.asarray(voxel_um, float)
+    fy, fx = np.meshgrid(np.arange(ny) / grid_px, np.arange(nx) / grid_px, indexing="ij")
+    coords = [ndimage.map_coordinates(src[:, c].reshape(yy.shape), [fy, fx], order=1,
+                                      mode="nearest") for c in range(3)]
+    return ndimage.map_coordinates(image, coords, order=1, mode="constant",
+                                   cval=0).astype(image.dtype)
+
+
 def session_stack(images: list[np.ndarray], voxels: list, transform: dict | None = None,
-                  progress=None) -> np.ndarray:
+                  progress=None):
     """Stack session images into one (session, z, y, x) array on session 0's grid.
 
     With a registration (``transform``, from ``registration.json``), sessions
-    k > 0 are resampled into session 0's frame; without one they are cropped or
-    padded to session 0's shape.
+    k > 0 are resampled into session 0's frame **lazily**, plane by plane as the
+    viewer shows them (a dask array), so opening a large series is quick;
+    without one they are cropped or padded to session 0's shape (a numpy array).
     """
     from spinetrack.progress import report
 
-    ref_shape = images[0].shape
+    ref_shape = tuple(images[0].shape)
     reg = None
     if transform:
         try:
@@ -237,15 +262,26 @@ def session_stack(images: list[np.ndarray], voxels: list, transform: dict | None
             reg = Registration.from_dict(transform)
         except ImportError:  # pragma: no cover - register stage not installed
             log.warning("spinetrack.register is not available: sessions shown unregistered")
-    out = np.zeros((len(images),) + tuple(ref_shape), dtype=images[0].dtype)
-    for k, (img, vox) in enumerate(zip(images, voxels)):
-        report(progress, "align sessions", k, len(images))
-        if k == 0 or reg is None:
+    if reg is None or len(images) == 1:
+        out = np.zeros((len(images),) + ref_shape, dtype=images[0].dtype)
+        for k, img in enumerate(images):
+            report(progress, "align sessions", k, len(images))
             out[k] = _fit(img, ref_shape)
-        else:
-            out[k] = reg.warp_image(k, img, vox, shape=ref_shape)
-    report(progress, "align sessions", len(images), len(images))
-    return out
+        report(progress, "align sessions", len(images), len(images))
+        return out
+    import dask
+    import dask.array as da
+
+    ref_vox = tuple(float(v) for v in voxels[0])
+    sessions = [da.from_array(images[0], chunks=(1,) + ref_shape[1:])]
+    for k in range(1, len(images)):
+        planes = [da.from_delayed(dask.delayed(_warp_plane)(reg, k, images[k], voxels[k], z,
+                                                            ref_shape, ref_vox),
+                                  shape=ref_shape[1:], dtype=images[k].dtype)
+                  for z in range(ref_shape[0])]
+        sessions.append(da.stack(planes))
+    report(progress, "align sessions", 1, 1)
+    return da.stack(sessions)
 
 
 def image_layer(stack: np.ndarray, voxel_um, names: list[str] | None = None,
@@ -258,7 +294,6 @@ def image_layer(stack: np.ndarray, voxel_um, names: list[str] | None = None,
         "colormap": "gray",
         "contrast_limits": contrast_limits(stack),
         "axis_labels": ("session", "z", "y", "x"),
-        "units": ("pixel", "µm", "µm", "µm"),
         "metadata": _meta("sessions", folder, names=list(names or [])),
     }
     return stack, kwargs, "image"
@@ -293,7 +328,7 @@ def points_to_spines(data: np.ndarray, features: pd.DataFrame, voxels: list,
     session = data[:, 0].round().astype(int)
     vox = np.array([voxels[min(s, len(voxels) - 1)] for s in session], float).reshape(-1, 3)
     ids = pd.to_numeric(feats.get("spine_id", pd.Series([np.nan] * n)), errors="coerce")
-    ids = ids.to_numpy(float)
+    ids = ids.to_numpy(float).copy()
     missing = ~np.isfinite(ids)
     start = int(np.nanmax(ids)) + 1 if np.isfinite(ids).any() else 0
     ids[missing] = np.arange(start, start + missing.sum())
