@@ -49,7 +49,7 @@ def test_reader_opens_a_results_folder_with_every_layer(tiny_folder):
                                             "arc_um", "source"]
     lost = kw["features"]["fate"] == "lost"
     np.testing.assert_allclose(kw["face_color"][lost.to_numpy()][0],
-                               fate_colors(pd.Series(["lost"]))[0])
+                               fate_colors(pd.Series(["lost"]), 0.2)[0])
     tracks, _, kind = layers["identities"]
     assert kind == "tracks" and set(tracks[:, 0]) == {0, 1, 3, 4}
     paths, kw, kind = layers["branches"]
