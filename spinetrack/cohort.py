@@ -520,6 +520,9 @@ def density_figure(branches: pd.DataFrame):
                     markersize=3, linewidth=1, label=str(key))
         ax.set_title(str(cond), fontsize=10)
         ax.set_xlabel("session")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if 0 < b["key"].nunique() <= 8:
+            ax.legend(fontsize=7, frameon=False)
         _style(ax)
     axes[0].set_ylabel("spines per µm")
     return fig

@@ -429,3 +429,16 @@ def test_cli_serial_exit_status(cohort_dir, tmp_path, capsys, monkeypatch):
     assert "m3 failed" in captured.err
     assert "3 series: 2 done, 0 skipped (already complete), 1 failed" in captured.err
     assert (out / "cohort_report.html").exists()
+
+
+def test_example_manifests_agree():
+    fixtures = Path(__file__).resolve().parents[2] / "fixtures"
+    csv_specs = read_manifest(fixtures / "cohort.csv")
+    yaml_specs = read_manifest(fixtures / "cohort.yaml")
+    assert [s.key for s in csv_specs] == [s.key for s in yaml_specs] == ["m1", "m2", "m3"]
+    for c, y in zip(csv_specs, yaml_specs):
+        assert c.files == y.files and c.condition == y.condition
+        assert c.overrides.get("restore_radius_um") == y.overrides.get("restore_radius_um")
+    assert csv_specs[2].overrides == {"restore_radius_um": 2.5}
+    if (fixtures / "tiny").is_dir():
+        assert all(f.exists() for s in csv_specs for f in s.files)
