@@ -156,3 +156,13 @@ def test_rr30a_report(rr30a, tmp_path):
     res, _ = rebuild_report(tmp_path)
     assert res.summary["spines_per_session"] == [139, 133, 111]
     assert len(list((tmp_path / "figures").glob("spine_map_*.png"))) == 5
+
+
+def test_rr30a_truth_folder_follows_the_contract(rr30a, tmp_path, check_contract):
+    spines = pd.read_csv(rr30a / "truth_spines.csv").assign(source="manual")
+    lines = pd.read_csv(rr30a / "truth_lines.csv")
+    write_results(Results(spines=spines, fates=classify_fates(spines, 3),
+                          branches=pd.DataFrame({"branch_id": []}), summary={"n_sessions": 3},
+                          lines=lines, params=PARAMS), tmp_path, parquet=False)
+    rebuild_report(tmp_path)
+    assert check_contract(tmp_path) == []
