@@ -442,3 +442,27 @@ def test_example_manifests_agree():
     assert csv_specs[2].overrides == {"restore_radius_um": 2.5}
     if (fixtures / "tiny").is_dir():
         assert all(f.exists() for s in csv_specs for f in s.files)
+
+
+def test_example_cohort_with_the_real_pipeline_on_two_workers(tmp_path, check_contract):
+    """The README quick start: fixtures/cohort.csv on a LocalCluster with two workers."""
+    pytest.importorskip("distributed")
+    for module in ("spinetrack.detect", "spinetrack.track"):
+        pytest.importorskip(module)
+    fixtures = Path(__file__).resolve().parents[2] / "fixtures"
+    if not (fixtures / "tiny").is_dir():
+        pytest.skip("fixtures/tiny not found")
+    out = tmp_path / "cohort"
+    tasks = plan(read_manifest(fixtures / "cohort.csv"), out,
+                 Params().replace(n_permutations=N_PERM), report_html=False)
+    outcome = run_batch(tasks, out, workers=2, memory_limit=None)
+    status = outcome.status.set_index("key")
+    assert (status["status"] == "done").all(), status["error"].to_dict()
+    for key in ("m1", "m2", "m3"):
+        assert check_contract(out / key, 3) == []
+    # the same images as three files or as one 4-D file give the same spines
+    assert ((out / "m1" / "spines.csv").read_text() == (out / "m2" / "spines.csv").read_text())
+    summary = pd.read_csv(out / "cohort_summary.csv")
+    assert set(summary.loc[summary["level"] == "condition", "condition"]) == {"control",
+                                                                             "lesion"}
+    assert int(summary.loc[summary["key"] == "m1", "n_spines_s0"].iloc[0]) > 0
