@@ -597,8 +597,9 @@ def render_cohort_html(summary: pd.DataFrame, images: dict[str, tuple[bytes, str
         verdict = ("losses concentrate on some branches more than chance" if pd.notna(p)
                    and float(p) < alpha else "losses are not more uneven across branches "
                    "than chance")
+        lost_pct = _fmt(c["loss_fraction"], "pct")
         text = (f"{c['condition']}: {int(c['n_series'])} series, {int(c['n_lost'])} of "
-                f"{int(c['n_spines_s0'])} session-0 spines lost ({_fmt(c['loss_fraction'], 'pct')})")
+                f"{int(c['n_spines_s0'])} session-0 spines lost ({lost_pct})")
         if pd.notna(d):
             text += f"; {verdict} (pooled D = {float(d):.2f}, stratified p = {_fmt(p, 'p')})"
         if pd.notna(c["restoration_observed"]):
