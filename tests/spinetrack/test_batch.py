@@ -466,3 +466,46 @@ def test_example_cohort_with_the_real_pipeline_on_two_workers(tmp_path, check_co
     assert set(summary.loc[summary["level"] == "condition", "condition"]) == {"control",
                                                                              "lesion"}
     assert int(summary.loc[summary["key"] == "m1", "n_spines_s0"].iloc[0]) > 0
+
+
+def test_killed_batch_process_resumes(cohort_dir, tmp_path):
+    """kill -9 of a running batch: finished series stay, the re-run completes the rest."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "out"
+    script = tmp_path / "slow_batch.py"
+    script.write_text(
+        "import importlib.util, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location('tb', {str(Path(__file__))!r})\n"
+        "tb = importlib.util.module_from_spec(spec); spec.loader.exec_module(tb)\n"
+        "def slow(series, out_dir, params, **kw):\n"
+        "    res = tb.fake_run_and_write(series, out_dir, params, **kw)\n"
+        "    time.sleep(30)  # killed here, with the results in the temporary folder\n"
+        "    return res\n"
+        f"tasks = tb._tasks({str(cohort_dir)!r}, {str(out)!r})\n"
+        "tb.run_batch(tasks[:1], sys.argv[1], serial=True, runner=tb.fake_run_and_write)\n"
+        "tb.run_batch(tasks, sys.argv[1], serial=True, runner=slow)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            status = out / STATUS_FILE
+            if (status.exists() and "running" in status.read_text()
+                    and list(out.glob(".m2.partial-*/params.json"))):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the batch did not reach the second series")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert (out / "m1" / "params.json").exists() and not (out / "m2").exists()
+    assert list(out.glob(".m2.partial-*"))
+    outcome = run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write)
+    assert outcome.status.set_index("key")["status"].to_dict() == {
+        "m1": "skipped", "m2": "done", "m3": "done"}
+    assert not list(out.glob(".*.partial-*"))
