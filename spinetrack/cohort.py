@@ -563,12 +563,12 @@ def _fmt(x: Any, kind: str = "g") -> str:
     return html.escape(str(x))
 
 
-def _table(summary: pd.DataFrame) -> str:
+def _table(summary: pd.DataFrame, reports: Sequence[str] = ()) -> str:
     cols = [("condition", "condition", "g"), ("animal", "animal", "g"),
-            ("series", "series", "g"), ("n_series", "series", "g"),
+            ("series", "series", "g"), ("n_series", "n series", "g"),
             ("n_branches", "branches", "g"), ("n_spines_s0", "spines s0", "g"),
             ("density_s0", "density s0 /µm", "f"), ("n_lost", "lost", "g"),
-            ("loss_fraction", "lost", "pct"), ("turnover_ratio", "turnover", "f"),
+            ("loss_fraction", "lost %", "pct"), ("turnover_ratio", "turnover", "f"),
             ("loss_clustering_statistic", "D", "f"), ("loss_clustering_p", "D p", "p"),
             ("n_new", "new", "g"), ("restoration_observed", "restored", "pct"),
             ("restoration_chance", "chance", "pct"), ("restoration_p", "restored p", "p")]
@@ -577,14 +577,20 @@ def _table(summary: pd.DataFrame) -> str:
     for _, r in summary.iterrows():
         cls = " class='pooled'" if r["level"] == "condition" else ""
         cells = "".join(f"<td>{_fmt(r.get(c), k)}</td>" for c, _, k in cols)
+        if r["level"] == "series" and r["key"] in reports:
+            link = f"<a href='{html.escape(str(r['key']))}/report.html'>{_fmt(r['animal'])}</a>"
+            cells = cells.replace(f"<td>{_fmt(r['animal'])}</td>", f"<td>{link}</td>", 1)
         body.append(f"<tr{cls}>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
 def render_cohort_html(summary: pd.DataFrame, images: dict[str, tuple[bytes, str]],
                        failed: Sequence[str] = (), title: str = "spinetrack cohort report",
-                       alpha: float = 0.05) -> str:
-    """The cohort report page; ``images`` maps figure name -> (png bytes, alt text)."""
+                       alpha: float = 0.05, reports: Sequence[str] = ()) -> str:
+    """The cohort report page; ``images`` maps figure name -> (png bytes, alt text).
+
+    ``reports`` are the keys of series with their own ``report.html`` (linked).
+    """
     from .report import _CSS, _img
 
     series, conds = _conditions(summary)
@@ -637,7 +643,7 @@ def render_cohort_html(summary: pd.DataFrame, images: dict[str, tuple[bytes, str
     parts.append(fig("density_by_condition", "Spines per µm of traced dendrite in each "
                      "session, one line per series."))
     parts.append("</div><h2>Per series and pooled per condition</h2>")
-    parts.append(_table(summary))
+    parts.append(_table(summary, reports))
     parts.append("<p class='small'>Pooled rows (shaded) sum the counts of the condition's "
                  "series; rates are Σ gained (lost) / Σ spines at the earlier session over all "
                  "transitions. Each series' own report.html is in its folder.</p>")
@@ -682,5 +688,6 @@ def write_cohort(entries: Sequence[dict[str, Any]], out_dir: str | Path,
     for name, (png, _) in images.items():
         written.append(write_bytes_atomic(out / "cohort_figures" / f"{name}.png", png))
     written.append(write_text_atomic(out / "cohort_report.html", render_cohort_html(
-        summary, images, failed=failed, title=title, alpha=stats.significance_level)))
+        summary, images, failed=failed, title=title, alpha=stats.significance_level,
+        reports=[e["key"] for e in entries if (Path(e["folder"]) / "report.html").exists()])))
     return written
