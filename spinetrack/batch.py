@@ -974,8 +974,6 @@ def command(args) -> int:
     report_file = Path(args.out) / "cohort_report.html"
     if report_file in outcome.written:
         log.info("cohort tables and report in %s (open %s)", args.out, report_file)
-    for _, row in outcome.status[outcome.status["status"] == "failed"].iterrows():
-        print(f"spinetrack: {row['key']} failed: {row['error']}", file=sys.stderr)
     print(f"spinetrack batch: {outcome.summary_line(args.out)}",
           file=sys.stderr if outcome.n_failed else sys.stdout)
     return 1 if outcome.n_failed else 0
