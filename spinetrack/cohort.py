@@ -60,7 +60,7 @@ SUMMARY_COLUMNS = ID_COLUMNS + [
     "n_stable", "n_lost", "n_formed", "n_transient", "n_restored",
     "loss_fraction", "formation_rate", "elimination_rate", "turnover_ratio",
     "loss_clustering_statistic", "loss_clustering_p", "n_significant_branches",
-    "n_new", "restoration_observed", "restoration_chance", "restoration_p",
+    "n_new", "restoration_observed", "restoration_chance", "restoration_p", "n_warnings",
 ]
 _FATES = ("stable", "lost", "formed", "transient", "restored")
 
@@ -140,6 +140,7 @@ def series_row(entry: dict[str, Any], summary: dict[str, Any],
         "restoration_observed": rr.get("observed_fraction"),
         "restoration_chance": rr.get("chance_fraction"),
         "restoration_p": rr.get("p_value"),
+        "n_warnings": len(summary.get("warnings") or []),
     })
     for label, g, e, n_k in zip(summary.get("transitions") or [], summary.get("n_gained") or [],
                                 summary.get("n_eliminated") or [], per):
@@ -297,7 +298,8 @@ def _condition_row(condition: str, rows: list[dict[str, Any]], loaded: list[tupl
            "loss_clustering_statistic": lc["statistic"], "loss_clustering_p": lc["p_value"],
            "n_significant_branches": sum(r["n_significant_branches"] for r in rows),
            "n_new": rr["n_new"], "restoration_observed": rr["observed_fraction"],
-           "restoration_chance": rr["chance_fraction"], "restoration_p": rr["p_value"]}
+           "restoration_chance": rr["chance_fraction"], "restoration_p": rr["p_value"],
+           "n_warnings": sum(r["n_warnings"] for r in rows)}
     for name in ("loss_fraction", "density_s0", "turnover_ratio"):
         values = np.array([r[name] for r in rows if r[name] is not None], dtype=float)
         row[f"{name}_series_mean"] = float(values.mean()) if values.size else None
@@ -364,7 +366,9 @@ def cohort_tables(entries: Sequence[dict[str, Any]], stats: StatsParams | None =
     if table.empty:
         table = pd.DataFrame(columns=SUMMARY_COLUMNS)
     table = table[SUMMARY_COLUMNS + [c for c in table.columns if c not in SUMMARY_COLUMNS]]
-    data = {"series": rows, "conditions": details, "methods": {
+    warnings = {e["key"]: s.get("warnings") for e, (s, _) in zip(entries, loaded)
+                if s.get("warnings")}
+    data = {"series": rows, "conditions": details, "warnings": warnings, "methods": {
         "loss_clustering": "stratified permutation test: each series' loss labels are permuted "
                            "over its own session-0 spines (branch sizes and its number of losses "
                            "fixed); statistic = pooled dispersion index "
@@ -586,10 +590,12 @@ def _table(summary: pd.DataFrame, reports: Sequence[str] = ()) -> str:
 
 def render_cohort_html(summary: pd.DataFrame, images: dict[str, tuple[bytes, str]],
                        failed: Sequence[str] = (), title: str = "spinetrack cohort report",
-                       alpha: float = 0.05, reports: Sequence[str] = ()) -> str:
+                       alpha: float = 0.05, reports: Sequence[str] = (),
+                       warnings: dict[str, list[str]] | None = None) -> str:
     """The cohort report page; ``images`` maps figure name -> (png bytes, alt text).
 
-    ``reports`` are the keys of series with their own ``report.html`` (linked).
+    ``reports`` are the keys of series with their own ``report.html`` (linked);
+    ``warnings`` the series' summary warnings by key (listed under "Check").
     """
     from .report import _CSS, _img
 
@@ -615,6 +621,12 @@ def render_cohort_html(summary: pd.DataFrame, images: dict[str, tuple[bytes, str
         lines.append(html.escape(text) + ".")
     parts.append("<div class='findings'><b>Findings</b><ul>"
                  + "".join(f"<li>{x}</li>" for x in lines) + "</ul></div>")
+    if warnings:
+        items = [f"{key}: {w}" for key, ws in warnings.items() for w in ws]
+        more = f"<br>… and {len(items) - 12} more (summary.json of each series)" \
+            if len(items) > 12 else ""
+        parts.append("<div class='warn'><b>Check:</b> "
+                     + "<br>".join(html.escape(x) for x in items[:12]) + more + "</div>")
     if failed:
         parts.append("<div class='warn'><b>Not included (failed or not run):</b> "
                      + html.escape(", ".join(failed)) + " — see batch_status.csv</div>")
@@ -689,5 +701,6 @@ def write_cohort(entries: Sequence[dict[str, Any]], out_dir: str | Path,
         written.append(write_bytes_atomic(out / "cohort_figures" / f"{name}.png", png))
     written.append(write_text_atomic(out / "cohort_report.html", render_cohort_html(
         summary, images, failed=failed, title=title, alpha=stats.significance_level,
-        reports=[e["key"] for e in entries if (Path(e["folder"]) / "report.html").exists()])))
+        reports=[e["key"] for e in entries if (Path(e["folder"]) / "report.html").exists()],
+        warnings=data.get("warnings"))))
     return written

@@ -363,6 +363,7 @@ def test_series_row_rates_match_the_summary(tmp_path):
     assert row["formation_rate"] == pytest.approx(s["formation_rate"][0])
     assert row["turnover_ratio"] == pytest.approx(s["turnover_ratio"][0])
     assert row["loss_clustering_statistic"] == pytest.approx(s["loss_clustering"]["statistic"])
+    assert row["n_warnings"] == len(s["warnings"])
     # one series: the pooled tests reduce to the series' own statistic
     pooled = table.iloc[1]
     assert pooled["loss_clustering_statistic"] == pytest.approx(row["loss_clustering_statistic"])
