@@ -266,7 +266,114 @@ def _add_batch(sub) -> None:
     p.set_defaults(func=_run)
 
 
-COMMANDS: list[Callable] = [_add_info, _add_run, _add_compare, _add_report, _add_batch]
+def _add_synth(sub) -> None:
+    p = sub.add_parser(
+        "synth", help="generate a synthetic series with known spines, fates and motion",
+        description="Write OUT/session0.tif ... (ImageJ hyperstacks with voxel size) and "
+                    "OUT/truth/ (spines, fates, lines, branches, sessions, filopodia tables "
+                    "and truth.json) for a synthetic two-photon series of dendrites with "
+                    "spines that are lost, formed and restored between sessions, with drift "
+                    "and noise. Score a result with 'spinetrack compare RESULT OUT/truth'. "
+                    "Details: docs/synth.md.")
+    p.add_argument("out", metavar="OUT", help="folder to write (created if missing)")
+    p.add_argument("--preset", choices=("easy", "realistic", "hard"), default="realistic",
+                   help="image quality and motion (default realistic: dim uint8 like rr30a)")
+    p.add_argument("--sessions", type=int, default=4, metavar="N",
+                   help="number of imaging sessions (default 4)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument("--null", action="store_true",
+                   help="losses fall uniformly at random on all branches (no clustering)")
+    p.add_argument("--days", type=float, nargs="+", metavar="D",
+                   help="day of each session (default 0 4 8 ...)")
+    p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="image size in voxels (default: the preset's, 48 768 768 for realistic)")
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args) -> int:
+    from pathlib import Path
+
+    from .progress import TqdmProgress
+    from .synth import make_series, write_synth
+
+    bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
+    try:
+        syn = make_series(args.preset, n_sessions=args.sessions, seed=args.seed,
+                          null=args.null, days=args.days, shape=args.shape, progress=bar)
+    finally:
+        bar.close()
+    write_synth(syn, args.out)
+    out = Path(args.out)
+    spines, fates = syn.truth["spines"], syn.truth["fates"]
+    per = spines.groupby("session").size()
+    print(f"wrote {len(syn.series)} sessions to {out}: "
+          + ", ".join(f"session{k}.tif" for k in range(len(syn.series))))
+    print(f"truth in {out / 'truth'}: {len(syn.truth['branches'])} branches, "
+          f"{fates['spine_id'].nunique()} spine identities, spines per session "
+          + " ".join(str(int(per.get(k, 0))) for k in range(len(syn.series))))
+    counts = fates["fate"].value_counts()
+    print("fates: " + ", ".join(f"{f} {int(counts.get(f, 0))}" for f in
+                                ("stable", "lost", "formed", "transient", "restored")))
+    stress = syn.info["stress_branches"]
+    print("losses: uniform (null)" if args.null else
+          f"losses cluster on branch(es) {' '.join(map(str, stress))} between sessions "
+          f"{syn.info['stress_transition']} and {syn.info['stress_transition'] + 1}")
+    return EXIT_OK
+
+
+def _add_detect(sub) -> None:
+    from .params import add_arguments
+
+    p = sub.add_parser(
+        "detect", help="trace dendrites and detect spines in one session",
+        description="Trace the dendrites of one session and detect its spines. Writes "
+                    "DIR/<name>_spines.csv (one row per spine head: position in pixels and µm, "
+                    "branch, arc, base, side, length, head brightness and size, score; "
+                    "filopodia are left out), DIR/<name>_filopodia.csv, DIR/<name>_lines.csv "
+                    "(centre-line points) and DIR/<name>_graph.csv (one row per branch). "
+                    "docs/detection.md explains the method and every parameter.")
+    p.add_argument("session", metavar="SESSION", help="a TIFF stack (z, y, x) or plane (y, x)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--name", default=None, help="prefix of the output files (default: the "
+                                                "file stem)")
+    _voxel_option(p)
+    add_arguments(p, ("trace", "detect"))
+    p.set_defaults(func=_cmd_detect)
+
+
+def _cmd_detect(args) -> int:
+    from pathlib import Path
+
+    from .detect import detect_session
+    from .files import write_table_atomic
+    from .io import read_session
+    from .params import params_from_args
+    from .progress import TqdmProgress
+
+    params = params_from_args(args)
+    session = read_session(args.session, voxel_size_um=args.voxel_size)
+    bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
+    try:
+        tracing, found = detect_session(session, params, progress=bar)
+    finally:
+        bar.close()
+    out = Path(args.out)
+    name = args.name or session.name
+    spines = found[found["kind"] == "spine"]
+    written = [
+        write_table_atomic(spines, out / f"{name}_spines.csv"),
+        write_table_atomic(found[found["kind"] != "spine"], out / f"{name}_filopodia.csv"),
+        write_table_atomic(tracing.lines, out / f"{name}_lines.csv"),
+        write_table_atomic(tracing.graph, out / f"{name}_graph.csv"),
+    ]
+    log.info("%s: %d branches (%.0f µm), %d spines, %d filopodia; wrote %s", name,
+             tracing.n_branches, float(tracing.graph["length_um"].sum()) if tracing.n_branches
+             else 0.0, len(spines), len(found) - len(spines), ", ".join(str(w) for w in written))
+    return EXIT_OK
+
+
+COMMANDS: list[Callable] = [_add_info, _add_run, _add_detect, _add_compare, _add_report,
+                            _add_synth, _add_batch]
 
 
 # --------------------------------------------------------------------------- shared options

@@ -129,14 +129,26 @@ class RegisterParams(_Section):
                                 min=0.0)
     max_rotation_deg: float = param(6.0, "largest rotation between sessions searched for", "deg",
                                     min=0.0, max=45.0)
+    match_distance_um: float = param(3.0, "centre-line points of two sessions this close after "
+                                     "the image-based alignment are paired to refine it", "µm",
+                                     min=0.1, max=20.0)
+    local_scale_um: float = param(10.0, "smoothing length of the local (non-rigid) correction "
+                                  "fitted to the centre lines; 0 keeps the registration rigid",
+                                  "µm", min=0.0, max=500.0)
 
 
 @dataclass(frozen=True)
 class LinkParams(_Section):
     """Linking spines across sessions."""
 
-    search_range_um: float = param(1.5, "largest distance a spine may move between sessions "
-                                   "after registration", "µm", min=0.05, max=20.0)
+    search_range_um: float = param(2.5, "largest distance a spine may move between sessions "
+                                   "after registration, measured along the branch and out from "
+                                   "the shaft", "µm", min=0.05, max=20.0)
+    refine_iterations: int = param(2, "rounds of linking and correcting the residual drift "
+                                   "along each branch before the final linking (0: none)",
+                                   min=0, max=10)
+    refine_scale_um: float = param(20.0, "smoothing length along the branch of that drift "
+                                   "correction", "µm", min=1.0, max=1000.0)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["Tracing", "LINE_COLUMNS", "GRAPH_COLUMNS", "tracing_from_lines"]
+__all__ = ["Tracing", "LINE_COLUMNS", "GRAPH_COLUMNS", "tracing_from_lines", "trace_dendrites"]
 
 LINE_COLUMNS = ["branch_id", "point", "z", "y", "x", "z_um", "y_um", "x_um", "arc_um",
                 "radius_um"]
@@ -77,3 +77,233 @@ def tracing_from_lines(lines: pd.DataFrame, voxel_size_um, shape, radius_um: flo
                  else pd.DataFrame(columns=LINE_COLUMNS))
     return Tracing(lines=lines_out, graph=pd.DataFrame(graph, columns=GRAPH_COLUMNS),
                    voxel_size_um=(vz, vy, vx), shape=tuple(int(s) for s in shape))
+
+
+# --------------------------------------------------------------------------- tracing
+
+
+def trace_dendrites(image: np.ndarray, voxel_size_um, params=None, progress=None) -> Tracing:
+    """Trace the centre lines of the dendrites of one session.
+
+    The stack is projected along z (maximum), scaled by robust percentiles (so
+    a dim day traces like a bright one), filtered for bright ridges at the
+    shaft scale, thresholded with hysteresis and skeletonised. Short side twigs
+    are pruned, gaps along a dendrite bridged, and the skeleton split into
+    branches between ends and junctions. Each centre-line point then gets its
+    z from the smoothed intensity profile along z, and a shaft radius from the
+    half-maximum width of the projected intensity across the line.
+
+    Parameters
+    ----------
+    image : ndarray, shape (Z, Y, X) or (Y, X)
+        The session's stack, any real dtype.
+    voxel_size_um : sequence of 3 float
+        (z, y, x) voxel size in µm.
+    params : TraceParams, optional
+        Tracing parameters (defaults when None).
+    progress : callable, optional
+        ``progress(stage, done, total)``; may raise ``Cancelled``.
+
+    Returns
+    -------
+    Tracing
+        Empty tables when no dendrite is found.
+    """
+    from .params import TraceParams
+    from .progress import report
+
+    params = params or TraceParams()
+    stack = _as_stack(image)
+    voxel = tuple(float(v) for v in voxel_size_um)
+    steps = 5
+    report(progress, "trace", 0, steps)
+    from ._filters import binned_smoothed
+
+    small, factor = binned_smoothed(stack, voxel, params.shaft_sigma_um)
+    spacing = (voxel[1] * factor, voxel[2] * factor)
+    plane, ok = _normalised_projection(small)
+    if not ok:
+        report(progress, "trace", steps, steps)
+        return _empty(voxel, stack.shape)
+    mask = _dendrite_mask(plane, spacing, params)
+    report(progress, "trace", 1, steps)
+    skel = _clean_skeleton(mask, spacing, params)
+    report(progress, "trace", 2, steps)
+    from ._skeleton import skeleton_segments
+
+    segments = [s for s in skeleton_segments(skel)
+                if not (s.start_kind == "end" and s.end_kind == "end"
+                        and s.length(spacing) < params.min_branch_length_um)]
+    segments.sort(key=lambda s: (-s.length(spacing), tuple(s.yx[0])))
+    report(progress, "trace", 3, steps)
+    if not segments:
+        report(progress, "trace", steps, steps)
+        return _empty(voxel, stack.shape)
+    z_of = _ZProfile(small, (voxel[0],) + spacing)
+    lines, graph = [], []
+    for bid, seg in enumerate(segments):
+        yx_small = _smooth_path(seg.yx, spacing, 0.4)
+        z = z_of(yx_small)
+        radius = _half_max_radius(plane, yx_small, spacing)
+        zyx = np.column_stack([z, (yx_small + 0.5) * factor - 0.5])
+        um = zyx * np.asarray(voxel)
+        arc = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(um, axis=0), axis=1))]
+        lines.append(pd.DataFrame({
+            "branch_id": bid, "point": np.arange(len(zyx)), "z": zyx[:, 0], "y": zyx[:, 1],
+            "x": zyx[:, 2], "z_um": um[:, 0], "y_um": um[:, 1], "x_um": um[:, 2],
+            "arc_um": arc, "radius_um": radius}))
+        graph.append({"branch_id": bid, "length_um": float(arc[-1]), "n_points": len(zyx),
+                      "start_node": int(seg.start_node), "end_node": int(seg.end_node),
+                      "start_kind": seg.start_kind, "end_kind": seg.end_kind,
+                      "mean_radius_um": float(np.mean(radius))})
+    report(progress, "trace", steps, steps)
+    return Tracing(lines=pd.concat(lines, ignore_index=True),
+                   graph=pd.DataFrame(graph, columns=GRAPH_COLUMNS), voxel_size_um=voxel,
+                   shape=tuple(int(s) for s in stack.shape))
+
+
+def _as_stack(image: np.ndarray) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[np.newaxis]
+    if arr.ndim != 3:
+        raise ValueError(f"expected a (z, y, x) stack or a (y, x) plane, got shape {arr.shape}")
+    return arr
+
+
+def _empty(voxel, shape) -> Tracing:
+    return Tracing(lines=pd.DataFrame({c: pd.Series(dtype=float if c not in ("branch_id", "point")
+                                                    else int) for c in LINE_COLUMNS}),
+                   graph=pd.DataFrame(columns=GRAPH_COLUMNS), voxel_size_um=voxel,
+                   shape=tuple(int(s) for s in shape))
+
+
+# ridge strength (scale-normalised, in units of the robust bright level) that seeds and
+# that extends a dendrite; calibrated on rr30a-dev and the synthetic presets
+_RIDGE_HIGH = 0.2
+_RIDGE_LOW = 0.035
+_SEED_SNR = 8.0  # seeds are at least this many robust noise SDs above the median
+
+
+def _normalised_projection(stack: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Max projection scaled so background ~0 and dendrites ~1, lightly smoothed."""
+    from ._filters import max_projection, robust_scale
+
+    plane = max_projection(stack)
+    bg, span = robust_scale(plane, 50.0, 99.5)
+    if not np.isfinite(plane).all() or float(plane.max()) <= bg:
+        return plane, False
+    plane = (plane - np.float32(bg)) / np.float32(span)
+    return plane, True
+
+
+def _dendrite_mask(plane: np.ndarray, spacing, params) -> np.ndarray:
+    from scipy import ndimage as ndi
+    from ._filters import ridge_2d
+
+    px = float(np.mean(spacing))
+    ridge = np.zeros_like(plane)
+    for sigma_um in (params.shaft_sigma_um, 2.0 * params.shaft_sigma_um):
+        np.maximum(ridge, ridge_2d(plane, sigma_um / px), out=ridge)
+    # seeds must also stand clear of the noise (a stack of pure noise has ridges too)
+    centre = float(np.median(plane))
+    noise = 1.4826 * float(np.median(np.abs(plane - centre)))
+    seeds = (ridge > _RIDGE_HIGH) & (plane > centre + _SEED_SNR * noise)
+    low = ridge > _RIDGE_LOW
+    lab, n = ndi.label(low, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return low
+    seeded = np.zeros(n + 1, bool)
+    seeded[np.unique(lab[seeds])] = True
+    seeded[0] = False
+    return seeded[lab]
+
+
+def _clean_skeleton(mask: np.ndarray, spacing, params) -> np.ndarray:
+    from skimage.morphology import skeletonize
+
+    from ._skeleton import bridge_gaps, drop_short_components, prune_twigs
+
+    skel = skeletonize(mask)
+    skel = drop_short_components(skel, spacing, min(params.min_branch_length_um, 2.0))
+    skel = prune_twigs(skel, spacing, params.prune_twig_um)
+    skel = bridge_gaps(skel, spacing, params.bridge_gap_um)
+    skel = skeletonize(skel)
+    skel = prune_twigs(skel, spacing, params.prune_twig_um)
+    return drop_short_components(skel, spacing, params.min_branch_length_um)
+
+
+def _smooth_path(yx: np.ndarray, spacing, sigma_um: float) -> np.ndarray:
+    """Gaussian-smooth a pixel chain along its length, keeping its two ends."""
+    from scipy import ndimage as ndi
+
+    if len(yx) < 5:
+        return yx.astype(float)
+    step = float(np.mean(np.linalg.norm(np.diff(yx * np.asarray(spacing), axis=0), axis=1)))
+    sig = sigma_um / max(step, 1e-9)
+    out = ndi.gaussian_filter1d(yx.astype(float), sig, axis=0, mode="nearest")
+    out[0], out[-1] = yx[0], yx[-1]
+    return out
+
+
+class _ZProfile:
+    """z of the brightest plane under (y, x) points, from smoothed z-profiles."""
+
+    def __init__(self, stack: np.ndarray, voxel) -> None:
+        self.stack = stack
+        self.voxel = voxel
+
+    def __call__(self, yx: np.ndarray) -> np.ndarray:
+        from scipy import ndimage as ndi
+
+        nz, ny, nx = self.stack.shape
+        if nz == 1:
+            return np.zeros(len(yx))
+        iy = np.clip(np.round(yx[:, 0]).astype(int), 0, ny - 1)
+        ix = np.clip(np.round(yx[:, 1]).astype(int), 0, nx - 1)
+        prof = np.zeros((nz, len(yx)), np.float32)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                prof += self.stack[:, np.clip(iy + dy, 0, ny - 1), np.clip(ix + dx, 0, nx - 1)]
+        # along the branch too: a dim stretch borrows its depth from its neighbours
+        step = float(np.mean(self.voxel[1:]))
+        prof = ndi.gaussian_filter1d(prof, 0.5 / step, axis=1, mode="nearest")
+        k = np.argmax(prof, axis=0)
+        z = k.astype(float)
+        inner = (k > 0) & (k < nz - 1)
+        cols = np.nonzero(inner)[0]
+        a, b, c = prof[k[cols] - 1, cols], prof[k[cols], cols], prof[k[cols] + 1, cols]
+        denom = a - 2 * b + c
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shift = np.where(denom < 0, 0.5 * (a - c) / denom, 0.0)
+        z[cols] += np.clip(shift, -0.5, 0.5)
+        window = max(1, int(round(2.0 / step)))
+        z = ndi.median_filter(z, size=window | 1, mode="nearest")
+        return ndi.gaussian_filter1d(z, 1.0 / step, mode="nearest")
+
+
+def _half_max_radius(plane: np.ndarray, yx: np.ndarray, spacing, max_um: float = 3.0
+                     ) -> np.ndarray:
+    """Shaft radius: half the full width at half maximum across the line, in µm."""
+    from scipy import ndimage as ndi
+
+    px = float(np.mean(spacing))
+    n = len(yx)
+    if n < 2:
+        return np.full(n, 0.5)
+    tangent = np.gradient(yx, axis=0)
+    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-9)
+    normal = np.column_stack([-tangent[:, 1], tangent[:, 0]])
+    offsets = np.arange(0.0, max_um + 1e-9, 0.5 * px) / px
+    radius = np.empty((2, n))
+    centre = ndi.map_coordinates(plane, yx.T, order=1, mode="nearest")
+    for k, sign in enumerate((1.0, -1.0)):
+        coords = yx[:, :, None] + sign * normal[:, :, None] * offsets[None, None, :]
+        prof = ndi.map_coordinates(plane, [coords[:, 0].ravel(), coords[:, 1].ravel()],
+                                   order=1, mode="nearest").reshape(n, -1)
+        below = prof < 0.5 * centre[:, None]
+        first = np.where(below.any(axis=1), below.argmax(axis=1), len(offsets) - 1)
+        radius[k] = offsets[first] * px
+    r = np.clip(np.min(radius, axis=0), 0.5 * px, max_um)
+    step = max(1, int(round(1.0 / px)))
+    return ndi.median_filter(r, size=step | 1, mode="nearest")

@@ -1,0 +1,372 @@
+"""Spine detection on traced dendrites.
+
+A spine head is a local brightness maximum (after smoothing at the head
+scale) that lies outside the shaft of a traced dendrite, no farther than a
+spine can reach, and is joined to the shaft by signal (a neck), not separated
+from it by background as an axonal bouton lying nearby is. Long protrusions
+whose far end is no brighter than their neck are filopodia.
+
+Intensities are measured relative to the session's own shaft brightness (the
+median along the traced centre lines), so a dim session gives the same calls
+as a bright one.
+
+Examples
+--------
+>>> import numpy as np
+>>> from spinetrack.params import Params
+>>> image = np.zeros((1, 64, 64), np.float32)
+>>> tracing = trace_dendrites(image, (1.0, 0.1, 0.1), Params().trace)
+>>> len(detect_spines(image, (1.0, 0.1, 0.1), tracing, Params().detect))
+0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
+
+from .progress import report
+from .trace import Tracing, _as_stack, trace_dendrites
+
+__all__ = ["DETECTION_COLUMNS", "detect_spines", "detect_session"]
+
+DETECTION_COLUMNS = ["z", "y", "x", "z_um", "y_um", "x_um", "branch_id", "arc_um", "base_z",
+                     "base_y", "base_x", "side", "length_um", "head_intensity", "head_radius_um",
+                     "score", "kind"]
+
+_Z_WEIGHT = 0.5  # z distances count half when finding the nearest shaft point (axial blur)
+_Z_REACH_UM = 2.5  # heads are searched this far above and below the centre line
+_OPEN_UM = 2.0  # the shaft model along a branch ignores bumps narrower than this
+_CORRIDOR_UM = 0.4  # a neck may bend this far along the branch
+
+
+def empty_detections() -> pd.DataFrame:
+    """A detections table with no rows and the right columns and types."""
+    cols = {c: pd.Series(dtype=float) for c in DETECTION_COLUMNS}
+    cols["branch_id"] = pd.Series(dtype=int)
+    cols["side"] = pd.Series(dtype=int)
+    cols["kind"] = pd.Series(dtype=object)
+    return pd.DataFrame(cols)
+
+
+def detect_spines(image: np.ndarray, voxel_size_um, tracing: Tracing, params=None,
+                  progress=None) -> pd.DataFrame:
+    """Find spine heads along traced dendrites.
+
+    Each branch is *straightened*: the stack is sampled on a grid of (arc along
+    the branch, z offset from the centre line, signed offset across it in the
+    (y, x) plane). Along the arc the shaft changes slowly and spines are
+    narrow bumps, so a grey opening along the arc models the shaft and its
+    surroundings; what stands above it (the residual) are spines, boutons and
+    noise. Residual maxima outside the shaft and within reach are kept when
+    they are bright enough and joined to the shaft by a neck (no dark gap).
+
+    Parameters
+    ----------
+    image : ndarray, shape (Z, Y, X) or (Y, X)
+        The session's stack.
+    voxel_size_um : sequence of 3 float
+        (z, y, x) voxel size in µm.
+    tracing : Tracing
+        Centre lines of this session (:func:`spinetrack.trace.trace_dendrites`).
+    params : DetectParams, optional
+        Detection parameters (defaults when None).
+    progress : callable, optional
+        ``progress(stage, done, total)``, called once per branch; may raise
+        ``Cancelled``.
+
+    Returns
+    -------
+    DataFrame
+        One row per detection, columns :data:`DETECTION_COLUMNS` (see
+        ``docs/architecture.md``); ``kind`` is ``"spine"`` or ``"filopodium"``.
+        Sorted by ``branch_id``, ``arc_um``.
+    """
+    cands, frame = _candidates(image, voxel_size_um, tracing, params, progress)
+    if cands is None or not len(cands):
+        return empty_detections()
+    return _select(cands, frame, params or _default_params())
+
+
+def _default_params():
+    from .params import DetectParams
+
+    return DetectParams()
+
+
+class _Frame:
+    """Uniformly resampled centre lines of all branches, for nearest-point queries."""
+
+    def __init__(self, lines: pd.DataFrame, voxel: np.ndarray, step_um: float) -> None:
+        parts = []
+        for bid, g in lines.groupby("branch_id", sort=True):
+            arc = g["arc_um"].to_numpy(float)
+            n = max(2, int(np.floor((arc[-1] - arc[0]) / step_um)) + 1) if len(g) > 1 else 1
+            s = np.linspace(arc[0], arc[-1], n) if len(g) > 1 else arc[:1]
+            cols = {c: (np.interp(s, arc, g[c].to_numpy(float)) if len(g) > 1
+                        else g[c].to_numpy(float)) for c in ("z", "y", "x", "radius_um")}
+            yx_um = np.column_stack([cols["y"] * voxel[1], cols["x"] * voxel[2]])
+            if len(s) > 1:
+                t = np.gradient(yx_um, axis=0)
+                t = ndi.gaussian_filter1d(t, max(0.5 / step_um, 1.0), axis=0, mode="nearest")
+            else:
+                t = np.array([[0.0, 1.0]])
+            t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+            parts.append(pd.DataFrame({"branch_id": int(bid), "arc_um": s, **cols,
+                                       "ty": t[:, 0], "tx": t[:, 1]}))
+        self.points = pd.concat(parts, ignore_index=True)
+        self.voxel = voxel
+        self.zyx = self.points[["z", "y", "x"]].to_numpy(float)
+        self._tree = cKDTree(self.zyx * voxel * np.array([_Z_WEIGHT, 1.0, 1.0]))
+
+    def nearest(self, zyx_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index of the nearest resampled point and the weighted distance in µm."""
+        d, j = self._tree.query(zyx_px * self.voxel * np.array([_Z_WEIGHT, 1.0, 1.0]))
+        return j, d
+
+
+def _candidates(image, voxel_size_um, tracing, params, progress):
+    params = params or _default_params()
+    stack = _as_stack(image)
+    voxel = np.asarray([float(v) for v in voxel_size_um])
+    lines = tracing.lines
+    if len(lines) == 0:
+        report(progress, "detect", 1, 1)
+        return None, None
+    step = float(min(voxel[1], voxel[2]))
+    frame = _Frame(lines, voxel, step)
+    bg = float(np.median(stack[:, ::4, ::4]))
+    reach_um = float(frame.points["radius_um"].max()) + params.max_spine_length_um + 0.5
+    offsets = np.arange(-np.ceil(reach_um / step), np.ceil(reach_um / step) + 1) * step
+    nzr = 0 if stack.shape[0] == 1 else int(np.ceil(_Z_REACH_UM / voxel[0]))
+    dz = np.arange(-nzr, nzr + 1, dtype=float)
+    groups = list(frame.points.groupby("branch_id", sort=True).indices.items())
+    report(progress, "detect", 0, 2 * len(groups))
+    volumes = []
+    for k, (bid, idx) in enumerate(groups):
+        volumes.append((bid, idx, _straighten(stack, frame.points.iloc[idx], voxel, offsets, dz,
+                                              params)))
+        report(progress, "detect", k + 1, 2 * len(groups))
+    centre = [v[:, nzr, len(offsets) // 2] for _, _, v in volumes]
+    shaft = float(np.median(np.concatenate(centre))) - bg
+    if not np.isfinite(shaft) or shaft <= 0:
+        return None, frame
+    rows = []
+    for k, (bid, idx, vol) in enumerate(volumes):
+        vol = (vol - np.float32(bg)) / np.float32(shaft)
+        rows.append(_branch_peaks(vol, frame.points.iloc[idx], idx, offsets, dz, step, voxel,
+                                  params))
+        report(progress, "detect", len(groups) + k + 1, 2 * len(groups))
+    cands = pd.concat(rows, ignore_index=True) if rows else None
+    return cands, frame
+
+
+def _straighten(stack, pts: pd.DataFrame, voxel, offsets, dz, params) -> np.ndarray:
+    """Sample the stack on (arc, dz, offset) around one branch and smooth it."""
+    n = len(pts)
+    ny = pts["tx"].to_numpy()  # normal (y, x) = (tx, -ty), a unit vector in µm
+    nx = -pts["ty"].to_numpy()
+    z = pts["z"].to_numpy()[:, None, None] + dz[None, :, None]
+    y = pts["y"].to_numpy()[:, None, None] + (ny[:, None, None] * offsets[None, None, :]) / voxel[1]
+    x = pts["x"].to_numpy()[:, None, None] + (nx[:, None, None] * offsets[None, None, :]) / voxel[2]
+    shape = (n, len(dz), len(offsets))
+    coords = np.stack([np.broadcast_to(c, shape).ravel() for c in (z, y, x)])
+    vol = ndi.map_coordinates(stack, coords, output=np.float32, order=1, mode="nearest")
+    vol = vol.reshape(shape)
+    step = float(min(voxel[1], voxel[2]))
+    sig = params.head_sigma_um / step
+    sig_z = 0.0 if len(dz) == 1 else 0.5
+    return ndi.gaussian_filter(vol, (sig, sig_z, sig), truncate=3.0, mode="nearest")
+
+
+def _odd(x: float) -> int:
+    return max(1, int(round(x)) | 1)
+
+
+def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFrame:
+    """Residual maxima of one straightened branch with their measurements."""
+    n_arc, n_z, n_off = vol.shape
+    open_len = _odd(_OPEN_UM / step)
+    if n_arc >= 3:
+        shaft_model = ndi.grey_opening(vol, size=(min(open_len, _odd(n_arc) if n_arc % 2 else
+                                                      n_arc - 1), 1, 1), mode="nearest")
+    else:
+        shaft_model = np.minimum(vol, vol.min(axis=0, keepdims=True))
+    resid = vol - shaft_model
+    foot = (_odd(0.6 / step), min(3, n_z), _odd(0.6 / step))
+    peaks = (resid == ndi.maximum_filter(resid, size=foot, mode="nearest")) & (resid > _MIN_RESID)
+    ia, iz, io = np.nonzero(peaks)
+    if not len(ia):
+        return pd.DataFrame()
+    centre = n_off // 2
+    radius = pts["radius_um"].to_numpy()[ia]
+    off = offsets[io]
+    outside = np.abs(off) >= radius
+    ia, iz, io, radius, off = (a[outside] for a in (ia, iz, io, radius, off))
+    if not len(ia):
+        return pd.DataFrame()
+    # sub-pixel refinement along each axis of the straightened grid
+    pos = np.column_stack([ia, iz, io]).astype(float)
+    for ax, size in enumerate(vol.shape):
+        if size < 3:
+            continue
+        lo = np.column_stack([ia, iz, io])
+        hi = lo.copy()
+        lo[:, ax] = np.clip(lo[:, ax] - 1, 0, size - 1)
+        hi[:, ax] = np.clip(hi[:, ax] + 1, 0, size - 1)
+        a = resid[lo[:, 0], lo[:, 1], lo[:, 2]]
+        b = resid[ia, iz, io]
+        c = resid[hi[:, 0], hi[:, 1], hi[:, 2]]
+        denom = a - 2 * b + c
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shift = np.where(denom < 0, 0.5 * (a - c) / denom, 0.0)
+        pos[:, ax] += np.clip(shift, -0.5, 0.5)
+    # neck: the brightest corridor (along the arc and in z) from the centre to the head
+    corridor = ndi.maximum_filter(vol, size=(_odd(2 * _CORRIDOR_UM / step), min(3, n_z), 1),
+                                  mode="nearest")
+    neck_min = np.empty(len(ia), np.float32)
+    neck_mean = np.empty(len(ia), np.float32)
+    width = np.empty(len(ia), np.float32)
+    for m in range(len(ia)):
+        lo_o, hi_o = sorted((centre, int(io[m])))
+        prof = corridor[ia[m], iz[m], lo_o:hi_o + 1]
+        # from the shaft surface on: ignore the part inside the shaft radius
+        r_px = int(round(radius[m] / step))
+        inner = prof[r_px:-1] if io[m] > centre else prof[1:len(prof) - r_px]
+        inner = inner if len(inner) else prof[-1:] if io[m] > centre else prof[:1]
+        neck_min[m] = inner.min()
+        neck_mean[m] = inner.mean()
+        # head width along the arc at half the residual maximum
+        row = resid[max(ia[m] - 10, 0):ia[m] + 11, iz[m], io[m]]
+        width[m] = (row >= 0.5 * resid[ia[m], iz[m], io[m]]).sum() * step
+    a_int = np.clip(np.round(pos[:, 0]).astype(int), 0, n_arc - 1)
+    frac = pos[:, 0] - np.floor(pos[:, 0])
+    a0 = np.clip(np.floor(pos[:, 0]).astype(int), 0, n_arc - 1)
+    a1 = np.clip(a0 + 1, 0, n_arc - 1)
+    base = pts[["z", "y", "x"]].to_numpy()
+    base_pt = base[a0] * (1 - frac)[:, None] + base[a1] * frac[:, None]
+    normal = np.column_stack([pts["tx"].to_numpy(), -pts["ty"].to_numpy()])[a_int]
+    off_um = np.interp(pos[:, 2], np.arange(n_off), offsets)
+    dz_px = np.interp(pos[:, 1], np.arange(n_z), dz)
+    head = np.column_stack([base_pt[:, 0] + dz_px,
+                            base_pt[:, 1] + normal[:, 0] * off_um / voxel[1],
+                            base_pt[:, 2] + normal[:, 1] * off_um / voxel[2]])
+    return pd.DataFrame({
+        "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
+        "value": vol[ia, iz, io], "resid": resid[ia, iz, io], "neck_min": neck_min,
+        "neck_mean": neck_mean, "width_um": width, "offset_um": off_um})
+
+
+# thresholds in units of the session's median shaft brightness above background
+# (so independent of how bright a session is); calibrated on rr30a-dev and synthetic data
+_MIN_RESID = 0.08     # a head stands at least this far above the shaft model
+_MIN_NECK = 0.05      # the dimmest point between shaft surface and head (bouton gap test)
+_FILOPODIUM_CONTRAST = 1.25  # a long protrusion whose head is not this much brighter than its
+                             # neck is a filopodium
+_FILOPODIUM_MIN_UM = 2.0
+_DEDUPE_UM = 0.6
+
+
+def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
+            ) -> pd.DataFrame:
+    """Attach candidates to their nearest shaft, filter, de-duplicate, describe."""
+    voxel = frame.voxel
+    head = cands[["z", "y", "x"]].to_numpy(float)
+    j, _ = frame.nearest(head)
+    pts = frame.points
+    base = frame.zyx[j]
+    radius = pts["radius_um"].to_numpy()[j]
+    d_um = (head - base) * voxel
+    dist = np.sqrt((d_um[:, 1:] ** 2).sum(axis=1) + (_Z_WEIGHT * d_um[:, 0]) ** 2)
+    length = dist - radius
+    head_radius = np.clip(cands["width_um"].to_numpy() / 2, 0.5 * params.head_sigma_um,
+                          3 * params.head_sigma_um)
+    value = cands["value"].to_numpy()
+    neck_min = cands["neck_min"].to_numpy()
+    neck_mean = cands["neck_mean"].to_numpy()
+    resid = cands["resid"].to_numpy()
+    keep = ((length + head_radius >= params.min_protrusion_um)
+            & (length <= params.max_spine_length_um)
+            & (neck_min >= _MIN_NECK))
+    contrast = value / np.maximum(neck_mean, 1e-6)
+    filo = (length >= _FILOPODIUM_MIN_UM) & (contrast < _FILOPODIUM_CONTRAST)
+    t = np.column_stack([pts["ty"].to_numpy()[j], pts["tx"].to_numpy()[j]])
+    cross = t[:, 0] * d_um[:, 2] - t[:, 1] * d_um[:, 1]
+    lateral = np.linalg.norm(d_um[:, 1:], axis=1)
+    side = np.where(lateral < np.abs(d_um[:, 0]) * _Z_WEIGHT, 0, np.sign(cross)).astype(int)
+    out = pd.DataFrame({
+        "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
+        "z_um": head[:, 0] * voxel[0], "y_um": head[:, 1] * voxel[1],
+        "x_um": head[:, 2] * voxel[2],
+        "branch_id": pts["branch_id"].to_numpy(int)[j],
+        "arc_um": pts["arc_um"].to_numpy(float)[j],
+        "base_z": base[:, 0], "base_y": base[:, 1], "base_x": base[:, 2],
+        "side": side, "length_um": np.maximum(length, 0.0),
+        "head_intensity": value, "head_radius_um": head_radius,
+        "score": resid * np.minimum(neck_min / np.maximum(value, 1e-6), 1.0),
+        "kind": np.where(filo, "filopodium", "spine"),
+    })
+    if features:  # every candidate with its measurements, for calibration
+        return out.assign(keep=keep, neck_min=neck_min, neck_mean=neck_mean, resid=resid,
+                          dist_um=dist, radius_um=radius,
+                          offset_um=cands["offset_um"].to_numpy())
+    out = _dedupe(out[keep].reset_index(drop=True), voxel)
+    out = _drop_on_filopodia(out)
+    return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
+
+
+def _drop_on_filopodia(df: pd.DataFrame) -> pd.DataFrame:
+    """Drop spine calls on the stalk of a filopodium (same branch and side, nearer the shaft)."""
+    filo = df[df["kind"] == "filopodium"]
+    if not len(filo):
+        return df
+    drop = np.zeros(len(df), bool)
+    for _, f in filo.iterrows():
+        drop |= ((df["kind"] == "spine") & (df["branch_id"] == f["branch_id"])
+                 & (df["side"] == f["side"]) & ((df["arc_um"] - f["arc_um"]).abs() <= _DEDUPE_UM)
+                 & (df["length_um"] < f["length_um"])).to_numpy()
+    return df[~drop].reset_index(drop=True)
+
+
+def _dedupe(df: pd.DataFrame, voxel) -> pd.DataFrame:
+    """Keep the best-scoring detection among any closer than ``_DEDUPE_UM`` (z counts half)."""
+    if len(df) < 2:
+        return df
+    pos = df[["z_um", "y_um", "x_um"]].to_numpy() * np.array([_Z_WEIGHT, 1.0, 1.0])
+    order = np.argsort(-df["score"].to_numpy(), kind="stable")
+    tree = cKDTree(pos)
+    dropped = np.zeros(len(df), bool)
+    for i in order:
+        if dropped[i]:
+            continue
+        for k in tree.query_ball_point(pos[i], _DEDUPE_UM):
+            if k != i:
+                dropped[k] = True
+    return df[~dropped].reset_index(drop=True)
+
+
+def detect_session(session, params=None, progress=None) -> tuple[Tracing, pd.DataFrame]:
+    """Trace and detect one session.
+
+    Parameters
+    ----------
+    session : spinetrack.io.Session
+    params : spinetrack.params.Params, optional
+        All parameters; the ``trace`` and ``detect`` sections are used.
+    progress : callable, optional
+        ``progress(stage, done, total)``.
+
+    Returns
+    -------
+    (Tracing, DataFrame)
+        The tracing and the detections table of :func:`detect_spines`.
+    """
+    from .params import Params
+
+    params = params or Params()
+    tracing = trace_dendrites(session.image, session.voxel_size_um, params.trace, progress)
+    spines = detect_spines(session.image, session.voxel_size_um, tracing, params.detect,
+                           progress)
+    return tracing, spines

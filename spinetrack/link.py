@@ -1,0 +1,204 @@
+"""Linking spines across sessions with trackpy, branch-aware, under the identity rule.
+
+Each spine is described by where it sits on its (global) branch: ``arc_um``
+(the base's position along the branch, in the shared arc frame) and its offset
+from the shaft (``lateral_um``, signed, so spines on opposite sides of a
+dendrite are far apart; ``depth_um``). :func:`link_spines` links these
+positions between consecutive sessions with ``trackpy.link`` (memory 0: no gap
+closing), with the branch id as an extra coordinate so that a spine can only
+link to a spine on the same branch. trackpy picks, in each crowded
+neighbourhood, the assignment with the smallest total squared displacement,
+which is what keeps neighbours 1–2 µm apart from swapping.
+
+Identity rule: a ``spine_id`` covers one contiguous run of sessions. A spine
+that is absent in a session and back later gets a new id (a loss, then a
+restoration), never a gap.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+__all__ = ["link_spines", "link_refined", "along_branch_shift", "split_gaps", "LINK_COORDS"]
+
+log = logging.getLogger(__name__)
+
+#: Coordinates linked by default (µm), in the shared branch frame.
+LINK_COORDS = ("arc_um", "lateral_um", "depth_um")
+#: Spacing put between branches in the branch coordinate, µm (larger than any search).
+_BRANCH_SPACING_UM = 1.0e4
+
+
+def split_gaps(spine_id: np.ndarray, session: np.ndarray) -> np.ndarray:
+    """New ids such that every id covers one contiguous run of sessions.
+
+    Parameters
+    ----------
+    spine_id, session : array of int
+        One entry per observation.
+
+    Returns
+    -------
+    ndarray of int
+        Ids numbered 0.. in order of first appearance (session, then input order).
+    """
+    spine_id = np.asarray(spine_id)
+    session = np.asarray(session)
+    n = len(spine_id)
+    if n == 0:
+        return np.zeros(0, int)
+    order = np.lexsort((session, spine_id))
+    sid, ses = spine_id[order], session[order]
+    new_run = np.r_[True, (sid[1:] != sid[:-1]) | (ses[1:] != ses[:-1] + 1)]
+    run = np.cumsum(new_run) - 1
+    runs = np.empty(n, int)
+    runs[order] = run
+    # renumber by first appearance: (session of the run start, position in input)
+    first_session = np.full(run[-1] + 1, np.iinfo(np.int64).max)
+    first_index = np.full(run[-1] + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first_session, runs, session)
+    np.minimum.at(first_index, runs, np.arange(n))
+    rank = np.lexsort((first_index, first_session))
+    new_id = np.empty_like(rank)
+    new_id[rank] = np.arange(len(rank))
+    return new_id[runs]
+
+
+def link_spines(spines: pd.DataFrame, search_range_um: float,
+                coords: tuple[str, ...] = LINK_COORDS, weights: tuple[float, ...] | None = None,
+                branch_column: str | None = "branch_id") -> pd.DataFrame:
+    """Give every spine observation a ``spine_id`` by linking consecutive sessions.
+
+    Parameters
+    ----------
+    spines : DataFrame
+        One row per spine per session with ``session`` and the ``coords``
+        columns (µm), plus ``branch_column`` unless it is None.
+    search_range_um : float
+        Largest distance between a spine's positions in consecutive sessions,
+        µm, measured in the (weighted) ``coords`` space.
+    coords : tuple of str
+        Columns linked on.
+    weights : tuple of float, optional
+        Scale of each coordinate before linking (e.g. 0.5 to count depth half),
+        default all 1.
+    branch_column : str or None
+        Spines link only within equal values of this column.
+
+    Returns
+    -------
+    DataFrame
+        A copy of ``spines`` (same index and order) with an integer ``spine_id``
+        column; ids are contiguous runs of sessions, numbered by first appearance.
+    """
+    import trackpy
+
+    missing = [c for c in ("session", *coords, *([branch_column] if branch_column else []))
+               if c not in spines.columns]
+    if missing:
+        raise InputError(None, f"spine table lacks columns {missing}")
+    if search_range_um <= 0:
+        raise InputError(None, f"search range must be positive, got {search_range_um}")
+    out = spines.copy()
+    if not len(out):
+        out["spine_id"] = pd.Series(dtype=int)
+        return out
+    w = np.ones(len(coords)) if weights is None else np.asarray(weights, float)
+    frame = pd.DataFrame({f"c{i}": out[c].to_numpy(float) * w[i] for i, c in enumerate(coords)})
+    if frame.isna().any().any():
+        raise InputError(None, "spine positions must be finite to link them")
+    pos = list(frame.columns)
+    if branch_column:
+        frame["cb"] = out[branch_column].to_numpy(float) * _BRANCH_SPACING_UM
+        pos.append("cb")
+    frame["frame"] = out["session"].to_numpy(int)
+    frame["row"] = np.arange(len(out))
+    trackpy.quiet()
+    linked = trackpy.link(frame, search_range_um, pos_columns=pos, t_column="frame", memory=0,
+                          adaptive_stop=0.05 * search_range_um, adaptive_step=0.9)
+    linked = linked.sort_values("row")
+    ids = split_gaps(linked["particle"].to_numpy(), linked["frame"].to_numpy())
+    out["spine_id"] = ids
+    return out
+
+
+def along_branch_shift(arc_from: np.ndarray, shift: np.ndarray, arc_at: np.ndarray,
+                       scale_um: float, prior_weight: float = 2.0) -> np.ndarray:
+    """Smooth along-branch shift at ``arc_at`` from shifts measured at ``arc_from``.
+
+    A Gaussian-weighted mean of the measured shifts (scale ``scale_um``), pulled
+    towards zero by ``prior_weight`` pseudo-measurements, so that a stretch with
+    few links is barely moved.
+    """
+    if not len(arc_from) or not len(arc_at):
+        return np.zeros(len(arc_at))
+    w = np.exp(-((arc_at[:, None] - arc_from[None, :]) / scale_um) ** 2 / 2.0)
+    return (w @ shift) / (w.sum(axis=1) + prior_weight)
+
+
+def link_refined(spines: pd.DataFrame, search_range_um: float,
+                 coords: tuple[str, ...] = LINK_COORDS, weights: tuple[float, ...] | None = None,
+                 arc_columns: tuple[str, ...] = ("arc_um",), iterations: int = 2,
+                 scale_um: float = 20.0, branch_column: str = "branch_id") -> pd.DataFrame:
+    """Link with a local along-branch correction learned from the links themselves.
+
+    Registration leaves a smooth residual displacement along each branch (tissue
+    stretches a little between days). For each session k in turn, spines of
+    sessions k-1 and k are linked, the smooth shift of the linked
+    pairs' arc positions along each branch is fitted (:func:`along_branch_shift`)
+    and applied to session k and later sessions; this is repeated
+    ``iterations`` times, then every session is linked at once.
+
+    Parameters
+    ----------
+    spines : DataFrame
+        As for :func:`link_spines`.
+    search_range_um, coords, weights, branch_column
+        As for :func:`link_spines`.
+    arc_columns : tuple of str
+        Columns holding positions along the branch (µm); all are shifted. The
+        first one is used to measure the shift.
+    iterations : int
+        Rounds of link-and-correct per session (0: plain :func:`link_spines`).
+    scale_um : float
+        Smoothing length of the correction along the branch, µm.
+
+    Returns
+    -------
+    DataFrame
+        As :func:`link_spines`, with the ``arc_columns`` corrected.
+    """
+    out = spines.copy()
+    if iterations <= 0 or not len(out) or not arc_columns:
+        return link_spines(out, search_range_um, coords, weights, branch_column)
+    key = arc_columns[0]
+    session = out["session"].to_numpy(int)
+    branch = out[branch_column].to_numpy()
+    sessions = np.unique(session)
+    for prev, k in zip(sessions[:-1], sessions[1:]):
+        pair = (session == prev) | (session == k)
+        for _ in range(iterations):
+            sub = link_spines(out[pair], search_range_um, coords, weights, branch_column)
+            a = sub[sub["session"] == prev]
+            b = sub[sub["session"] == k]
+            m = a[["spine_id", key]].merge(b[["spine_id", key, branch_column]], on="spine_id",
+                                            suffixes=("_a", "_b"))
+            later = session >= k
+            moved = False
+            for br, g in m.groupby(branch_column):
+                d = np.clip((g[key + "_a"] - g[key + "_b"]).to_numpy(float),
+                            -search_range_um, search_range_um)
+                rows = later & (branch == br)
+                shift = along_branch_shift(g[key + "_b"].to_numpy(float), d,
+                                           out.loc[rows, key].to_numpy(float), scale_um)
+                for c in arc_columns:
+                    out.loc[rows, c] = out.loc[rows, c].to_numpy(float) + shift
+                moved = moved or np.any(np.abs(shift) > 1e-3)
+            if not moved:
+                break
+    return link_spines(out, search_range_um, coords, weights, branch_column)

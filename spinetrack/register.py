@@ -1,0 +1,593 @@
+"""Registering every session of a series to session 0.
+
+A session k is mapped into session 0's frame (µm, (z, y, x)) in two steps:
+
+1. a global rigid transform ``q = A p + b`` (rotation ``A``, translation ``b``),
+   found from the images (an in-plane rotation search on downsampled maximum
+   projections, then 3-D phase correlation for the shift) and refined by
+   iterative closest points (ICP) on the traced centre lines, which also
+   recovers a tilt of the stack;
+2. a smooth local displacement ``d(q)`` fitted to the remaining offsets between
+   the session's centre lines and session 0's (Gaussian-weighted average of the
+   offsets, shrinking to zero away from the lines), for the non-rigid part.
+
+``to_reference(k, p) = A p + b + d(A p + b)``; ``from_reference`` inverts it
+(fixed-point iteration for the local part, exact for the rigid part).
+
+Examples
+--------
+>>> reg = Registration.identity(2, shape=(10, 64, 64), voxel_size_um=(1.0, 0.2, 0.2))
+>>> reg.to_reference(1, np.array([[1.0, 2.0, 3.0]])).tolist()
+[[1.0, 2.0, 3.0]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from .errors import InputError
+from .params import RegisterParams
+from .progress import ProgressCallback, report
+
+__all__ = ["Registration", "register_series", "register_pair", "REPORT_COLUMNS",
+           "rotation_angle_deg", "rotation_matrix"]
+
+REPORT_COLUMNS = ["session", "shift_z_um", "shift_y_um", "shift_x_um", "rotation_deg",
+                  "residual_um", "n_pairs"]
+
+#: Spacing at which centre lines are resampled for point matching, µm.
+LINE_STEP_UM = 0.25
+#: Downsampled pixel size used for the image-based search, µm (in y and x).
+IMAGE_STEP_UM = 0.5
+#: Weight, in units of one centre-line point, pulling the local displacement to zero.
+LOCAL_PRIOR_WEIGHT = 4.0
+#: Nearest anchors used to evaluate the local displacement at a point.
+NEIGHBOURS = 48
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def rotation_matrix(angles_deg) -> np.ndarray:
+    """Rotation in (z, y, x) coordinates from angles about the z, y and x axes (deg).
+
+    The rotation about z (in the imaging plane) is applied last. Positive angles
+    turn y towards x (about z), x towards z (about y) and z towards y (about x).
+    """
+    az, ay, ax = np.deg2rad(np.asarray(angles_deg, dtype=float))
+    cz, sz, cy, sy, cx, sx = np.cos(az), np.sin(az), np.cos(ay), np.sin(ay), np.cos(ax), np.sin(ax)
+    rz = np.array([[1, 0, 0], [0, cz, -sz], [0, sz, cz]])   # acts on (y, x)
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])   # acts on (z, x)
+    rx = np.array([[cx, -sx, 0], [sx, cx, 0], [0, 0, 1]])   # acts on (z, y)
+    return rz @ ry @ rx
+
+
+def rotation_angle_deg(matrix: np.ndarray) -> float:
+    """Total rotation angle of a 3×3 rotation matrix, degrees."""
+    c = (np.trace(matrix) - 1.0) / 2.0
+    return float(np.rad2deg(np.arccos(np.clip(c, -1.0, 1.0))))
+
+
+def _kabsch(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None):
+    """Rigid (A, b) minimising the weighted squared distance of ``A src + b`` to ``dst``."""
+    w = np.ones(len(src)) if weights is None else weights
+    w = w / w.sum()
+    cs, cd = w @ src, w @ dst
+    h = ((src - cs) * w[:, None]).T @ (dst - cd)
+    u, _, vt = np.linalg.svd(h)
+    d = np.sign(np.linalg.det(vt.T @ u.T))
+    a = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    return a, cd - a @ cs
+
+
+# --------------------------------------------------------------------------- the transform
+
+
+@dataclass(eq=False)
+class Registration:
+    """How every session maps into session 0's frame (all coordinates µm, (z, y, x)).
+
+    Attributes
+    ----------
+    matrices : list of ndarray (3, 3)
+        Rotation of each session (identity for session 0).
+    offsets : list of ndarray (3,)
+        Translation of each session: ``q = A p + b``.
+    anchors : list of ndarray (M, 3)
+        Points in session 0's frame where a local displacement was measured.
+    displacements : list of ndarray (M, 3)
+        The measured local displacement at each anchor, µm.
+    weights : list of ndarray (M,)
+        How many centre-line points each anchor stands for.
+    local_scale_um : float
+        Gaussian smoothing length of the local displacement (0: rigid only).
+    reference_shape : tuple of int
+        Shape (z, y, x) of session 0's image.
+    reference_voxel_um : tuple of float
+        Voxel size of session 0's image.
+    report : DataFrame
+        One row per session: ``session, shift_z_um, shift_y_um, shift_x_um,
+        rotation_deg, residual_um, n_pairs``. The shift is the displacement of the
+        centre of the stack; ``residual_um`` is the median distance between the
+        session's registered centre-line points and session 0's (for point pairs
+        within the match distance, ``n_pairs`` of them), NaN when no lines pair up.
+    """
+
+    matrices: list[np.ndarray]
+    offsets: list[np.ndarray]
+    anchors: list[np.ndarray]
+    displacements: list[np.ndarray]
+    weights: list[np.ndarray]
+    local_scale_um: float
+    reference_shape: tuple[int, int, int]
+    reference_voxel_um: tuple[float, float, float]
+    report: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REPORT_COLUMNS))
+
+    def __post_init__(self) -> None:
+        self._trees = [cKDTree(a) if len(a) else None for a in self.anchors]
+
+    @property
+    def n_sessions(self) -> int:
+        return len(self.matrices)
+
+    @classmethod
+    def identity(cls, n_sessions: int, shape=(1, 1, 1), voxel_size_um=(1.0, 1.0, 1.0)
+                 ) -> Registration:
+        """A registration that leaves every session where it is."""
+        reg = cls([np.eye(3) for _ in range(n_sessions)], [np.zeros(3)] * n_sessions,
+                  [np.zeros((0, 3))] * n_sessions, [np.zeros((0, 3))] * n_sessions,
+                  [np.zeros(0)] * n_sessions, 0.0,
+                  tuple(int(s) for s in shape), tuple(float(v) for v in voxel_size_um))
+        reg.report = _report_rows(reg, [np.nan] * n_sessions, [0] * n_sessions)
+        return reg
+
+    # -- point mapping
+    def _check(self, k: int, points_um) -> np.ndarray:
+        if not 0 <= k < self.n_sessions:
+            raise InputError(None, f"session {k} is not in this registration "
+                             f"(0..{self.n_sessions - 1})")
+        pts = np.asarray(points_um, dtype=float).reshape(-1, 3)
+        return pts
+
+    def local_displacement(self, k: int, points_ref_um) -> np.ndarray:
+        """The smooth local correction at points already in session 0's frame (rigidly)."""
+        pts = np.asarray(points_ref_um, dtype=float).reshape(-1, 3)
+        tree = self._trees[k]
+        out = np.zeros_like(pts)
+        if tree is None or self.local_scale_um <= 0 or not len(pts):
+            return out
+        s = self.local_scale_um
+        kk = min(len(self.anchors[k]), NEIGHBOURS)
+        d, j = tree.query(pts, k=kk, distance_upper_bound=3.0 * s)
+        d, j = d.reshape(len(pts), kk), j.reshape(len(pts), kk)
+        ok = np.isfinite(d)
+        j = np.where(ok, j, 0)
+        w = np.where(ok, np.exp(-np.where(ok, d, 0.0) ** 2 / (2.0 * s * s)), 0.0)
+        w = w * self.weights[k][j]
+        num = np.einsum("nk,nkc->nc", w, self.displacements[k][j])
+        out = num / (w.sum(axis=1) + LOCAL_PRIOR_WEIGHT)[:, None]
+        return out
+
+    def rigid_to_reference(self, k: int, points_um) -> np.ndarray:
+        """Session k µm -> session 0 µm with the global rigid transform only."""
+        pts = self._check(k, points_um)
+        return pts @ self.matrices[k].T + self.offsets[k]
+
+    def to_reference(self, k: int, points_um) -> np.ndarray:
+        """Map (N, 3) µm points of session k into session 0's µm frame."""
+        q = self.rigid_to_reference(k, points_um)
+        return q + self.local_displacement(k, q)
+
+    def from_reference(self, k: int, points_um) -> np.ndarray:
+        """Map (N, 3) µm points of session 0's frame into session k's own µm frame."""
+        q = self._check(k, points_um)
+        u = q.copy()
+        if self._trees[k] is not None and self.local_scale_um > 0:
+            for _ in range(30):
+                new = q - self.local_displacement(k, u)
+                if np.max(np.abs(new - u), initial=0.0) < 1e-7:
+                    u = new
+                    break
+                u = new
+        return (u - self.offsets[k]) @ self.matrices[k]
+
+    # -- images
+    def warp_image(self, k: int, image: np.ndarray, voxel_size_um, order: int = 1,
+                   shape: tuple[int, int, int] | None = None) -> np.ndarray:
+        """Resample session k's image into session 0's frame (for viewing sessions aligned).
+
+        Parameters
+        ----------
+        k : int
+            Session index.
+        image : ndarray (Z, Y, X)
+            Session k's image.
+        voxel_size_um : sequence of 3 floats
+            Session k's voxel size.
+        order : int
+            Spline order of the interpolation (1: linear).
+        shape : tuple, optional
+            Output shape; session 0's shape by default.
+
+        Returns
+        -------
+        ndarray
+            Same dtype as ``image``, on session 0's voxel grid; zero outside.
+        """
+        img = np.asarray(image)
+        if img.ndim != 3:
+            raise InputError(None, f"warp_image needs a (z, y, x) image, got {img.ndim}-D")
+        out_shape = tuple(int(v) for v in (shape or self.reference_shape))
+        ref_vox = np.asarray(self.reference_voxel_um, float)
+        vox = np.asarray(voxel_size_um, float)
+        # the local correction is smooth: invert the map on a coarse grid, interpolate
+        spacing_um = max(0.5, min(2.0, self.local_scale_um / 4.0)) if self.local_scale_um else 4.0
+        step = np.maximum(1, np.round(spacing_um / ref_vox)).astype(int)
+        axes = [np.arange(0, n + s - 1, s, dtype=float) for n, s in zip(out_shape, step)]
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+        src = (self.from_reference(k, grid * ref_vox) / vox).reshape(
+            *[len(a) for a in axes], 3)
+        out = np.zeros(out_shape, dtype=img.dtype)
+        yy, xx = np.meshgrid(np.arange(out_shape[1]) / step[1], np.arange(out_shape[2]) / step[2],
+                             indexing="ij")
+        for z in range(out_shape[0]):
+            zz = np.full(yy.shape, z / step[0])
+            coords = [ndimage.map_coordinates(src[..., c], [zz, yy, xx], order=1, mode="nearest")
+                      for c in range(3)]
+            out[z] = ndimage.map_coordinates(img, coords, order=order, mode="constant", cval=0)
+        return out
+
+    # -- persistence
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description that :meth:`from_dict` turns back into this registration."""
+        return {
+            "kind": "spinetrack.register.Registration",
+            "version": 1,
+            "reference_shape": list(self.reference_shape),
+            "reference_voxel_um": list(self.reference_voxel_um),
+            "local_scale_um": float(self.local_scale_um),
+            "sessions": [{
+                "matrix": np.asarray(a, float).tolist(),
+                "offset_um": np.asarray(b, float).tolist(),
+                "anchors_um": np.asarray(p, float).tolist(),
+                "displacements_um": np.asarray(d, float).tolist(),
+                "weights": np.asarray(w, float).tolist(),
+            } for a, b, p, d, w in zip(self.matrices, self.offsets, self.anchors,
+                                       self.displacements, self.weights)],
+            "report": [{c: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                        for c, v in row.items()}
+                       for row in self.report.astype(object).to_dict("records")],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Registration:
+        """Rebuild a registration from :meth:`to_dict` output (e.g. ``registration.json``)."""
+        try:
+            sessions = data["sessions"]
+            reg = cls(
+                [np.asarray(s["matrix"], float).reshape(3, 3) for s in sessions],
+                [np.asarray(s["offset_um"], float).reshape(3) for s in sessions],
+                [np.asarray(s["anchors_um"], float).reshape(-1, 3) for s in sessions],
+                [np.asarray(s["displacements_um"], float).reshape(-1, 3) for s in sessions],
+                [np.asarray(s["weights"], float).reshape(-1) for s in sessions],
+                float(data["local_scale_um"]),
+                tuple(int(v) for v in data["reference_shape"]),
+                tuple(float(v) for v in data["reference_voxel_um"]))
+            rows = data.get("report") or []
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(None, f"not a spinetrack registration ({exc})") from None
+        rep = pd.DataFrame(rows, columns=REPORT_COLUMNS)
+        for c in REPORT_COLUMNS:
+            if c in ("session", "n_pairs"):
+                rep[c] = rep[c].astype(int)
+            else:
+                rep[c] = pd.to_numeric(rep[c], errors="coerce").astype(float)
+        reg.report = rep
+        return reg
+
+
+def _report_rows(reg: Registration, residuals, n_pairs) -> pd.DataFrame:
+    centre = (np.asarray(reg.reference_shape, float) - 1) / 2 * np.asarray(reg.reference_voxel_um)
+    rows = []
+    for k in range(reg.n_sessions):
+        shift = reg.matrices[k] @ centre + reg.offsets[k] - centre
+        rows.append({"session": k, "shift_z_um": float(shift[0]), "shift_y_um": float(shift[1]),
+                     "shift_x_um": float(shift[2]),
+                     "rotation_deg": rotation_angle_deg(reg.matrices[k]),
+                     "residual_um": float(residuals[k]), "n_pairs": int(n_pairs[k])})
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _downsample(image: np.ndarray, voxel_size_um) -> tuple[np.ndarray, np.ndarray]:
+    """Block-mean downsampling to about IMAGE_STEP_UM pixels; returns (image, voxel µm)."""
+    vox = np.asarray(voxel_size_um, float)
+    f = np.maximum(1, np.round(IMAGE_STEP_UM / vox)).astype(int)
+    img = np.asarray(image)
+    if img.ndim != 3:
+        raise InputError(None, f"registration needs (z, y, x) images, got {img.ndim}-D")
+    n = np.asarray(img.shape) // f
+    if np.any(n < 1):
+        f = np.minimum(f, np.asarray(img.shape))
+        n = np.asarray(img.shape) // f
+    img = img[:n[0] * f[0], :n[1] * f[1], :n[2] * f[2]].astype(np.float32)
+    img = img.reshape(n[0], f[0], n[1], f[1], n[2], f[2]).mean(axis=(1, 3, 5))
+    hi = np.percentile(img, 99.9)
+    if hi > 0:
+        np.minimum(img, hi, out=img)
+    img -= img.mean()
+    return img, vox * f
+
+
+def _window(shape) -> np.ndarray:
+    w = np.ones(shape, np.float32)
+    for axis, n in enumerate(shape):
+        if n < 4:
+            continue
+        ramp = np.hanning(n).astype(np.float32) ** 0.5
+        w *= ramp.reshape([-1 if a == axis else 1 for a in range(len(shape))])
+    return w
+
+
+def _phase_correlate(fixed: np.ndarray, moving: np.ndarray, max_shift_px) -> tuple[np.ndarray, float]:
+    """Shift s (pixels) with moving(x - s) ≈ fixed(x), and the correlation peak height."""
+    f1 = np.fft.rfftn(fixed * _window(fixed.shape))
+    f2 = np.fft.rfftn(moving * _window(moving.shape))
+    cross = f1 * np.conj(f2)
+    cross /= np.abs(cross) + 1e-6 * np.abs(cross).max() + 1e-12
+    corr = np.fft.irfftn(cross, s=fixed.shape, axes=tuple(range(fixed.ndim)))
+    corr = ndimage.gaussian_filter(corr, 0.7, mode="wrap")
+    shape = np.asarray(corr.shape)
+    lim = np.minimum(np.asarray(max_shift_px, float), shape / 2 - 1)
+    grids = np.meshgrid(*[np.fft.fftfreq(n, 1.0 / n) for n in shape], indexing="ij", sparse=True)
+    allowed = np.ones(corr.shape, bool)
+    for g, m in zip(grids, lim):
+        allowed &= np.abs(g) <= m
+    corr_masked = np.where(allowed, corr, -np.inf)
+    peak = np.unravel_index(int(np.argmax(corr_masked)), corr.shape)
+    shift = np.array([np.fft.fftfreq(n, 1.0 / n)[p] for n, p in zip(shape, peak)], float)
+    for a, (n, p) in enumerate(zip(shape, peak)):  # parabolic sub-pixel refinement
+        if n < 3:
+            continue
+        idx = list(peak)
+        vals = []
+        for d in (-1, 0, 1):
+            idx[a] = (p + d) % n
+            vals.append(corr[tuple(idx)])
+        den = vals[0] - 2 * vals[1] + vals[2]
+        if den < 0:
+            shift[a] += float(np.clip(0.5 * (vals[0] - vals[2]) / den, -0.5, 0.5))
+    return shift, float(corr[peak])
+
+
+def _resample(moving: np.ndarray, moving_vox, out_shape, out_vox, a: np.ndarray, b: np.ndarray,
+              order: int = 1) -> np.ndarray:
+    """Moving image on the output grid, for the rigid map q = A p + b (µm)."""
+    mv, ov = np.asarray(moving_vox, float), np.asarray(out_vox, float)
+    ainv = np.linalg.inv(a)
+    m = np.diag(1.0 / mv) @ ainv @ np.diag(ov)
+    off = -(np.diag(1.0 / mv) @ ainv @ b)
+    return ndimage.affine_transform(moving, m, offset=off, output_shape=tuple(out_shape),
+                                    order=order, mode="constant", cval=0.0)
+
+
+def _image_rigid(fixed: np.ndarray, fvox, moving: np.ndarray, mvox, params: RegisterParams
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Rigid (A, b) from images: in-plane rotation search, then 3-D phase correlation."""
+    centre = (np.asarray(fixed.shape, float) - 1) / 2 * fvox
+    fixed_mip = fixed.max(axis=0)
+    moving_on_grid = _resample(moving, mvox, fixed.shape, fvox, np.eye(3), np.zeros(3))
+    mip = moving_on_grid.max(axis=0)
+    max_px = np.full(2, params.max_shift_um) / fvox[1:]
+    c2 = centre[1:]
+
+    def score(angle: float) -> float:
+        a2 = rotation_matrix((angle, 0.0, 0.0))[1:, 1:]
+        rotated = _resample(mip[None], (1.0, *fvox[1:]), (1, *mip.shape), (1.0, *fvox[1:]),
+                            np.block([[np.ones((1, 1)), np.zeros((1, 2))],
+                                      [np.zeros((2, 1)), a2]]),
+                            np.r_[0.0, c2 - a2 @ c2])[0]
+        return _phase_correlate(fixed_mip, rotated, max_px)[1]
+
+    best = 0.0
+    if params.max_rotation_deg > 0:
+        step = 1.0
+        angles = np.arange(-params.max_rotation_deg, params.max_rotation_deg + 1e-9, step)
+        scores = [score(t) for t in angles]
+        best = float(angles[int(np.argmax(scores))])
+        for step in (0.5, 0.25):
+            cand = [best - step, best, best + step]
+            best = float(cand[int(np.argmax([score(t) for t in cand]))])
+    a = rotation_matrix((best, 0.0, 0.0))
+    b = centre - a @ centre
+    rotated = _resample(moving, mvox, fixed.shape, fvox, a, b)
+    max3 = np.full(3, params.max_shift_um) / fvox
+    shift_px, _ = _phase_correlate(fixed, rotated, max3)
+    return a, b + shift_px * fvox
+
+
+# --------------------------------------------------------------------------- centre lines
+
+
+def line_points(tracing, step_um: float = LINE_STEP_UM) -> np.ndarray:
+    """Centre-line points of a Tracing resampled about every ``step_um`` µm, (N, 3) µm."""
+    lines = tracing.lines if tracing is not None else None
+    if lines is None or not len(lines):
+        return np.zeros((0, 3))
+    out = []
+    for _, g in lines.groupby("branch_id", sort=True):
+        pts = g[["z_um", "y_um", "x_um"]].to_numpy(float)
+        out.append(resample_polyline(pts, step_um))
+    return np.concatenate(out) if out else np.zeros((0, 3))
+
+
+def resample_polyline(points: np.ndarray, step_um: float) -> np.ndarray:
+    """Points along a polyline every ``step_um`` µm (ends kept)."""
+    if len(points) < 2:
+        return points.copy()
+    seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    arc = np.r_[0.0, np.cumsum(seg)]
+    if arc[-1] <= 0:
+        return points[:1].copy()
+    s = np.linspace(0.0, arc[-1], max(2, int(np.ceil(arc[-1] / step_um)) + 1))
+    return np.stack([np.interp(s, arc, points[:, a]) for a in range(3)], axis=1)
+
+
+def _icp(src: np.ndarray, dst_tree: cKDTree, dst: np.ndarray, a: np.ndarray, b: np.ndarray,
+         max_dist: float, max_rotation_deg: float, iterations: int = 30):
+    """Refine (A, b) so that A src + b lies on dst; trimmed point-to-point ICP."""
+    if len(src) < 10 or len(dst) < 10:
+        return a, b
+    sub = src[:: max(1, len(src) // 4000)]
+    for it in range(iterations):
+        radius = max_dist * (1.0 - 0.5 * it / max(1, iterations - 1))
+        q = sub @ a.T + b
+        d, j = dst_tree.query(q, distance_upper_bound=radius)
+        ok = np.isfinite(d)
+        if ok.sum() < 10:
+            break
+        a_new, b_new = _kabsch(sub[ok], dst[j[ok]])
+        if rotation_angle_deg(a_new) > max_rotation_deg + 1.0:
+            break
+        change = np.abs(a_new - a).max() + np.abs(b_new - b).max()
+        a, b = a_new, b_new
+        if change < 1e-5:
+            break
+    return a, b
+
+
+def _local_offsets(q: np.ndarray, dst_tree: cKDTree, dst: np.ndarray, max_dist: float,
+                   cell_um: float):
+    """Anchors, offsets to the nearest dst point, and weights, binned in cells of ``cell_um``.
+
+    Each registered point ``q`` that has a dst point within ``max_dist`` gives an
+    offset; points in the same cubic cell are averaged into one anchor whose
+    weight is their number.
+    """
+    d, j = dst_tree.query(q, distance_upper_bound=max_dist)
+    ok = np.isfinite(d)
+    if not ok.any():
+        return np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
+    pts, off = q[ok], dst[j[ok]] - q[ok]
+    keys = np.floor(pts / cell_um).astype(np.int64)
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    anchors = np.stack([np.bincount(inverse, pts[:, c]) for c in range(3)], 1) / counts[:, None]
+    disp = np.stack([np.bincount(inverse, off[:, c]) for c in range(3)], 1) / counts[:, None]
+    return anchors, disp, counts.astype(float)
+
+
+# --------------------------------------------------------------------------- API
+
+
+def register_pair(fixed_image, fixed_vox, moving_image, moving_vox, fixed_lines: np.ndarray,
+                  moving_lines: np.ndarray, params: RegisterParams):
+    """Rigid (A, b) and local anchors/offsets mapping the moving session onto the fixed one.
+
+    Parameters
+    ----------
+    fixed_image, moving_image : ndarray (Z, Y, X) or None
+        The two sessions' images (None: use the centre lines only).
+    fixed_vox, moving_vox : sequence of 3 floats
+        Voxel sizes, µm.
+    fixed_lines, moving_lines : ndarray (N, 3)
+        Centre-line points in each session's own µm frame (may be empty).
+    params : RegisterParams
+
+    Returns
+    -------
+    a, b, anchors, displacements, weights
+    """
+    a, b = np.eye(3), np.zeros(3)
+    if fixed_image is not None and moving_image is not None:
+        f, fv = _downsample(fixed_image, fixed_vox)
+        m, mv = _downsample(moving_image, moving_vox)
+        a, b = _image_rigid(f, fv, m, mv, params)
+    anchors, disp, weights = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
+    if len(fixed_lines) >= 10 and len(moving_lines) >= 10:
+        tree = cKDTree(fixed_lines)
+        a, b = _icp(moving_lines, tree, fixed_lines, a, b, params.match_distance_um,
+                    params.max_rotation_deg)
+        if params.local_scale_um > 0:
+            q = moving_lines @ a.T + b
+            anchors, disp, weights = _local_offsets(q, tree, fixed_lines,
+                                                    params.match_distance_um / 2,
+                                                    params.local_scale_um / 4)
+    return a, b, anchors, disp, weights
+
+
+def register_series(series, tracings, params: RegisterParams = RegisterParams(),
+                    progress: ProgressCallback | None = None) -> Registration:
+    """Register every session of a series to session 0.
+
+    Parameters
+    ----------
+    series : spinetrack.io.Series or sequence of Session, or None
+        The sessions (images and voxel sizes). ``None`` registers from the
+        centre lines alone (then ``tracings`` must be given).
+    tracings : list of Tracing or None
+        One per session; their centre lines refine the rigid fit (ICP) and give
+        the local non-rigid correction. ``None`` or empty tracings: images only.
+    params : RegisterParams
+    progress : callable, optional
+        ``progress("register", done, total)`` after each session.
+
+    Returns
+    -------
+    Registration
+    """
+    sessions = list(series) if series is not None else None
+    n = len(sessions) if sessions is not None else len(tracings or [])
+    if n == 0:
+        raise InputError(None, "nothing to register: no sessions")
+    if tracings is not None and len(tracings) != n:
+        raise InputError(None, f"{len(tracings)} tracings for {n} sessions")
+    if sessions is not None:
+        shape0, vox0 = sessions[0].image.shape, sessions[0].voxel_size_um
+    else:
+        shape0, vox0 = tracings[0].shape, tracings[0].voxel_size_um
+    lines = [line_points(t) for t in tracings] if tracings is not None else [np.zeros((0, 3))] * n
+    mats, offs = [np.eye(3)], [np.zeros(3)]
+    anchors, disps, weights = [np.zeros((0, 3))], [np.zeros((0, 3))], [np.zeros(0)]
+    report(progress, "register", 0, n)
+    for k in range(1, n):
+        if sessions is not None:
+            s0, sk = sessions[0], sessions[k]
+            if sk.image.ndim != 3 or s0.image.ndim != 3:
+                raise InputError(sk.path, "cannot register: image is not (z, y, x)")
+            a, b, anc, dsp, wts = register_pair(s0.image, s0.voxel_size_um, sk.image,
+                                                sk.voxel_size_um, lines[0], lines[k], params)
+        else:
+            a, b, anc, dsp, wts = register_pair(None, vox0, None, tracings[k].voxel_size_um,
+                                                lines[0], lines[k], params)
+        mats.append(a)
+        offs.append(b)
+        anchors.append(anc)
+        disps.append(dsp)
+        weights.append(wts)
+        report(progress, "register", k, n)
+    reg = Registration(mats, offs, anchors, disps, weights, float(params.local_scale_um),
+                       tuple(int(s) for s in shape0), tuple(float(v) for v in vox0))
+    residuals, pairs = [np.nan], [0]
+    tree0 = cKDTree(lines[0]) if len(lines[0]) else None
+    for k in range(1, n):
+        if tree0 is None or not len(lines[k]):
+            residuals.append(np.nan)
+            pairs.append(0)
+            continue
+        d, _ = tree0.query(reg.to_reference(k, lines[k][::4]),
+                           distance_upper_bound=params.match_distance_um)
+        d = d[np.isfinite(d)]
+        residuals.append(float(np.median(d)) if len(d) else np.nan)
+        pairs.append(int(len(d)))
+    residuals[0] = 0.0 if n > 1 else np.nan
+    reg.report = _report_rows(reg, residuals, pairs)
+    return reg

@@ -1,0 +1,143 @@
+"""Which spine is present in which session: losses, formations, restorations.
+
+Every spine_id is present in one contiguous run of sessions ``first..last``
+(the identity rule); a spine that re-appears at the site of an earlier loss is
+a new spine_id. Losses are independent per spine with probability
+``loss_rate`` (``new_loss_rate`` for spines formed at the previous session),
+except in the *stress* transition, where one or two branches lose spines with
+probability ``stress_loss_rate``. With ``null=True`` the stress transition has
+the same expected number of losses spread uniformly over all spines.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .presets import SynthConfig
+
+__all__ = ["simulate_presence", "stress_transition"]
+
+MIN_GAP_UM = 0.7      # smallest distance along a branch between two present spines
+END_GAP_UM = 1.5      # no spine this close to a branch end or junction
+NEW_LOSS_RATE = 0.35  # new spines are less stable than old ones
+
+
+def stress_transition(n_sessions: int) -> int:
+    """Index k of the stressed transition k -> k+1 (the middle one)."""
+    return max(0, (n_sessions - 1) // 2)
+
+
+def _free_arc(rng, lo, hi, taken: np.ndarray, near: float | None = None,
+              spread: float = 1.2, tries: int = 40) -> float | None:
+    """A random arc in [lo, hi] at least MIN_GAP_UM from every value in ``taken``.
+
+    With ``near``, draw within ``spread`` of it instead.
+    """
+    for _ in range(tries):
+        a = rng.uniform(lo, hi) if near is None else near + rng.uniform(-spread, spread)
+        if a < lo or a > hi:
+            continue
+        if len(taken) == 0 or np.min(np.abs(taken - a)) >= MIN_GAP_UM:
+            return float(a)
+    return None
+
+
+def _initial_arcs(rng, lo, hi, density) -> list[float]:
+    n = rng.poisson(density * max(hi - lo, 0.0))
+    arcs: list[float] = []
+    for _ in range(n):
+        a = _free_arc(rng, lo, hi, np.asarray(arcs))
+        if a is not None:
+            arcs.append(a)
+    return sorted(arcs)
+
+
+def simulate_presence(cfg: SynthConfig, branches: pd.DataFrame, n_sessions: int,
+                      rng: np.random.Generator, null: bool = False):
+    """Draw the spines of every session.
+
+    Parameters
+    ----------
+    cfg : SynthConfig
+    branches : DataFrame
+        ``branch_id, length_um`` of every branch.
+    n_sessions : int
+    rng : Generator
+    null : bool
+        Spread the stress transition's losses uniformly (no branch clustering).
+
+    Returns
+    -------
+    spines : DataFrame
+        One row per spine_id: ``spine_id, branch_id, arc_um, first_session,
+        last_session, restored_site`` (spine_id of the loss it was placed next to,
+        -1 if none). ``last_session`` is inclusive.
+    info : dict
+        ``stress_transition``, ``stress_branches`` (empty when null) and
+        ``loss_probability`` per transition and branch.
+    """
+    bounds = {int(b): (END_GAP_UM, float(L) - END_GAP_UM)
+              for b, L in zip(branches["branch_id"], branches["length_um"])}
+    rows = []
+    for b, (lo, hi) in bounds.items():
+        density = rng.uniform(*cfg.spine_density_per_um)
+        for a in _initial_arcs(rng, lo, hi, density):
+            rows.append([len(rows), b, a, 0, n_sessions - 1, -1])
+    spines = np.array(rows, dtype=float).reshape(-1, 6)
+
+    stress_k = stress_transition(n_sessions)
+    ids = list(bounds)
+    counts = {b: int(np.sum(spines[:, 1] == b)) for b in ids}
+    big = sorted(ids, key=lambda b: -counts[b])[:max(2, len(ids) // 2)]
+    n_stress = 1 if len(ids) < 4 else int(rng.integers(1, 3))
+    stressed = sorted(int(b) for b in rng.choice(big, size=min(n_stress, len(big)), replace=False))
+    loss_prob = {}
+
+    for k in range(n_sessions - 1):
+        present = np.flatnonzero((spines[:, 3] <= k) & (spines[:, 4] >= k))
+        p = np.where(spines[present, 3] == k, NEW_LOSS_RATE, cfg.loss_rate) \
+            if k > 0 else np.full(len(present), cfg.loss_rate)
+        if k == stress_k and n_sessions > 1:
+            on_stress = np.isin(spines[present, 1], stressed)
+            p_stress = np.where(on_stress, cfg.stress_loss_rate, p)
+            p = np.full(len(present), p_stress.mean()) if null else p_stress
+        loss_prob[k] = {int(b): float(np.mean(p[spines[present, 1] == b]))
+                        for b in ids if np.any(spines[present, 1] == b)}
+        lost = present[rng.random(len(present)) < p]
+        spines[lost, 4] = k
+        survivors = np.setdiff1d(present, lost)
+        n_new = rng.poisson(cfg.formation_rate * len(present))
+        reoccupied = set(spines[spines[:, 5] >= 0, 5].astype(int).tolist())
+        lost_sites = [i for i in np.flatnonzero(spines[:, 4] <= k) if i not in reoccupied]
+        new_rows = []
+        for _ in range(n_new):
+            taken_all = np.concatenate([spines[survivors], np.array(new_rows).reshape(-1, 6)])
+            site = -1
+            if lost_sites and rng.random() < cfg.restore_fraction:
+                site = int(lost_sites.pop(int(rng.integers(len(lost_sites)))))
+                b = int(spines[site, 1])
+                taken = taken_all[taken_all[:, 1] == b, 2]
+                a = _free_arc(rng, *bounds[b], taken, near=spines[site, 2])
+                if a is None:
+                    site = -1
+            if site < 0:
+                lengths = np.array([max(bounds[b][1] - bounds[b][0], 0.0) for b in ids])
+                if lengths.sum() <= 0:
+                    continue
+                b = int(rng.choice(ids, p=lengths / lengths.sum()))
+                taken = taken_all[taken_all[:, 1] == b, 2]
+                a = _free_arc(rng, *bounds[b], taken)
+                if a is None:
+                    continue
+            new_rows.append([len(spines) + len(new_rows), b, a, k + 1, n_sessions - 1, site])
+        if new_rows:
+            spines = np.concatenate([spines, np.array(new_rows, dtype=float)])
+
+    out = pd.DataFrame(spines, columns=["spine_id", "branch_id", "arc_um", "first_session",
+                                        "last_session", "restored_site"])
+    for c in ("spine_id", "branch_id", "first_session", "last_session", "restored_site"):
+        out[c] = out[c].astype(int)
+    info = {"stress_transition": stress_k, "stress_branches": [] if null else stressed,
+            "loss_probability": loss_prob, "null": bool(null)}
+    return out, info

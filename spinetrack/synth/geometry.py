@@ -1,0 +1,258 @@
+"""Geometry of a synthetic field: dendritic branches, spines, filopodia, puncta.
+
+Everything here lives in the *world* frame, which is session 0's µm frame
+(z, y, x), origin at the corner of voxel (0, 0, 0). Sessions see the world
+through a rigid transform and a smooth warp (:mod:`spinetrack.synth.transform`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .presets import SynthConfig
+
+__all__ = [
+    "STEP_UM",
+    "make_branches",
+    "branch_frame",
+    "spine_shapes",
+    "filopodium_shapes",
+    "make_puncta",
+]
+
+STEP_UM = 0.25  # spacing of centre-line points
+
+
+def _curve(rng, start_yx, heading, z0, slope, box, max_len, wiggle=0.35):
+    """A smooth 3-D curve from ``start_yx`` along ``heading`` until it leaves ``box``.
+
+    ``box`` is ((zlo, zhi), (ylo, yhi), (xlo, xhi)) in µm. Returns (n, 3) points.
+    """
+    (zlo, zhi), (ylo, yhi), (xlo, xhi) = box
+    n = int(max_len / STEP_UM) + 1
+    s = np.arange(n) * STEP_UM
+    periods = rng.uniform(25.0, 70.0, 2)
+    phases = rng.uniform(0, 2 * np.pi, 2)
+    amps = rng.uniform(0.1, wiggle, 2)
+    theta = heading + sum(a * np.sin(2 * np.pi * s / p + f) for a, p, f in zip(amps, periods, phases))
+    step_h = STEP_UM / np.sqrt(1.0 + slope ** 2)
+    y = start_yx[0] + np.concatenate([[0.0], np.cumsum(step_h * np.sin(theta[:-1]))])
+    x = start_yx[1] + np.concatenate([[0.0], np.cumsum(step_h * np.cos(theta[:-1]))])
+    z = z0 + slope * s + rng.uniform(0.2, 0.8) * np.sin(2 * np.pi * s / rng.uniform(20, 50)
+                                                     + rng.uniform(0, 2 * np.pi))
+    z = np.clip(z, zlo, zhi)
+    inside = (y >= ylo) & (y <= yhi) & (x >= xlo) & (x <= xhi)
+    stop = np.flatnonzero(~inside)
+    end = stop[0] if len(stop) else n
+    return np.column_stack([z, y, x])[:end]
+
+
+def _edge_start(rng, box):
+    """A point on a random edge of the box's (y, x) rectangle and a heading into the box."""
+    (_, _), (ylo, yhi), (xlo, xhi) = box
+    edge = rng.integers(4)
+    u = rng.uniform(0.15, 0.85)
+    if edge == 0:
+        yx, heading = (ylo, xlo + u * (xhi - xlo)), np.pi / 2
+    elif edge == 1:
+        yx, heading = (yhi, xlo + u * (xhi - xlo)), -np.pi / 2
+    elif edge == 2:
+        yx, heading = (ylo + u * (yhi - ylo), xlo), 0.0
+    else:
+        yx, heading = (ylo + u * (yhi - ylo), xhi), np.pi
+    return np.array(yx), heading + rng.uniform(-0.45, 0.45)
+
+
+def _arc(points: np.ndarray) -> np.ndarray:
+    d = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    return np.concatenate([[0.0], np.cumsum(d)])
+
+
+def _too_close(points, others, min_dist=4.0, max_frac=0.04):
+    if not others:
+        return False
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.concatenate(others))
+    d, _ = tree.query(points, distance_upper_bound=min_dist)
+    return np.mean(np.isfinite(d)) > max_frac
+
+
+def make_branches(cfg: SynthConfig, rng: np.random.Generator, box, n_target: int):
+    """Centre lines of ``n_target`` branches (or a few fewer if the field is crowded).
+
+    One main dendrite crosses the field and carries one or two side branches
+    (each junction splits it), further dendrites cross on their own.
+
+    Returns
+    -------
+    lines : DataFrame
+        ``branch_id, point, z_um, y_um, x_um, arc_um, radius_um`` (world frame).
+    branches : DataFrame
+        ``branch_id, length_um, radius_um, start_kind, end_kind, dendrite``.
+    """
+    (zlo, zhi), (ylo, yhi), (xlo, xhi) = box
+    diag = float(np.hypot(yhi - ylo, xhi - xlo))
+    segments: list[tuple[np.ndarray, str, str, int]] = []
+    placed: list[np.ndarray] = []
+    n_junctions = 1 if n_target < 5 else 2 if n_target >= 7 else int(rng.integers(1, 3))
+
+    # main dendrite, long enough to host the junctions
+    for _ in range(50):
+        start, heading = _edge_start(rng, box)
+        z0 = rng.uniform(zlo + 0.3 * (zhi - zlo), zhi - 0.3 * (zhi - zlo))
+        main = _curve(rng, start, heading, z0, rng.uniform(-0.5, 0.5) * cfg.tilt, box, 2 * diag)
+        if len(main) * STEP_UM >= 0.7 * min(yhi - ylo, xhi - xlo):
+            break
+    arc = _arc(main)
+    cut_fracs = np.sort(rng.uniform(0.3, 0.7, n_junctions))
+    if n_junctions == 2:
+        cut_fracs = np.array([rng.uniform(0.25, 0.4), rng.uniform(0.6, 0.75)])
+    cuts = [int(np.searchsorted(arc, f * arc[-1])) for f in cut_fracs]
+    bounds = [0] + cuts + [len(main) - 1]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        segments.append((main[a:b + 1], "end" if a == 0 else "junction",
+                         "end" if b == len(main) - 1 else "junction", 0))
+    placed.append(main)
+    # side branches from the junctions
+    for j, c in enumerate(cuts):
+        tangent = main[min(c + 2, len(main) - 1)] - main[max(c - 2, 0)]
+        base_heading = np.arctan2(tangent[1], tangent[2])
+        for _ in range(30):
+            heading = base_heading + rng.choice([-1, 1]) * rng.uniform(0.6, 1.2)
+            child = _curve(rng, main[c, 1:], heading, main[c, 0],
+                           rng.uniform(-1, 1) * cfg.tilt, box, rng.uniform(0.35, 0.6) * diag)
+            if len(child) * STEP_UM >= min(8.0, 0.3 * diag) and not _too_close(
+                    child[int(3.0 / STEP_UM):], [p for p in placed], 2.5):
+                segments.append((child, "junction", "end", 0))
+                placed.append(child)
+                break
+    # independent dendrites
+    dendrite = 1
+    tries = 0
+    while len(segments) < n_target and tries < 60:
+        tries += 1
+        start, heading = _edge_start(rng, box)
+        z0 = rng.uniform(zlo, zhi)
+        cand = _curve(rng, start, heading, z0, rng.uniform(-1, 1) * cfg.tilt, box, 2 * diag)
+        if len(cand) * STEP_UM < max(8.0, 0.4 * min(yhi - ylo, xhi - xlo)):
+            continue
+        if _too_close(cand, placed, 4.0):
+            continue
+        segments.append((cand, "end", "end", dendrite))
+        placed.append(cand)
+        dendrite += 1
+
+    rows, brows = [], []
+    for bid, (pts, k0, k1, dend) in enumerate(segments):
+        arc = _arc(pts)
+        r0 = rng.uniform(*cfg.shaft_radius_um)
+        if k0 == "junction" and dend == 0 and bid > n_junctions:  # side branches are thinner
+            r0 = max(cfg.shaft_radius_um[0], 0.8 * r0)
+        radius = r0 * (1 + 0.1 * np.sin(2 * np.pi * arc / rng.uniform(10, 30) + rng.uniform(0, 6.3)))
+        rows.append(pd.DataFrame({
+            "branch_id": bid, "point": np.arange(len(pts)), "z_um": pts[:, 0], "y_um": pts[:, 1],
+            "x_um": pts[:, 2], "arc_um": arc, "radius_um": radius}))
+        brows.append({"branch_id": bid, "length_um": float(arc[-1]), "radius_um": float(r0),
+                      "start_kind": k0, "end_kind": k1, "dendrite": dend})
+    return pd.concat(rows, ignore_index=True), pd.DataFrame(brows)
+
+
+def branch_frame(lines: pd.DataFrame, branch_id: np.ndarray, arc: np.ndarray):
+    """Centre point, unit tangent and shaft radius at arc positions along branches.
+
+    Returns
+    -------
+    centre, tangent : (n, 3) arrays (z, y, x)
+    radius : (n,) array
+    """
+    branch_id = np.asarray(branch_id)
+    arc = np.asarray(arc, dtype=float)
+    centre = np.zeros((len(arc), 3))
+    tangent = np.zeros((len(arc), 3))
+    radius = np.zeros(len(arc))
+    for b, grp in lines.groupby("branch_id"):
+        sel = branch_id == b
+        if not sel.any():
+            continue
+        a = grp["arc_um"].to_numpy()
+        pts = grp[["z_um", "y_um", "x_um"]].to_numpy()
+        for i in range(3):
+            centre[sel, i] = np.interp(arc[sel], a, pts[:, i])
+        d = np.gradient(pts, a, axis=0)
+        for i in range(3):
+            tangent[sel, i] = np.interp(arc[sel], a, d[:, i])
+        radius[sel] = np.interp(arc[sel], a, grp["radius_um"].to_numpy())
+    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+    return centre, tangent, radius
+
+
+def _left_normal(tangent):
+    """Unit vector in the (y, x) plane, 90° to the left of the tangent's (x, y) direction."""
+    ty, tx = tangent[:, 1], tangent[:, 2]
+    h = np.hypot(ty, tx)
+    h = np.where(h < 1e-9, 1.0, h)
+    return np.column_stack([np.zeros(len(ty)), tx / h, -ty / h]), np.column_stack(
+        [np.zeros(len(ty)), ty / h, tx / h])
+
+
+def spine_shapes(lines, spines: pd.DataFrame) -> pd.DataFrame:
+    """Base, head centre and direction of every spine from its drawn shape parameters.
+
+    ``spines`` needs ``branch_id, arc_um, side, elevation_deg, azimuth_deg,
+    length_um``; ``side`` is +1/-1 for lateral spines and 0 for spines pointing
+    along z (then ``elevation_deg`` is near ±90).
+
+    Returns ``spines`` with ``cz, cy, cx`` (centre line), ``bz, by, bx`` (base on
+    the shaft surface), ``hz, hy, hx`` (head centre), ``dz, dy, dx`` (unit
+    direction), ``shaft_radius_um``, all in world µm.
+    """
+    out = spines.copy()
+    centre, tangent, radius = branch_frame(lines, out["branch_id"].to_numpy(),
+                                           out["arc_um"].to_numpy())
+    left, along = _left_normal(tangent)
+    side = out["side"].to_numpy(dtype=float)
+    lateral = np.where(side[:, None] < 0, -left, left)
+    el = np.deg2rad(out["elevation_deg"].to_numpy())
+    az = np.deg2rad(out["azimuth_deg"].to_numpy())
+    horiz = np.cos(az)[:, None] * lateral + np.sin(az)[:, None] * along
+    zhat = np.array([1.0, 0.0, 0.0])
+    direction = np.cos(el)[:, None] * horiz + np.sin(el)[:, None] * zhat
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    perp = direction - np.sum(direction * tangent, axis=1, keepdims=True) * tangent
+    perp /= np.linalg.norm(perp, axis=1, keepdims=True)
+    base = centre + radius[:, None] * perp
+    head = base + out["length_um"].to_numpy()[:, None] * direction
+    for name, arr in (("c", centre), ("b", base), ("h", head), ("d", direction)):
+        out[name + "z"], out[name + "y"], out[name + "x"] = arr[:, 0], arr[:, 1], arr[:, 2]
+    out["shaft_radius_um"] = radius
+    return out
+
+
+def filopodium_shapes(lines, filo: pd.DataFrame) -> pd.DataFrame:
+    """Like :func:`spine_shapes`; the 'head' columns are the filopodium's tip."""
+    return spine_shapes(lines, filo)
+
+
+def make_puncta(cfg: SynthConfig, rng, extent_um, avoid: np.ndarray, n: int) -> pd.DataFrame:
+    """Bright puncta (axonal boutons) at least 3 µm from every point in ``avoid``.
+
+    Returns ``punctum_id, z_um, y_um, x_um, radius_um, brightness`` (world frame).
+    """
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(avoid) if len(avoid) else None
+    pts = []
+    for _ in range(20 * max(n, 1)):
+        if len(pts) >= n:
+            break
+        p = rng.uniform([1.5, 1.0, 1.0], np.asarray(extent_um) - [1.5, 1.0, 1.0])
+        if tree is not None and tree.query(p)[0] < 3.0:
+            continue
+        pts.append(p)
+    pts = np.asarray(pts).reshape(-1, 3)
+    return pd.DataFrame({
+        "punctum_id": np.arange(len(pts)), "z_um": pts[:, 0], "y_um": pts[:, 1],
+        "x_um": pts[:, 2], "radius_um": rng.uniform(0.25, 0.5, len(pts)),
+        "brightness": rng.uniform(1.0, 2.5, len(pts))})

@@ -1,0 +1,158 @@
+"""Parameters of the synthetic series generator and the three presets.
+
+Every length is in µm, every angle in degrees. Ranges are ``(low, high)`` pairs
+from which each object draws its own value uniformly. Brightness is in photons
+at the detector for unit fluorophore density (see :mod:`spinetrack.synth.render`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SynthConfig", "PRESETS", "get_preset"]
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that shapes a synthetic series.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        (z, y, x) size of every session image in voxels.
+    voxel_size_um : tuple of float
+        (z, y, x) voxel size, µm.
+    dtype : str
+        ``"uint8"`` or ``"uint16"``.
+    n_branches : tuple of int
+        Smallest and largest number of branches (segments between junctions and ends).
+    shaft_radius_um, head_radius_um, neck_radius_um : tuple of float
+        Radius ranges of dendritic shafts, spine heads and spine necks, µm.
+    spine_density_per_um : tuple of float
+        Spines per µm of branch in session 0 (drawn per branch).
+    spine_length_um : tuple of float
+        Distance from the shaft surface to the head centre, µm.
+    z_spine_fraction : float
+        Fraction of spines pointing mostly along z (above or below the shaft).
+    dim_spine_fraction : float
+        Fraction of spines near the detection limit (small, dim heads).
+    filopodia_per_um : float
+        Filopodia per µm of branch (each present in a short run of sessions).
+    puncta_per_1000um2 : float
+        Bright unattached puncta (axonal boutons) per 1000 µm² of field.
+    tilt : float
+        Largest |dz/ds| of a branch (z change per µm along it).
+    psf_sigma_um : tuple of float
+        (z, y, x) standard deviation of the Gaussian point-spread function, µm.
+    photons : float
+        Photons per µm³ of fluorophore-filled volume at the surface (depth 0).
+    depth_decay_um : float
+        Brightness falls as exp(-z / depth_decay_um) with depth.
+    background_photons : float
+        Uniform background, photons per voxel.
+    haze_fraction : float
+        Strength of the out-of-focus haze relative to the in-focus signal.
+    read_noise : float
+        Standard deviation of the camera/PMT read noise, grey levels.
+    gain : float
+        Grey levels per photon.
+    offset : float
+        Grey level added before rounding (negative values clip dim pixels to 0).
+    drift_um : tuple of float
+        Largest rigid shift between sessions along (z, y, x), µm.
+    rotation_deg : float
+        Largest in-plane rotation between sessions, degrees.
+    warp_um : float
+        Amplitude of the smooth non-rigid warp, µm.
+    brightness_change : float
+        Session brightness is multiplied by a factor in [1 - c, 1 + c].
+    loss_rate : float
+        Probability that a spine present in one session is gone in the next.
+    formation_rate : float
+        New spines per transition as a fraction of the spines present.
+    restore_fraction : float
+        Fraction of new spines placed within 1.5 µm of the site of an earlier loss.
+    stress_loss_rate : float
+        Loss probability on the one or two stressed branches in the stress transition.
+    head_jitter_um : float
+        Session-to-session jitter of a head's position, µm.
+    min_snr : float
+        A spine head whose noise-free peak is below this many noise standard
+        deviations is marked ``visible = False`` in the truth.
+    """
+
+    shape: tuple[int, int, int] = (48, 768, 768)
+    voxel_size_um: tuple[float, float, float] = (1.0, 0.12, 0.12)
+    dtype: str = "uint8"
+    n_branches: tuple[int, int] = (5, 8)
+    shaft_radius_um: tuple[float, float] = (0.3, 0.8)
+    head_radius_um: tuple[float, float] = (0.4, 0.9)
+    neck_radius_um: tuple[float, float] = (0.08, 0.14)
+    spine_density_per_um: tuple[float, float] = (0.3, 0.6)
+    spine_length_um: tuple[float, float] = (0.7, 2.6)
+    z_spine_fraction: float = 0.15
+    dim_spine_fraction: float = 0.1
+    filopodia_per_um: float = 0.02
+    puncta_per_1000um2: float = 6.0
+    tilt: float = 0.25
+    psf_sigma_um: tuple[float, float, float] = (1.0, 0.25, 0.25)
+    photons: float = 150.0
+    depth_decay_um: float = 60.0
+    background_photons: float = 0.15
+    haze_fraction: float = 0.35
+    read_noise: float = 1.6
+    gain: float = 4.0
+    offset: float = -2.0
+    drift_um: tuple[float, float, float] = (2.0, 3.0, 3.0)
+    rotation_deg: float = 1.5
+    warp_um: float = 0.3
+    brightness_change: float = 0.15
+    loss_rate: float = 0.08
+    formation_rate: float = 0.08
+    restore_fraction: float = 0.3
+    stress_loss_rate: float = 0.45
+    head_jitter_um: float = 0.1
+    min_snr: float = 4.0
+
+    def replace(self, **changes: Any) -> "SynthConfig":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (tuples become lists in JSON)."""
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, SynthConfig] = {
+    "easy": SynthConfig(
+        shape=(32, 512, 512), dtype="uint16", photons=900.0, background_photons=2.0,
+        haze_fraction=0.1, read_noise=2.0, gain=1.0, offset=10.0,
+        drift_um=(0.5, 1.0, 1.0), rotation_deg=0.3, warp_um=0.05, brightness_change=0.05,
+        dim_spine_fraction=0.0, puncta_per_1000um2=2.0, filopodia_per_um=0.01,
+        depth_decay_um=200.0, min_snr=4.0,
+    ),
+    "realistic": SynthConfig(),
+    "hard": SynthConfig(
+        photons=90.0, background_photons=0.3, haze_fraction=0.5, read_noise=2.0,
+        drift_um=(4.0, 8.0, 8.0), rotation_deg=4.0, warp_um=0.6, brightness_change=0.3,
+        dim_spine_fraction=0.2, puncta_per_1000um2=10.0, filopodia_per_um=0.04,
+        head_jitter_um=0.2,
+    ),
+}
+
+
+def get_preset(name: str) -> SynthConfig:
+    """The configuration of a named preset.
+
+    Raises
+    ------
+    InputError
+        For an unknown name.
+    """
+    from ..errors import InputError
+
+    if name not in PRESETS:
+        raise InputError(None, f"unknown synth preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,408 @@
+"""make_series: a synthetic series of two-photon sessions with its full truth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..fates import classify_fates
+from ..io import Series, Session
+from ..progress import ProgressCallback, report
+from . import render
+from .dynamics import simulate_presence
+from .geometry import make_branches, make_puncta, spine_shapes
+from .presets import PRESETS, SynthConfig, get_preset
+from .transform import SessionTransform, identity_transform, random_transform
+
+__all__ = ["SynthSeries", "make_series", "make_noise_series", "RESTORE_RADIUS_UM"]
+
+RESTORE_RADIUS_UM = 2.0
+_REF_AREA_UM2 = (768 * 0.12) ** 2
+
+# independent random streams, so that e.g. null=True changes only the dynamics
+_GEOMETRY, _DYNAMICS, _TRANSFORM, _SHAPES, _SHAFT, _PUNCTA, _SESSION = 1, 2, 3, 4, 5, 6, 100
+
+
+@dataclass
+class SynthSeries:
+    """A synthetic series and its truth.
+
+    Attributes
+    ----------
+    series : Series
+        Sessions ``session0, session1, ...`` with voxel size and day.
+    truth : dict of DataFrame
+        ``spines, fates, lines, branches, sessions, filopodia`` (docs/synth.md).
+    info : dict
+        Preset, seed, per-session transforms, stress branches, parameters.
+    transforms : list of SessionTransform
+        World (session 0 µm) to session µm, one per session.
+    """
+
+    series: Series
+    truth: dict[str, pd.DataFrame]
+    info: dict
+    transforms: list[SessionTransform] = field(default_factory=list)
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), stream])
+
+
+def _margins(cfg: SynthConfig, extent) -> tuple[float, float]:
+    """Lateral and axial margin that keeps all geometry inside every session's image."""
+    half_diag = 0.5 * float(np.hypot(extent[1], extent[2]))
+    lateral = (max(cfg.drift_um[1], cfg.drift_um[2]) + np.deg2rad(cfg.rotation_deg) * half_diag
+               + cfg.warp_um + 1.0 + 2.5)  # 2.5: room for spines and their heads
+    axial = (cfg.drift_um[0] + 0.1 * np.deg2rad(cfg.rotation_deg) * half_diag
+             + cfg.warp_um + 3.0 + 2.0)
+    return lateral, min(axial, 0.35 * extent[0])
+
+
+def _check_args(preset, n_sessions, days, shape):
+    cfg = get_preset(preset) if isinstance(preset, str) else preset
+    if not isinstance(cfg, SynthConfig):
+        raise InputError(None, f"preset must be one of {sorted(PRESETS)} or a SynthConfig")
+    if int(n_sessions) < 1:
+        raise InputError(None, f"a series needs at least one session, got {n_sessions}")
+    n_sessions = int(n_sessions)
+    if days is None:
+        days = [4.0 * k for k in range(n_sessions)]
+    days = [float(d) for d in days]
+    if len(days) != n_sessions:
+        raise InputError(None, f"{len(days)} day numbers given for {n_sessions} sessions")
+    if any(b < a for a, b in zip(days, days[1:])):
+        raise InputError(None, f"day numbers {days} must not decrease")
+    if shape is not None:
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 3 or min(shape) < 1 or shape[1] < 64 or shape[2] < 64 or shape[0] < 4:
+            raise InputError(None, f"shape {shape} must be (z, y, x) with z >= 4 and y, x >= 64")
+        cfg = cfg.replace(shape=shape)
+    return cfg, n_sessions, days
+
+
+def _draw_spine_shapes(cfg: SynthConfig, rng, n: int) -> pd.DataFrame:
+    """Shape parameters of ``n`` spines (fixed for a spine's life)."""
+    zspine = rng.random(n) < cfg.z_spine_fraction
+    side = np.where(rng.random(n) < 0.5, 1, -1)
+    elevation = np.where(zspine, rng.choice([-1, 1], n) * rng.uniform(60, 80, n),
+                         rng.uniform(-35, 35, n))
+    head = rng.uniform(*cfg.head_radius_um, n)
+    lo, hi = cfg.spine_length_um
+    length = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+    length = np.maximum(length, 0.8 * head + 0.35)
+    bright = rng.uniform(0.7, 1.3, n)
+    dim = rng.random(n) < cfg.dim_spine_fraction
+    head = np.where(dim, rng.uniform(cfg.head_radius_um[0] * 0.7, cfg.head_radius_um[0], n), head)
+    bright = np.where(dim, rng.uniform(0.25, 0.5, n), bright)
+    return pd.DataFrame({
+        "side": np.where(zspine, 0, side), "elevation_deg": elevation,
+        "azimuth_deg": rng.uniform(-30, 30, n), "length_um": length, "head_radius_um": head,
+        "neck_radius_um": rng.uniform(*cfg.neck_radius_um, n), "brightness": bright,
+        "near_limit": dim})
+
+
+def _filopodia(cfg, rng, branches, lines, n_sessions) -> pd.DataFrame:
+    total = float(branches["length_um"].sum())
+    n = rng.poisson(cfg.filopodia_per_um * total)
+    if n == 0:
+        cols = ["filopodium_id", "branch_id", "arc_um", "side", "elevation_deg", "azimuth_deg",
+                "length_um", "first_session", "last_session"]
+        return spine_shapes(lines, pd.DataFrame({c: pd.Series(dtype=float) for c in cols}))
+    lengths = branches["length_um"].to_numpy()
+    b = rng.choice(branches["branch_id"].to_numpy(), n, p=lengths / lengths.sum())
+    top = np.maximum(lengths[np.searchsorted(branches["branch_id"].to_numpy(), b)] - 1.5, 1.5)
+    arc = rng.uniform(1.5, top)
+    first = rng.integers(0, n_sessions, n)
+    last = np.minimum(first + rng.integers(0, 2, n), n_sessions - 1)
+    filo = pd.DataFrame({
+        "filopodium_id": np.arange(n), "branch_id": b, "arc_um": arc,
+        "side": rng.choice([-1, 1], n), "elevation_deg": rng.uniform(-40, 40, n),
+        "azimuth_deg": rng.uniform(-45, 45, n), "length_um": rng.uniform(2.5, 5.0, n),
+        "first_session": first, "last_session": last})
+    return spine_shapes(lines, filo)
+
+
+def _session_instances(cfg, shapes: pd.DataFrame, n_sessions: int, rng) -> dict[str, np.ndarray]:
+    """Per (spine, session) jitter of head position, head size and brightness."""
+    n = len(shapes)
+    return {
+        "jitter": rng.normal(0, cfg.head_jitter_um, (n, n_sessions, 3)) * [0.5, 1.0, 1.0],
+        "head_scale": rng.uniform(0.9, 1.1, (n, n_sessions)),
+        "bright_scale": rng.uniform(0.85, 1.15, (n, n_sessions)),
+    }
+
+
+def _xyz(df: pd.DataFrame, prefix: str) -> np.ndarray:
+    return df[[prefix + "z", prefix + "y", prefix + "x"]].to_numpy(dtype=float)
+
+
+def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, session_rng, gain_k):
+    """The image of session k and the per-spine head peak (photons) for visibility."""
+    voxel = np.asarray(cfg.voxel_size_um, float)
+    pts, wts = [shaft[0]], [shaft[1]]
+    rng = session_rng
+    if len(spines_k):
+        base = _xyz(spines_k, "b")
+        direction = _xyz(spines_k, "d")
+        p, w, _ = render.tube_points(rng, base - 0.3 * direction, head,
+                                     spines_k["neck_radius_um"].to_numpy(),
+                                     0.8 * spines_k["bright_k"].to_numpy())
+        pts.append(p), wts.append(w)
+        p, w, _ = render.ball_points(rng, head, spines_k["head_radius_k"].to_numpy(),
+                                     spines_k["bright_k"].to_numpy())
+        pts.append(p), wts.append(w)
+    if len(filo_k):
+        p, w, _ = render.tube_points(rng, _xyz(filo_k, "b") - 0.3 * _xyz(filo_k, "d"),
+                                     _xyz(filo_k, "h"), 0.1, 0.9)
+        pts.append(p), wts.append(w)
+    if len(puncta):
+        p, w, _ = render.ball_points(rng, puncta[["z_um", "y_um", "x_um"]].to_numpy(),
+                                     puncta["radius_um"].to_numpy(), puncta["brightness"].to_numpy())
+        pts.append(p), wts.append(w)
+    world = np.concatenate(pts)
+    weights = np.concatenate(wts)
+    session_um = tf.apply(world)
+    weights = weights * np.exp(-np.clip(session_um[:, 0], 0, None) / cfg.depth_decay_um)
+    volume = render.deposit(cfg.shape, session_um / voxel, weights)
+    signal = render.blur(volume, cfg.psf_sigma_um, voxel)
+    del volume
+    if cfg.haze_fraction > 0:
+        signal += np.float32(cfg.haze_fraction) * render.haze(signal, voxel)
+    signal *= np.float32(cfg.photons * gain_k)
+    signal += np.float32(cfg.background_photons)
+    image = render.to_counts(rng, signal, cfg.read_noise, cfg.gain, cfg.offset, cfg.dtype)
+    return image
+
+
+def _visible(cfg, spines_k, head, head_session_um, gain_k) -> np.ndarray:
+    """Whether each head stands out of the noise and is not hidden by its shaft."""
+    frac = render.head_peak_fraction(spines_k["head_radius_k"].to_numpy(), cfg.psf_sigma_um)
+    depth = np.exp(-np.clip(head_session_um[:, 0], 0, None) / cfg.depth_decay_um)
+    peak = cfg.photons * gain_k * spines_k["bright_k"].to_numpy() * frac * depth
+    sd = np.sqrt(cfg.gain ** 2 * (peak + cfg.background_photons) + cfg.read_noise ** 2)
+    snr = cfg.gain * peak / sd
+    centre = _xyz(spines_k, "c")
+    lateral = np.hypot(head[:, 1] - centre[:, 1], head[:, 2] - centre[:, 2])
+    axial = np.abs(head[:, 0] - centre[:, 0])
+    hidden = (lateral < spines_k["shaft_radius_um"].to_numpy() + 0.3) & (axial < 2.0)
+    return (snr >= cfg.min_snr) & ~hidden
+
+
+def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, seed: int = 0,
+                null: bool = False, days=None, shape=None,
+                progress: ProgressCallback | None = None) -> SynthSeries:
+    """Generate a synthetic two-photon series with known spines, fates and motion.
+
+    Parameters
+    ----------
+    preset : {"easy", "realistic", "hard"} or SynthConfig
+        Image quality, motion and dynamics (see :data:`PRESETS`, docs/synth.md).
+    n_sessions : int
+        Number of imaging sessions.
+    seed : int
+        Everything is determined by the seed.
+    null : bool
+        If True, the stress transition's losses fall uniformly at random on all
+        branches (no clustering); geometry and motion are the same as with False.
+    days : sequence of float, optional
+        Day of each session (default 0, 4, 8, ...).
+    shape : (z, y, x), optional
+        Image size in voxels (default from the preset).
+    progress : callable, optional
+        ``progress(stage, done, total)``; may raise Cancelled.
+
+    Returns
+    -------
+    SynthSeries
+    """
+    cfg, n_sessions, days = _check_args(preset, n_sessions, days, shape)
+    voxel = np.asarray(cfg.voxel_size_um, float)
+    extent = np.asarray(cfg.shape) * voxel
+    lat, ax = _margins(cfg, extent)
+    box = ((ax, extent[0] - ax), (lat, extent[1] - lat), (lat, extent[2] - lat))
+    report(progress, "synth: geometry", 0, n_sessions + 1)
+
+    g = _rng(seed, _GEOMETRY)
+    n_target = int(g.integers(cfg.n_branches[0], cfg.n_branches[1] + 1))
+    area = (extent[1] - 2 * lat) * (extent[2] - 2 * lat)
+    if area < 0.25 * _REF_AREA_UM2:  # small fields hold fewer branches
+        n_target = int(max(3, min(n_target, round(n_target * area / (0.25 * _REF_AREA_UM2)))))
+    lines, branches = make_branches(cfg, g, box, n_target)
+
+    life, dyn_info = simulate_presence(cfg, branches, n_sessions, _rng(seed, _DYNAMICS), null)
+    shapes = _draw_spine_shapes(cfg, _rng(seed, _SHAPES), len(life))
+    spines = spine_shapes(lines, pd.concat([life, shapes], axis=1))
+    inst = _session_instances(cfg, spines, n_sessions, _rng(seed, _SHAPES + 10))
+    filo = _filopodia(cfg, _rng(seed, _SHAPES + 20), branches, lines, n_sessions)
+
+    seg0 = lines.groupby("branch_id").head(-1)[["z_um", "y_um", "x_um"]].to_numpy()
+    seg1 = lines.groupby("branch_id").tail(-1)[["z_um", "y_um", "x_um"]].to_numpy()
+    seg_r = lines.groupby("branch_id").head(-1)["radius_um"].to_numpy()
+    sr = _rng(seed, _SHAFT)
+    shaft_p, shaft_w, _ = render.tube_points(sr, seg0, seg1, seg_r, 1.0)
+    jp, jw, _ = render.ball_points(sr, lines.drop_duplicates("branch_id")[["z_um", "y_um", "x_um"]]
+                                   .to_numpy(), lines.groupby("branch_id")["radius_um"].first()
+                                   .to_numpy(), 1.0)  # round the branch starts and junctions
+    shaft = (np.concatenate([shaft_p, jp]), np.concatenate([shaft_w, jw]))
+
+    pr = _rng(seed, _PUNCTA)
+    n_puncta = pr.poisson(cfg.puncta_per_1000um2 * extent[1] * extent[2] / 1000.0)
+    avoid = np.concatenate([lines[["z_um", "y_um", "x_um"]].to_numpy(), _xyz(spines, "h")])
+    puncta = make_puncta(cfg, pr, extent, avoid, n_puncta)
+    puncta_present = pr.random((len(puncta), n_sessions)) < 0.85
+
+    tr = _rng(seed, _TRANSFORM)
+    centre = extent / 2.0
+    transforms = [identity_transform(centre)] + [
+        random_transform(tr, centre, cfg.drift_um, cfg.rotation_deg, cfg.warp_um)
+        for _ in range(n_sessions - 1)]
+    gains = np.concatenate([[1.0], 1 + tr.uniform(-1, 1, n_sessions - 1) * cfg.brightness_change])
+    report(progress, "synth: geometry", 1, n_sessions + 1)
+
+    sessions, spine_rows, line_rows, filo_rows = [], [], [], []
+    for k, tf in enumerate(transforms):
+        alive = np.flatnonzero((spines["first_session"] <= k) & (spines["last_session"] >= k))
+        sk = spines.iloc[alive].copy()
+        head_w = _xyz(sk, "h") + inst["jitter"][alive, k]
+        sk["head_radius_k"] = sk["head_radius_um"].to_numpy() * inst["head_scale"][alive, k]
+        sk["bright_k"] = sk["brightness"].to_numpy() * inst["bright_scale"][alive, k]
+        fk = filo[(filo["first_session"] <= k) & (filo["last_session"] >= k)]
+        image = _render_session(cfg, tf, shaft, sk, head_w, fk,
+                                puncta[puncta_present[:, k]], _rng(seed, _SESSION + k), gains[k])
+        sessions.append(Session(image=image, voxel_size_um=tuple(float(v) for v in voxel),
+                                name=f"session{k}", path=None, day=days[k]))
+        head_s = tf.apply(head_w)
+        base_s = tf.apply(_xyz(sk, "b"))
+        visible = _visible(cfg, sk, head_w, head_s, gains[k])
+        spine_rows.append(_spine_table(sk, k, head_s, base_s, head_w, voxel, visible))
+        line_rows.append(_line_table(lines, k, tf.apply(lines[["z_um", "y_um", "x_um"]].to_numpy()),
+                                     voxel))
+        filo_rows.append(_filo_table(fk, k, tf, voxel))
+        report(progress, "synth: render", k + 1, n_sessions)
+    report(progress, "synth: geometry", n_sessions + 1, n_sessions + 1)
+
+    truth_spines = pd.concat(spine_rows, ignore_index=True)
+    fates = classify_fates(truth_spines, n_sessions, RESTORE_RADIUS_UM)
+    truth = {
+        "spines": truth_spines,
+        "fates": fates,
+        "lines": pd.concat(line_rows, ignore_index=True),
+        "branches": _branch_table(branches),
+        "sessions": pd.DataFrame({
+            "session": np.arange(n_sessions), "name": [f"session{k}" for k in range(n_sessions)],
+            "file": [f"session{k}.tif" for k in range(n_sessions)], "day": days,
+            "voxel_z_um": voxel[0], "voxel_y_um": voxel[1], "voxel_x_um": voxel[2]}),
+        "filopodia": pd.concat(filo_rows, ignore_index=True),
+    }
+    name = preset if isinstance(preset, str) else "custom"
+    info = {
+        "preset": name, "seed": int(seed), "null": bool(null), "n_sessions": n_sessions,
+        "shape": list(cfg.shape), "voxel_size_um": voxel.tolist(), "days": days,
+        "restore_radius_um": RESTORE_RADIUS_UM,
+        "stress_transition": dyn_info["stress_transition"],
+        "stress_branches": dyn_info["stress_branches"],
+        "loss_probability": {str(k): {str(b): p for b, p in v.items()}
+                             for k, v in dyn_info["loss_probability"].items()},
+        "session_brightness": gains.tolist(),
+        "transforms": [dict(session=k, **tf.to_dict()) for k, tf in enumerate(transforms)],
+        "n_puncta": int(len(puncta)),
+        "fate_counts": {f: int(n) for f, n in fates["fate"].value_counts().sort_index().items()},
+        "params": cfg.to_dict(),
+    }
+    return SynthSeries(Series(tuple(sessions)), truth, info, transforms)
+
+
+def _px_columns(df: pd.DataFrame, um: np.ndarray, voxel, prefix: str = "") -> None:
+    for i, ax in enumerate("zyx"):
+        df[prefix + ax] = um[:, i] / voxel[i]
+    if not prefix:
+        for i, ax in enumerate("zyx"):
+            df[ax + "_um"] = um[:, i]
+
+
+def _spine_table(sk, k, head_s, base_s, head_w, voxel, visible) -> pd.DataFrame:
+    out = pd.DataFrame({"spine_id": sk["spine_id"].to_numpy(), "session": k})
+    _px_columns(out, head_s, voxel)
+    out["branch_id"] = sk["branch_id"].to_numpy()
+    out["arc_um"] = sk["arc_um"].to_numpy()
+    out["length_um"] = np.linalg.norm(head_w - _xyz(sk, "b"), axis=1)
+    out["source"] = "truth"
+    out["side"] = sk["side"].to_numpy()
+    out["kind"] = "spine"
+    _px_columns(out, base_s, voxel, "base_")
+    out["head_radius_um"] = sk["head_radius_k"].to_numpy()
+    out["visible"] = visible
+    out["near_limit"] = sk["near_limit"].to_numpy()
+    return out
+
+
+def _line_table(lines, k, um, voxel) -> pd.DataFrame:
+    out = pd.DataFrame({"branch_id": lines["branch_id"].to_numpy(), "session": k,
+                        "point": lines["point"].to_numpy()})
+    for i, ax in enumerate("zyx"):
+        out[ax] = um[:, i] / voxel[i]
+    for i, ax in enumerate("zyx"):
+        out[ax + "_um"] = um[:, i]
+    out["arc_um"] = lines["arc_um"].to_numpy()
+    out["radius_um"] = lines["radius_um"].to_numpy()
+    return out
+
+
+def _filo_table(fk, k, tf, voxel) -> pd.DataFrame:
+    out = pd.DataFrame({"filopodium_id": fk["filopodium_id"].to_numpy(dtype=int), "session": k})
+    _px_columns(out, tf.apply(_xyz(fk, "h")), voxel)
+    out["branch_id"] = fk["branch_id"].to_numpy(dtype=int)
+    out["arc_um"] = fk["arc_um"].to_numpy(dtype=float)
+    out["length_um"] = fk["length_um"].to_numpy(dtype=float)
+    out["source"] = "truth"
+    out["kind"] = "filopodium"
+    _px_columns(out, tf.apply(_xyz(fk, "b")), voxel, "base_")
+    return out
+
+
+def _branch_table(branches: pd.DataFrame) -> pd.DataFrame:
+    out = branches[["branch_id", "length_um", "radius_um", "start_kind", "end_kind",
+                    "dendrite"]].copy()
+    out["arc_start_um"] = 0.0
+    out["arc_end_um"] = out["length_um"]
+    return out
+
+
+def make_noise_series(preset: str | SynthConfig = "realistic", n_sessions: int = 3,
+                      seed: int = 0, shape=None, days=None) -> SynthSeries:
+    """A series of pure noise (background photons, shot and read noise), no dendrite.
+
+    The truth tables exist and are empty, so a tool run on it can be scored:
+    every detection is a false positive.
+    """
+    cfg, n_sessions, days = _check_args(preset, n_sessions, days, shape)
+    voxel = np.asarray(cfg.voxel_size_um, float)
+    sessions = []
+    for k in range(n_sessions):
+        rng = _rng(seed, _SESSION + k)
+        photons = np.full(cfg.shape, cfg.background_photons, dtype=np.float32)
+        image = render.to_counts(rng, photons, cfg.read_noise, cfg.gain, cfg.offset, cfg.dtype)
+        if image.min() == image.max():  # a constant image is refused as input
+            image.flat[int(rng.integers(image.size))] += 1
+        sessions.append(Session(image=image, voxel_size_um=tuple(float(v) for v in voxel),
+                                name=f"session{k}", path=None, day=days[k]))
+    empty = make_series(cfg, n_sessions=1, seed=seed, shape=(8, 256, 256)).truth
+    truth = {name: df.iloc[0:0].copy() for name, df in empty.items()}
+    truth["sessions"] = pd.DataFrame({
+        "session": np.arange(n_sessions), "name": [f"session{k}" for k in range(n_sessions)],
+        "file": [f"session{k}.tif" for k in range(n_sessions)], "day": days,
+        "voxel_z_um": voxel[0], "voxel_y_um": voxel[1], "voxel_x_um": voxel[2]})
+    centre = np.asarray(cfg.shape) * voxel / 2
+    info = {"preset": preset if isinstance(preset, str) else "custom", "seed": int(seed),
+            "null": True, "n_sessions": n_sessions, "shape": list(cfg.shape),
+            "voxel_size_um": voxel.tolist(), "days": days, "restore_radius_um": RESTORE_RADIUS_UM,
+            "noise_only": True, "stress_transition": None, "stress_branches": [],
+            "transforms": [dict(session=k, **identity_transform(centre).to_dict())
+                           for k in range(n_sessions)],
+            "fate_counts": {}, "params": cfg.to_dict()}
+    return SynthSeries(Series(tuple(sessions)), truth, info,
+                       [identity_transform(centre)] * n_sessions)

@@ -1,0 +1,159 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spinetrack.cli import main
+from spinetrack.detect import DETECTION_COLUMNS, detect_session, detect_spines
+from spinetrack.errors import Cancelled
+from spinetrack.io import Session, write_session
+from spinetrack.params import Params
+from spinetrack.trace import trace_dendrites, tracing_from_lines
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tubes import VOXEL, tube_image  # noqa: E402
+
+SPINES = [(5.0, 1, 1.0), (9.0, -1, 1.2), (13.0, 1, 0.8), (18.0, -1, 1.5), (22.0, 1, 1.0)]
+
+
+def _detect(img, voxel=VOXEL):
+    p = Params()
+    tracing = trace_dendrites(img, voxel, p.trace)
+    return tracing, detect_spines(img, voxel, tracing, p.detect)
+
+
+def _matched(found: pd.DataFrame, heads_um: np.ndarray, tol_um: float = 0.5) -> int:
+    if not len(found) or not len(heads_um):
+        return 0
+    pos = found[["z_um", "y_um", "x_um"]].to_numpy()
+    d = np.linalg.norm((pos[:, None, :] - heads_um[None]) * [0.3, 1, 1], axis=2)
+    return int((d.min(axis=0) <= tol_um).sum())
+
+
+@pytest.fixture(scope="module")
+def tube():
+    return tube_image(spines=SPINES, boutons=[(26.0, 1, 2.2)], filopodia=[(15.5, -1, 3.0)])
+
+
+def test_finds_every_spine_head_and_nothing_else(tube):
+    img, truth = tube
+    _, found = _detect(img)
+    assert list(found.columns) == DETECTION_COLUMNS
+    spines = found[found["kind"] == "spine"]
+    assert _matched(spines, truth["heads_um"]) == len(SPINES)
+    assert len(spines) == len(SPINES)
+
+
+def test_spine_measurements(tube):
+    img, truth = tube
+    _, found = _detect(img)
+    spines = found[found["kind"] == "spine"].sort_values("x_um")
+    # side: +1 is towards smaller y for a branch running towards larger x (the
+    # tracing may run either way; the sign flips with it)
+    flip = 1 if spines.iloc[0]["arc_um"] < spines.iloc[-1]["arc_um"] else -1
+    assert (spines["side"].to_numpy() * flip).tolist() == [s for _, s, _ in SPINES]
+    expected = np.array([length for _, _, length in SPINES])
+    assert np.abs(spines["length_um"].to_numpy() - expected).max() < 0.5
+    assert np.all(np.abs(spines["base_y"].to_numpy() * VOXEL[1] - 7.0) < 0.3)
+    assert spines["score"].gt(0).all() and spines["head_radius_um"].between(0.1, 1.0).all()
+
+
+def test_bouton_beside_the_dendrite_is_not_a_spine(tube):
+    img, _ = tube
+    _, found = _detect(img)
+    near_bouton = (found["x_um"] - 26.0).abs() < 1.0
+    assert not near_bouton.any()
+
+
+def test_filopodium_is_labelled_and_not_counted_as_spine(tube):
+    img, truth = tube
+    _, found = _detect(img)
+    filo = found[found["kind"] == "filopodium"]
+    assert _matched(filo, truth["filopodia_um"], tol_um=1.0) == 1
+    on_stalk = (found["kind"] == "spine") & ((found["x_um"] - 15.5).abs() < 0.6)
+    assert not on_stalk.any()
+
+
+def test_same_calls_on_a_dim_copy(tube):
+    img, _ = tube
+    _, bright = _detect(img)
+    _, dim = _detect((img.astype(float) * 0.4).round().astype(np.uint8))
+    assert len(dim) == len(bright)
+    assert np.allclose(dim["head_intensity"], bright["head_intensity"], atol=0.15)
+
+
+def test_empty_stack_gives_no_spines_and_no_error():
+    img = np.zeros((5, 64, 64), np.uint8)
+    tracing, found = _detect(img)
+    assert tracing.n_branches == 0 and len(tracing.lines) == 0
+    assert len(found) == 0 and list(found.columns) == DETECTION_COLUMNS
+
+
+def test_noise_only_stack_gives_no_spines(rng):
+    img = rng.poisson(3.0, (6, 120, 120)).astype(np.uint8)
+    _, found = _detect(img)
+    assert len(found) == 0
+
+
+def test_single_plane():
+    img, truth = tube_image(shape=(1, 140, 300), spines=SPINES, shaft_z_um=0.0)
+    tracing, found = _detect(img[0])
+    assert tracing.n_branches == 1 and tracing.lines["z"].eq(0).all()
+    spines = found[found["kind"] == "spine"]
+    assert _matched(spines, truth["heads_um"]) == len(SPINES)
+
+
+def test_no_lines_means_no_detections(tube):
+    img, _ = tube
+    empty = tracing_from_lines(pd.DataFrame(columns=["branch_id", "z", "y", "x"]), VOXEL,
+                               img.shape)
+    assert len(detect_spines(img, VOXEL, empty, Params().detect)) == 0
+
+
+def test_progress_reports_and_cancels(tube):
+    img, _ = tube
+    events = []
+    session = Session(image=img, voxel_size_um=VOXEL, name="t")
+    detect_session(session, Params(), progress=lambda *a: events.append(a))
+    assert any(s == "detect" and d == t and t > 0 for s, d, t in events)
+
+    def stop(stage, done, total):
+        if stage == "detect" and done > 0:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        detect_session(session, Params(), progress=stop)
+
+
+def test_cli_writes_tables(tube, tmp_path):
+    img, _ = tube
+    path = write_session(tmp_path / "day0.tif", img, VOXEL)
+    out = tmp_path / "out"
+    assert main(["-q", "detect", str(path), "--out", str(out), "--min-protrusion-um", "0.3"]) == 0
+    spines = pd.read_csv(out / "day0_spines.csv")
+    lines = pd.read_csv(out / "day0_lines.csv")
+    assert len(spines) == len(SPINES) and set(DETECTION_COLUMNS) <= set(spines.columns)
+    assert lines["branch_id"].nunique() == 1
+    assert (out / "day0_graph.csv").exists() and (out / "day0_filopodia.csv").exists()
+
+
+def test_cli_bad_file_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not a tiff")
+    assert main(["detect", str(bad), "--out", str(tmp_path / "o"), "--voxel-size", "1", "0.1",
+                 "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.tif" in err[0]
+
+
+def test_rr30a_session_finds_most_annotated_spines(rr30a):
+    from spinetrack.compare import compare, load_truth
+    from spinetrack.io import read_session
+
+    session = read_session(rr30a / "session1.tif")
+    _, found = detect_session(session, Params())
+    spines = found[found["kind"] == "spine"].assign(session=1)
+    scores = compare(spines, load_truth(rr30a), near_um=3, sessions=[1])
+    assert scores["detection"]["total"]["f1"] >= 0.6

@@ -1,0 +1,159 @@
+"""spinetrack.synth: determinism, truth consistency, round trip, CLI."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spinetrack.cli import main
+from spinetrack.compare import compare, load_truth
+from spinetrack.errors import InputError
+from spinetrack.fates import FATES, classify_fates, identity_rule_violations
+from spinetrack.synth import PRESETS, make_series, read_truth, write_synth
+
+SMALL = (12, 256, 256)
+
+
+@pytest.fixture(scope="module")
+def realistic():
+    """A realistic 4-session series, smaller field than the default for speed."""
+    return make_series("realistic", n_sessions=4, seed=0, shape=(32, 512, 512))
+
+
+@pytest.fixture(scope="module")
+def small():
+    return make_series("easy", n_sessions=3, seed=5, shape=SMALL)
+
+
+def test_same_seed_same_series_other_seed_differs(small):
+    again = make_series("easy", n_sessions=3, seed=5, shape=SMALL)
+    for a, b in zip(small.series, again.series):
+        np.testing.assert_array_equal(a.image, b.image)
+    pd.testing.assert_frame_equal(small.truth["spines"], again.truth["spines"])
+    other = make_series("easy", n_sessions=3, seed=6, shape=SMALL)
+    assert not np.array_equal(small.series[0].image, other.series[0].image)
+
+
+def test_series_metadata(small):
+    assert small.series.names == ["session0", "session1", "session2"]
+    assert small.series.days == [0.0, 4.0, 8.0]
+    assert small.series[0].image.shape == SMALL
+    assert small.series[0].image.dtype == np.uint16
+    assert small.series.voxel_size_um == (1.0, 0.12, 0.12)
+
+
+def test_truth_follows_identity_rule_and_fate_rule(realistic):
+    spines, fates = realistic.truth["spines"], realistic.truth["fates"]
+    assert identity_rule_violations(spines) == []
+    again = classify_fates(spines, 4, 2.0)
+    pd.testing.assert_series_equal(fates["fate"], again["fate"])
+    assert set(fates["fate"]) == set(FATES)  # every fate class is present
+    assert (spines["source"] == "truth").all() and (spines["kind"] == "spine").all()
+
+
+def test_realism_of_the_realistic_preset(realistic):
+    truth = realistic.truth
+    branches = truth["branches"]
+    assert 5 <= len(branches) <= 8
+    assert (branches["start_kind"] == "junction").any()
+    s0 = truth["spines"][truth["spines"]["session"] == 0]
+    density = len(s0) / branches["length_um"].sum()
+    assert 0.25 <= density <= 0.65
+    image = realistic.series[0].image
+    assert image.dtype == np.uint8
+    assert 0.2 < np.mean(image == 0) < 0.95
+    assert s0["visible"].mean() > 0.6  # most spines are visible, some are near the limit
+    assert not s0["visible"].all()
+    assert len(truth["filopodia"]) > 0
+
+
+def test_truth_heads_are_bright_in_the_image(small):
+    spines = small.truth["spines"]
+    for k, session in enumerate(small.series):
+        s = spines[(spines["session"] == k) & spines["visible"]]
+        idx = np.round(s[["z", "y", "x"]].to_numpy()).astype(int)
+        at_heads = session.image[tuple(idx.T)].astype(float)
+        assert np.median(at_heads) > 5 * np.median(session.image)
+
+
+def test_sessions_drift_and_truth_moves_with_them(small):
+    lines = small.truth["lines"]
+    a = lines[lines["session"] == 0][["z_um", "y_um", "x_um"]].to_numpy()
+    b = lines[lines["session"] == 1][["z_um", "y_um", "x_um"]].to_numpy()
+    shift = np.linalg.norm(b - a, axis=1)
+    assert shift.min() > 0.1
+    t = small.transforms[1]
+    np.testing.assert_allclose(t.apply(a), b, atol=1e-9)
+
+
+def test_null_spreads_losses_but_keeps_geometry():
+    """Losses in the stress transition cluster on the stressed branches unless null."""
+    kw = dict(n_sessions=3, shape=(16, 384, 384))
+    ratios = {True: [], False: []}
+    for null in (False, True):
+        for seed in range(4):
+            syn = make_series("easy", seed=seed, null=null, **kw)
+            k = syn.info["stress_transition"]
+            probs = syn.info["loss_probability"][str(k)]
+            ratios[null].append(max(probs.values()) / min(probs.values()))
+            if null:
+                assert syn.info["stress_branches"] == []
+    assert min(ratios[False]) > 3.0
+    assert max(ratios[True]) == pytest.approx(1.0)
+    a = make_series("easy", seed=0, null=False, **kw)
+    b = make_series("easy", seed=0, null=True, **kw)
+    pd.testing.assert_frame_equal(a.truth["lines"], b.truth["lines"])
+
+
+def test_write_read_round_trip_and_compare_is_perfect(small, tmp_path):
+    write_synth(small, tmp_path / "s")
+    truth = read_truth(tmp_path / "s")
+    assert read_truth(tmp_path / "s" / "truth").keys() == truth.keys()
+    pd.testing.assert_frame_equal(truth["spines"], small.truth["spines"], check_exact=False,
+                                  rtol=1e-5)
+    assert truth["fates"]["present"].str.len().eq(3).all()
+    info = json.loads((tmp_path / "s" / "truth" / "truth.json").read_text())
+    assert info["seed"] == 5 and len(info["transforms"]) == 3
+    tables = load_truth(tmp_path / "s" / "truth")
+    assert tables.format == "synthetic" and tables.n_sessions == 3
+    scores = compare(tables, tables)
+    text = json.dumps(scores, default=str)
+    assert "detection" in text or scores
+    det = scores["detection"] if "detection" in scores else None
+    if det is not None:
+        assert all(row["f1"] == pytest.approx(1.0) for row in _rows(det))
+
+
+def _rows(det):
+    if isinstance(det, pd.DataFrame):
+        return det.to_dict("records")
+    if isinstance(det, dict):
+        return [v for v in det.values() if isinstance(v, dict) and "f1" in v]
+    return [r for r in det if isinstance(r, dict) and "f1" in r]
+
+
+def test_cli_writes_series_and_reports_counts(tmp_path, capsys):
+    out = tmp_path / "cli"
+    status = main(["synth", str(out), "--preset", "easy", "--sessions", "2", "--seed", "1",
+                   "--shape", "8", "200", "200", "--days", "0", "3"])
+    assert status == 0
+    text = capsys.readouterr().out
+    assert "fates:" in text and str(out) in text
+    assert (out / "session1.tif").exists() and (out / "truth" / "truth.json").exists()
+    assert read_truth(out)["sessions"]["day"].tolist() == [0.0, 3.0]
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    with pytest.raises(InputError):
+        make_series("nonsense")
+    with pytest.raises(InputError):
+        make_series("easy", n_sessions=2, days=[0, 1, 2])
+    status = main(["synth", str(tmp_path / "x"), "--sessions", "0"])
+    assert status == 2
+    assert "at least one session" in capsys.readouterr().err
+
+
+def test_presets_differ_in_motion():
+    assert PRESETS["hard"].drift_um[1] > PRESETS["realistic"].drift_um[1] > PRESETS["easy"].drift_um[1]
+    assert PRESETS["realistic"].dtype == "uint8"

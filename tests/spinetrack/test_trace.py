@@ -1,0 +1,108 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from spinetrack.params import TraceParams
+from spinetrack.trace import GRAPH_COLUMNS, LINE_COLUMNS, trace_dendrites
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tubes import VOXEL, tube_image  # noqa: E402
+
+
+def test_straight_tube_is_one_branch_at_the_right_place():
+    img, _ = tube_image(shaft_y_um=7.0, shaft_z_um=3.0)
+    tracing = trace_dendrites(img, VOXEL, TraceParams())
+    assert list(tracing.lines.columns) == LINE_COLUMNS
+    assert list(tracing.graph.columns) == GRAPH_COLUMNS
+    assert tracing.n_branches == 1
+    lines = tracing.lines
+    assert np.abs(lines["y_um"] - 7.0).max() < 0.25
+    assert np.abs(lines["z_um"] - 3.0).max() < 0.5
+    # drawn from x = 1 to 28.9 µm; the ends fade over the blur
+    assert 25.0 < tracing.graph["length_um"].iloc[0] < 28.5
+    assert lines["radius_um"].between(0.25, 0.8).all()
+    assert np.all(np.diff(lines["arc_um"]) > 0)
+    assert tuple(tracing.graph[["start_kind", "end_kind"]].iloc[0]) == ("end", "end")
+
+
+def test_spines_do_not_make_branches_and_short_twigs_are_pruned():
+    spines = [(x, (-1) ** i, 1.2) for i, x in enumerate(np.arange(4.0, 26.0, 2.5))]
+    img, _ = tube_image(spines=spines)
+    tracing = trace_dendrites(img, VOXEL, TraceParams())
+    assert tracing.n_branches == 1
+
+
+def test_side_branch_makes_a_junction():
+    extra = [((3.0, 7.0, 15.0), (3.0, 13.5, 22.0))]
+    img, _ = tube_image(extra_shafts=extra)
+    tracing = trace_dendrites(img, VOXEL, TraceParams())
+    g = tracing.graph
+    assert tracing.n_branches == 3
+    kinds = pd.concat([g["start_kind"], g["end_kind"]])
+    assert (kinds == "junction").sum() == 3
+    nodes = pd.concat([g.loc[g.start_kind == "junction", "start_node"],
+                       g.loc[g.end_kind == "junction", "end_node"]])
+    assert nodes.nunique() == 1
+    assert abs(g["length_um"].sum() - (27.9 + np.hypot(6.5, 7.0))) < 3.0
+
+
+def test_dim_gap_is_bridged():
+    img, _ = tube_image()
+    img = img.copy()
+    x0 = int(14.0 / VOXEL[2])
+    img[:, :, x0:x0 + int(1.5 / VOXEL[2])] = 5  # a 1.5 µm stretch with no signal
+    bridged = trace_dendrites(img, VOXEL, TraceParams(bridge_gap_um=3.0))
+    assert bridged.n_branches == 1
+    apart = trace_dendrites(img, VOXEL, TraceParams(bridge_gap_um=0.0))
+    assert apart.n_branches == 2
+
+
+def test_brightness_does_not_change_the_tracing():
+    img, _ = tube_image()
+    a = trace_dendrites(img, VOXEL, TraceParams())
+    b = trace_dendrites((img * 0.3).astype(np.uint8), VOXEL, TraceParams())
+    assert a.n_branches == b.n_branches == 1
+    assert abs(a.graph["length_um"].iloc[0] - b.graph["length_um"].iloc[0]) < 1.0
+
+
+def test_short_isolated_pieces_are_dropped():
+    img, _ = tube_image(extra_shafts=[((3.0, 12.0, 10.0), (3.0, 12.0, 12.5))])
+    tracing = trace_dendrites(img, VOXEL, TraceParams(min_branch_length_um=5.0))
+    assert tracing.n_branches == 1
+
+
+def test_empty_and_constant_images():
+    for img in (np.zeros((4, 50, 50), np.uint8), np.full((4, 50, 50), 7, np.uint16)):
+        tracing = trace_dendrites(img, VOXEL, TraceParams())
+        assert tracing.n_branches == 0 and len(tracing.lines) == 0
+        assert list(tracing.lines.columns) == LINE_COLUMNS
+
+
+def test_plane_input_gives_z_zero():
+    img, _ = tube_image(shape=(1, 140, 300), shaft_z_um=0.0)
+    tracing = trace_dendrites(img[0], VOXEL, TraceParams())
+    assert tracing.shape == (1, 140, 300)
+    assert tracing.n_branches == 1 and (tracing.lines["z"] == 0).all()
+
+
+def test_progress_is_reported():
+    img, _ = tube_image()
+    events = []
+    trace_dendrites(img, VOXEL, TraceParams(), progress=lambda *a: events.append(a))
+    assert events[0][1] == 0 and events[-1][1] == events[-1][2] > 0
+
+
+def test_rr30a_centre_lines_are_found(rr30a):
+    from scipy.spatial import cKDTree
+
+    from spinetrack.io import read_session
+
+    session = read_session(rr30a / "session0.tif")
+    tracing = trace_dendrites(session.image, session.voxel_size_um, TraceParams())
+    truth = pd.read_csv(rr30a / "truth_lines.csv").query("session == 0")
+    d, i = cKDTree(tracing.lines[["y_um", "x_um"]]).query(truth[["y_um", "x_um"]])
+    assert (d < 1.0).mean() > 0.95
+    dz = np.abs(truth["z_um"].to_numpy() - tracing.lines["z_um"].to_numpy()[i])
+    assert np.median(dz[d < 1.0]) < 1.0
