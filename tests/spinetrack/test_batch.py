@@ -520,3 +520,13 @@ def test_killed_batch_process_resumes(cohort_dir, tmp_path):
     assert outcome.status.set_index("key")["status"].to_dict() == {
         "m1": "skipped", "m2": "done", "m3": "done"}
     assert not list(out.glob(".*.partial-*"))
+
+
+def test_output_folder_that_is_a_file(cohort_dir, tmp_path):
+    out = tmp_path / "out"
+    out.write_text("a file")
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write)
+    with pytest.raises(InputError, match="cannot create the output folder"):
+        run_batch(_tasks(cohort_dir, out / "sub"), out / "sub", serial=True,
+                  runner=fake_run_and_write)
