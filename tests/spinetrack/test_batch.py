@@ -530,3 +530,24 @@ def test_output_folder_that_is_a_file(cohort_dir, tmp_path):
     with pytest.raises(InputError, match="cannot create the output folder"):
         run_batch(_tasks(cohort_dir, out / "sub"), out / "sub", serial=True,
                   runner=fake_run_and_write)
+
+
+def test_serial_mode_does_not_import_dask(cohort_dir, tmp_path):
+    import os
+    import subprocess
+
+    script = tmp_path / "serial_batch.py"
+    script.write_text(
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('tb', {str(Path(__file__))!r})\n"
+        "tb = importlib.util.module_from_spec(spec); spec.loader.exec_module(tb)\n"
+        f"tasks = tb._tasks({str(cohort_dir)!r}, {str(tmp_path / 'out')!r})\n"
+        f"o = tb.run_batch(tasks, {str(tmp_path / 'out')!r}, serial=True, "
+        "runner=tb.fake_run_and_write)\n"
+        "assert o.count('done') == 3\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
