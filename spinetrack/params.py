@@ -103,7 +103,8 @@ class TraceParams(_Section):
                                   min=0.05, max=5.0)
     min_branch_length_um: float = param(5.0, "branches shorter than this are dropped", "µm",
                                         min=0.0)
-    prune_twig_um: float = param(3.0, "side twigs shorter than this are pruned as spurious",
+    prune_twig_um: float = param(5.0, "side twigs shorter than this are pruned as spurious "
+                                 "(spines traced as twigs must fall below it)",
                                  "µm", min=0.0)
     bridge_gap_um: float = param(3.0, "dim gaps up to this long along a dendrite are bridged",
                                  "µm", min=0.0)
