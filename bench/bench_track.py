@@ -11,9 +11,9 @@ Writes ``bench/results/track.md``:
    scored with ``spinetrack.compare`` against the person's identities, for
    several search ranges. Registration time of one 70×1024×1024 pair.
 2. Synthetic ``realistic`` and ``hard`` series (``spinetrack.synth.make_series``):
-   every truth spine of each session (also those too dim to see), moved by a little noise (0.15 µm in
-   y and x, 0.4 µm in z, head and base independently), and the truth centre
-   lines, through ``track_series``; scored against the truth.
+   every truth spine of each session (also those too dim to see), moved by a
+   little noise (0.15 µm in y and x, 0.4 µm in z, head and base independently),
+   and the truth centre lines, through ``track_series``; scored against the truth.
 3. Speed: linking and classifying 10,000 spine observations over 10 sessions.
 """
 
