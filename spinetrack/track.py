@@ -164,8 +164,9 @@ def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.D
     ``params.search_range_um`` corrects the drift along each branch
     (:func:`spinetrack.link.link_refined`). With ``params.adaptive_range`` the
     links found are then measured (:func:`spinetrack.link.measure_spread`) and
-    the spines linked again with every coordinate (plus ``length_um`` when the
-    detections have it) divided by its spread, within the measured range. The
+    the spines linked again with every coordinate divided by its spread, within
+    the measured range (adding ``length_um`` as a coordinate did not help: see
+    docs/tracking.md). The
     measurement is kept in ``result.attrs["link_spread"]``.
     """
     linked = link_refined(placed, params.search_range_um, coords=LINK_COORDS,
@@ -174,8 +175,6 @@ def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.D
     spread = None
     if params.adaptive_range:
         coords = LINK_COORDS
-        if "length_um" in linked.columns and linked["length_um"].notna().all():
-            coords = (*LINK_COORDS, "length_um")
         spread = measure_spread(linked, coords)
         if spread is not None:
             inv = [1.0 / sc for c, sc in zip(coords, spread["scale_um"])
