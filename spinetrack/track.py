@@ -236,6 +236,9 @@ def track_series(series, tracings, detections, params: Params = Params(),
     bmap = match_branches(tracings, registration,
                           match_distance_um=min(2.0, params.register.match_distance_um))
     report(progress, "branches", 1, 1)
+    if not bmap.branch_ids and any(len(d) for d in detections):
+        raise InputError(None, "no dendrite was traced in any session, so the spines cannot "
+                         "be placed on branches and linked")
     placed = []
     for k in range(n):
         report(progress, "link", k, n + 1)
