@@ -179,8 +179,11 @@ def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.D
         if spread is not None:
             inv = [1.0 / sc for c, sc in zip(coords, spread["scale_um"])
                    if c in ("arc_um", "head_arc_um")]
-            spread["reach_along_branch_um"] = float(spread["range"] / np.sqrt(np.sum(
-                np.square(inv))))
+            along = float(np.sqrt(np.sum(np.square(inv))))
+            if spread["range"] > params.search_range_um * along:  # never reach further
+                spread["range"] = params.search_range_um * along
+                spread["capped"] = True
+            spread["reach_along_branch_um"] = float(spread["range"] / along)
             linked = link_spines(linked.drop(columns=["spine_id"]), spread["range"],
                                  coords=coords, weights=tuple(1.0 / np.asarray(
                                      spread["scale_um"])))
