@@ -119,11 +119,11 @@ class SynthConfig:
     psf_sigma_um: tuple[float, float, float] = (1.0, 0.25, 0.25)
     photons: float = 140.0
     depth_decay_um: float = 60.0
-    background_photons: float = 1.5
+    background_photons: float = 1.9
     haze_fraction: float = 0.35
     read_noise: float = 0.8
     gain: float = 4.0
-    offset: float = -1.2
+    offset: float = -1.6
     drift_um: tuple[float, float, float] = (2.0, 3.0, 3.0)
     rotation_deg: float = 1.5
     warp_um: float = 0.3
@@ -138,7 +138,7 @@ class SynthConfig:
     neuropil: float = 0.08
     neuropil_cover: float = 1.0
     axons_per_100um: float = 5.0
-    dim_puncta_per_1000um2: float = 40.0
+    dim_puncta_per_1000um2: float = 80.0
     shaft_texture: float = 0.3
     shaft_brightness: float = 2.0
     min_snr: float = 2.0

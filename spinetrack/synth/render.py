@@ -168,6 +168,10 @@ def neuropil(rng, shape, voxel_um, factor: int = 8, n_blobs: float = 1.0) -> np.
     field /= field.std() + 1e-12
     threshold = 2.4 - 0.5 * np.log1p(n_blobs)
     patches = np.clip(field - threshold, 0, None)
+    grain = ndi.gaussian_filter(rng.normal(size=cshape), np.array([0.7, 0.6, 0.6]) / step,
+                                mode="wrap")
+    grain /= grain.std() + 1e-12
+    patches *= np.clip(1.0 + 0.5 * grain, 0.2, None)  # granular, like out-of-focus neuropil
     patches = ndi.gaussian_filter(patches, np.array([1.0, 0.5, 0.5]) / step, mode="nearest")
     top = patches.max()
     return (patches / top).astype(np.float32) if top > 0 else patches.astype(np.float32)

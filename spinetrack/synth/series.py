@@ -278,7 +278,7 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
     n_dim = pr.poisson(cfg.dim_puncta_per_1000um2 * extent[1] * extent[2] / 1000.0)
     dim = make_puncta(cfg, pr, extent, avoid, n_dim)
     dim["radius_um"] = pr.uniform(0.15, 0.35, len(dim))
-    dim["brightness"] = pr.uniform(0.5, 1.5, len(dim))
+    dim["brightness"] = pr.uniform(0.5, 2.0, len(dim))
     dim["punctum_id"] += len(puncta)
     puncta = pd.concat([puncta, dim], ignore_index=True)
     n_axons = pr.poisson(cfg.axons_per_100um * extent[2] / 100.0)
