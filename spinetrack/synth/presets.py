@@ -73,7 +73,7 @@ class SynthConfig:
     formation_rate : float
         New spines per transition as a fraction of the spines present.
     restore_fraction : float
-        Fraction of new spines placed within 1.5 µm of the site of an earlier loss.
+        Fraction of new spines placed within 1.2 µm of the site of an earlier loss.
     stress_loss_rate : float
         Loss probability on the one or two stressed branches in the stress transition.
     head_jitter_um : float
@@ -158,13 +158,13 @@ PRESETS: dict[str, SynthConfig] = {
         haze_fraction=0.1, read_noise=2.0, gain=1.0, offset=10.0,
         drift_um=(0.5, 1.0, 1.0), rotation_deg=0.3, warp_um=0.05, brightness_change=0.05,
         dim_spine_fraction=0.0, puncta_per_1000um2=2.0, filopodia_per_um=0.01,
-        depth_decay_um=200.0, min_snr=4.0, gain_shape=50.0, noise_corr_px=(0.0, 0.0),
+        depth_decay_um=200.0, gain_shape=50.0, noise_corr_px=(0.0, 0.0),
         neuropil=0.0, dim_puncta_per_1000um2=0.0, shaft_texture=0.15, shaft_brightness=1.3,
         axons_per_100um=1.0,
     ),
     "realistic": SynthConfig(),
     "hard": SynthConfig(
-        photons=110.0, background_photons=3.0, neuropil=0.12, dim_puncta_per_1000um2=60.0,
+        photons=110.0, background_photons=3.0, neuropil=0.12, dim_puncta_per_1000um2=120.0,
         haze_fraction=0.5, read_noise=1.2,
         drift_um=(4.0, 8.0, 8.0), rotation_deg=4.0, warp_um=0.6, brightness_change=0.3,
         dim_spine_fraction=0.2, puncta_per_1000um2=10.0, filopodia_per_um=0.04,
