@@ -1,0 +1,223 @@
+"""One controller per viewer: the open project and the layers that show it.
+
+The widgets share it: the run widget puts a project in, the correction widget
+edits it (through :class:`spinetrack.project.Project`), the branch table shows
+its statistics. Layers are found by their ``metadata["spinetrack"]["role"]``, so
+layers opened with the reader (File > Open) are picked up too.
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from psygnal import Signal
+
+from spinetrack.edits import Edit
+from spinetrack.project import Project
+
+from .._convert import (META_KEY, branches_layer, fate_colors, results_layers, spine_features,
+                        spines_layer, tracks_layer, SOURCE_SYMBOLS, FACE_ALPHA)
+
+__all__ = ["SpinetrackState", "state_for"]
+
+_STATES: dict[int, SpinetrackState] = {}
+
+
+def state_for(viewer) -> SpinetrackState:
+    """The controller of ``viewer`` (created on first use)."""
+    key = id(viewer)
+    state = _STATES.get(key)
+    if state is None or state.viewer is not viewer:
+        state = SpinetrackState(viewer)
+        _STATES[key] = state
+        weakref.finalize(viewer, _STATES.pop, key, None)
+    return state
+
+
+class SpinetrackState:
+    """The project shown in one viewer.
+
+    Signals
+    -------
+    changed : Signal()
+        The project's results changed (new run, edit, undo, open).
+    branch_selected : Signal(int)
+        A branch was picked (-1: none).
+    """
+
+    changed = Signal()
+    branch_selected = Signal(int)
+
+    def __init__(self, viewer):
+        self._viewer = weakref.ref(viewer)
+        self.project: Project | None = None
+        self.series = None  # the sessions of the last run (originals, unregistered)
+        self.selected_branch: int | None = None
+        viewer.layers.events.inserted.connect(self._on_inserted)
+
+    @property
+    def viewer(self):
+        return self._viewer()
+
+    # ------------------------------------------------------------------ layers
+    def layer(self, role: str):
+        """The viewer's layer with this spinetrack role, or None."""
+        viewer = self.viewer
+        if viewer is None:
+            return None
+        for layer in viewer.layers:
+            if (layer.metadata or {}).get(META_KEY, {}).get("role") == role:
+                return layer
+        return None
+
+    def _on_inserted(self, event=None) -> None:
+        if self.project is None:
+            self.attach()
+
+    def attach(self) -> bool:
+        """Open the project named by a spines layer that the reader added."""
+        layer = self.layer("spines")
+        if layer is None:
+            return False
+        folder = layer.metadata[META_KEY].get("project")
+        if not folder or not Project.is_project(folder):
+            return False
+        self.project = Project.open(folder)
+        self.changed.emit()
+        return True
+
+    def _folder(self):
+        return None if self.project is None else self.project.folder
+
+    def show(self, project: Project, stack: np.ndarray | None = None, voxel=None,
+             image_meta: dict[str, Any] | None = None) -> None:
+        """Show ``project`` (and the registered session images, if given) in the viewer."""
+        viewer = self.viewer
+        self.project = project
+        if stack is not None:
+            old = self.layer("sessions")
+            if old is not None:
+                viewer.layers.remove(old)
+        for role in ("branches", "identities", "spines"):
+            old = self.layer(role)
+            if old is not None:
+                viewer.layers.remove(old)
+        for data, kwargs, kind in results_layers(project.results, stack, voxel, project.folder):
+            if kind == "image" and image_meta:
+                kwargs["metadata"][META_KEY].update(image_meta)
+            getattr(viewer, f"add_{kind}")(data, **kwargs)
+        if stack is not None:
+            _set_z_margin(viewer)
+        self.changed.emit()
+
+    def refresh(self) -> None:
+        """Update the spines, identities and branches layers from the project's results."""
+        viewer = self.viewer
+        if self.project is None or viewer is None:
+            return
+        results, folder = self.project.results, self.project.folder
+        points = self.layer("spines")
+        if points is None:
+            data, kwargs, _ = spines_layer(results, folder)
+            viewer.add_points(data, **kwargs)
+        else:
+            data, kwargs, _ = spines_layer(results, folder)
+            feats = spine_features(results)
+            points.selected_data = set()
+            points.data = data
+            points.features = feats
+            points.face_color = fate_colors(feats["fate"], FACE_ALPHA)
+            points.border_color = fate_colors(feats["fate"])
+            if len(feats):
+                points.symbol = [SOURCE_SYMBOLS.get(s, "disc") for s in feats["source"]]
+            points.metadata = kwargs["metadata"]
+            points.refresh()
+        tracks = self.layer("identities")
+        built = tracks_layer(results, folder)
+        if built is None:
+            if tracks is not None:
+                viewer.layers.remove(tracks)
+        elif tracks is not None:
+            tracks.data = built[0]
+        else:
+            layer = viewer.add_tracks(built[0], **built[1])
+            viewer.layers.move(viewer.layers.index(layer),
+                               viewer.layers.index(self.layer("spines")))
+        self.highlight_branch(self.selected_branch)
+        self.changed.emit()
+
+    def highlight_branch(self, branch_id: int | None) -> None:
+        """Draw ``branch_id`` thicker and gold; None for no highlight."""
+        self.selected_branch = branch_id
+        shapes = self.layer("branches")
+        if shapes is None or self.project is None:
+            return
+        built = branches_layer(self.project.results, self.project.folder, branch_id)
+        if built is None:
+            return
+        _, kwargs, _ = built
+        if len(kwargs["edge_color"]) == shapes.nshapes:
+            shapes.edge_color = kwargs["edge_color"]
+            shapes.edge_width = kwargs["edge_width"]
+        self.branch_selected.emit(-1 if branch_id is None else int(branch_id))
+
+    # ------------------------------------------------------------------ editing
+    def apply(self, edit: Edit) -> None:
+        """Apply one edit to the project (EditError propagates, nothing changes)."""
+        self.project.apply(edit)
+        self.refresh()
+
+    def undo(self) -> Edit | None:
+        if self.project is None:
+            return None
+        last = self.project.undo()
+        if last is not None:
+            self.refresh()
+        return last
+
+    def current_session(self) -> int:
+        """The session the viewer shows (its first dimension)."""
+        viewer = self.viewer
+        n = self.project.results.n_sessions if self.project else 1
+        return int(np.clip(round(viewer.dims.point[0]), 0, max(n - 1, 0)))
+
+    def view_state(self) -> dict[str, Any]:
+        viewer = self.viewer
+        return {"point": [float(p) for p in viewer.dims.point],
+                "camera_center": [float(c) for c in viewer.camera.center],
+                "camera_zoom": float(viewer.camera.zoom),
+                "selected_branch": self.selected_branch}
+
+    def restore_view(self) -> None:
+        """Put the viewer back where the project's ``view.json`` says it was."""
+        view = self.project.view if self.project else {}
+        viewer = self.viewer
+        if not view or viewer is None:
+            return
+        point = view.get("point")
+        if point and len(point) == viewer.dims.ndim:
+            viewer.dims.point = point
+        if view.get("camera_center"):
+            viewer.camera.center = view["camera_center"]
+        if view.get("camera_zoom"):
+            viewer.camera.zoom = view["camera_zoom"]
+        if view.get("selected_branch") is not None:
+            self.highlight_branch(int(view["selected_branch"]))
+
+    def save(self, folder: str | Path | None = None) -> Path:
+        self.project.view = self.view_state()
+        return self.project.save(folder)
+
+
+def _set_z_margin(viewer, margin_um: float = 1.0) -> None:
+    """Show spines within ``margin_um`` of the plane (points project a thick slice)."""
+    if viewer.dims.ndim < 4:
+        return
+    left = list(viewer.dims.margin_left)
+    right = list(viewer.dims.margin_right)
+    left[1] = right[1] = margin_um
+    viewer.dims.margin_left = tuple(left)
+    viewer.dims.margin_right = tuple(right)

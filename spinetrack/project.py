@@ -1,0 +1,194 @@
+"""A correction project: automatic results, a person's edit log, and the corrected tables.
+
+On disk a project is a results folder::
+
+    DIR/                 the corrected tables (the contract's files: what analyses read)
+    DIR/edits.json       the ordered edit log (spinetrack.edits)
+    DIR/auto/            the automatic results the edits are applied to
+    DIR/view.json        optional: what a viewer showed (session, plane, zoom...)
+
+Opening a plain results folder (no ``auto/``) takes its tables as the automatic
+results; the first save copies them to ``auto/``. Every save writes atomically,
+file by file, and the corrected tables are always the edit log replayed on
+``auto/``, so reopening a project shows exactly what was on screen when it was
+saved. :func:`spinetrack.pipeline.run_and_write` keeps the same layout when it
+re-runs detection in a project folder (fresh results to ``auto/``, edits
+re-applied on top).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .edits import DEFAULT_TOLERANCE_UM, EDITS_FILE, Edit, apply_edit, load_edits, \
+    recompute_results, replay_edits, save_edits
+from .errors import InputError
+from .files import write_json_atomic
+from .results import Results, read_results, write_results
+
+__all__ = ["Project", "AUTO_DIR", "VIEW_FILE"]
+
+log = logging.getLogger(__name__)
+
+AUTO_DIR = "auto"
+VIEW_FILE = "view.json"
+
+
+class Project:
+    """Automatic results plus an edit log; the corrected results are kept up to date.
+
+    Parameters
+    ----------
+    auto : Results
+        The automatic results (never modified).
+    folder : path or None
+        Where the project lives; ``None`` until it is saved somewhere.
+    edits : list of Edit, optional
+        Edits already made, in order.
+    autosave : bool
+        Save after every edit (when there is a folder).
+    tolerance_um : float
+        How far a spine may be from an edit's recorded position (µm).
+
+    Attributes
+    ----------
+    results : Results
+        The corrected results (what a viewer shows).
+    dirty : bool
+        True when there are changes not yet saved.
+    skipped : list of str
+        Edits of the log that no longer apply to ``auto`` (after a re-run).
+    view : dict
+        Viewer state saved with the project (free-form JSON).
+    """
+
+    def __init__(self, auto: Results, folder: str | Path | None = None,
+                 edits: list[Edit] | None = None, autosave: bool = True,
+                 tolerance_um: float = DEFAULT_TOLERANCE_UM):
+        self.auto = auto
+        self.folder = None if folder is None else Path(folder)
+        self.autosave = autosave
+        self.tolerance_um = tolerance_um
+        self.edits: list[Edit] = list(edits or [])
+        self.view: dict[str, Any] = {}
+        self._auto_saved = False
+        self.dirty = False
+        self._replay()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, folder: str | Path, autosave: bool = True) -> Project:
+        """Open a project folder, or a plain results folder as a new project.
+
+        Raises
+        ------
+        InputError
+            If the folder is not a results folder or its edit log is malformed.
+        """
+        folder = Path(folder)
+        auto_dir = folder / AUTO_DIR
+        has_auto = (auto_dir / "spines.csv").exists()
+        auto = read_results(auto_dir if has_auto else folder)
+        project = cls(auto, folder, load_edits(folder), autosave=autosave)
+        project._auto_saved = has_auto
+        if (folder / VIEW_FILE).exists():
+            try:
+                project.view = json.loads((folder / VIEW_FILE).read_text())
+            except ValueError as exc:
+                raise InputError(folder / VIEW_FILE, f"is not valid JSON ({exc})") from None
+        project.dirty = bool(project.edits) and not has_auto
+        return project
+
+    @staticmethod
+    def is_project(folder: str | Path) -> bool:
+        """True if ``folder`` holds results (a project or a plain results folder)."""
+        folder = Path(folder)
+        return (folder / "spines.csv").exists() or (folder / AUTO_DIR / "spines.csv").exists()
+
+    # ------------------------------------------------------------------ editing
+    def _replay(self) -> None:
+        spines, overrides, skipped = replay_edits(self.auto, self.edits, self.tolerance_um)
+        self._spines, self._overrides, self.skipped = spines, overrides, skipped
+        self.results = (recompute_results(self.auto, spines, overrides, edits=self.edits,
+                                          skipped=skipped)
+                        if self.edits else self.auto)
+
+    def apply(self, edit: Edit) -> Results:
+        """Make one edit: check it, log it, recompute, and autosave.
+
+        Raises
+        ------
+        spinetrack.edits.EditError
+            If the edit does not apply; nothing changes then.
+        """
+        overrides = dict(self._overrides)
+        spines = apply_edit(self.auto, self._spines, overrides, edit, self.tolerance_um)
+        self.edits.append(edit)
+        self._spines, self._overrides = spines, overrides
+        self.results = recompute_results(self.auto, spines, overrides, edits=self.edits,
+                                         skipped=self.skipped)
+        self._changed()
+        return self.results
+
+    def undo(self) -> Edit | None:
+        """Drop the last edit (replaying the others); returns it, or None if there was none."""
+        if not self.edits:
+            return None
+        last = self.edits.pop()
+        self._replay()
+        self._changed()
+        return last
+
+    def _changed(self) -> None:
+        self.dirty = True
+        if self.autosave and self.folder is not None:
+            self.save()
+
+    @property
+    def spines(self) -> pd.DataFrame:
+        return self.results.spines
+
+    # ------------------------------------------------------------------ saving
+    def save(self, folder: str | Path | None = None) -> Path:
+        """Write the project (atomically, file by file) and return its folder.
+
+        Parameters
+        ----------
+        folder : path, optional
+            Save here (and keep working here); default the project's folder.
+        """
+        if folder is not None and Path(folder) != self.folder:
+            self.folder = Path(folder)
+            self._auto_saved = False
+        if self.folder is None:
+            raise InputError(None, "the project has no folder yet; choose where to save it")
+        out = self.folder
+        if not self._auto_saved and (self.edits or (out / EDITS_FILE).exists()):
+            write_results(self.auto, out / AUTO_DIR)
+            # keep exactly what a reopened project will read (CSV precision)
+            self.auto = read_results(out / AUTO_DIR)
+            self._auto_saved = True
+            self._replay()
+        if self.edits or (out / EDITS_FILE).exists():
+            save_edits(out, self.edits)
+        write_results(self.results, out)
+        if self.view:
+            write_json_atomic(out / VIEW_FILE, self.view)
+        if not self._auto_saved:
+            # a project without edits is a plain results folder: reread it for CSV precision
+            self.auto = read_results(out)
+            self._replay()
+        self.dirty = False
+        log.info("saved project %s (%d edits)", out, len(self.edits))
+        return out
+
+    def save_view(self, view: dict[str, Any]) -> None:
+        """Remember a viewer's state and write it if the project has a folder."""
+        self.view = dict(view)
+        if self.folder is not None:
+            write_json_atomic(self.folder / VIEW_FILE, self.view)
