@@ -156,3 +156,38 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
 def test_presets_differ_in_motion():
     assert PRESETS["hard"].drift_um[1] > PRESETS["realistic"].drift_um[1] > PRESETS["easy"].drift_um[1]
     assert PRESETS["realistic"].dtype == "uint8"
+
+
+def test_truth_head_is_where_the_brightness_peaks(small):
+    """The brightest voxel near each visible head is at the truth position."""
+    spines = small.truth["spines"]
+    image = small.series[0].image.astype(float)
+    s0 = spines[(spines["session"] == 0) & spines["visible"]]
+    offsets = []
+    for z, y, x in s0[["z", "y", "x"]].to_numpy():
+        zi, yi, xi = int(round(z)), int(round(y)), int(round(x))
+        sl = (slice(max(zi - 1, 0), zi + 2), slice(max(yi - 5, 0), yi + 6),
+              slice(max(xi - 5, 0), xi + 6))
+        dz, dy, dx = np.unravel_index(np.argmax(image[sl]), image[sl].shape)
+        py, px = sl[1].start + dy, sl[2].start + dx
+        offsets.append(np.hypot(py - y, px - x) * 0.12)
+    assert len(offsets) >= 5
+    assert np.median(offsets) < 0.25  # µm
+
+
+def test_truth_json_affine_maps_sessions_back_to_session0(small):
+    lines = small.truth["lines"]
+    ref = lines[lines["session"] == 0][["z_um", "y_um", "x_um"]].to_numpy()
+    for k in (1, 2):
+        affine = np.asarray(small.info["transforms"][k]["session_to_reference_affine"])
+        pts = lines[lines["session"] == k][["z_um", "y_um", "x_um"]].to_numpy()
+        back = pts @ affine[:3, :3].T + affine[:3, 3]
+        err = np.linalg.norm(back - ref, axis=1)
+        assert err.max() < 3 * PRESETS["easy"].warp_um + 1e-6  # only the warp remains
+
+
+def test_write_refuses_a_folder_with_other_sessions(small, tmp_path):
+    (tmp_path / "session7.tif").write_bytes(b"x")
+    with pytest.raises(InputError, match="session7.tif"):
+        write_synth(small, tmp_path)
+    assert not (tmp_path / "truth").exists()
