@@ -191,3 +191,18 @@ def test_write_refuses_a_folder_with_other_sessions(small, tmp_path):
     with pytest.raises(InputError, match="session7.tif"):
         write_synth(small, tmp_path)
     assert not (tmp_path / "truth").exists()
+
+
+@pytest.mark.parametrize("lam", [0.05, 0.8, 3.0, 40.0])
+@pytest.mark.parametrize("shape", [0.6, 50.0])
+def test_compound_photon_noise_matches_the_exact_law(lam, shape):
+    from spinetrack.synth.render import compound_photon_noise
+
+    rng = np.random.default_rng(3)
+    fast = compound_photon_noise(rng, np.full((2, 200, 200), lam, np.float32), 4.0, shape).ravel()
+    n = rng.poisson(lam, fast.size)
+    exact = np.zeros(fast.size)
+    exact[n > 0] = rng.gamma(n[n > 0] * shape, 4.0 / shape)
+    assert fast.mean() == pytest.approx(exact.mean(), rel=0.03, abs=0.01)
+    assert fast.std() == pytest.approx(exact.std(), rel=0.03)
+    assert np.mean(fast == 0) == pytest.approx(np.exp(-lam), abs=0.01)
