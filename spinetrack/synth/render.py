@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["tube_points", "ball_points", "deposit", "blur", "haze", "neuropil", "upsample",
+__all__ = ["tube_points", "ball_points", "deposit", "blur", "haze", "neuropil", "upsample", "add_upsampled",
            "to_counts", "compound_photon_noise",
            "head_peak_fraction", "POINTS_PER_UM3"]
 
@@ -118,11 +118,12 @@ def _coarse_factors(shape, factor):
 
 
 def haze(volume: np.ndarray, voxel_um, sigma_um=(6.0, 5.0, 5.0), factor: int = 8,
-         extra=None) -> np.ndarray:
+         extra=None, coarse: bool = False) -> np.ndarray:
     """A strongly blurred copy of ``volume`` (out-of-focus light), computed at low resolution.
 
     ``extra``, a coarse volume from :func:`neuropil` (same coarse grid), is added
-    before upsampling.
+    before upsampling. With ``coarse=True`` the low-resolution volume is
+    returned (add it to a full volume with :func:`add_upsampled`).
     """
     z, y, x = volume.shape
     fy, fx = _coarse_factors(volume.shape, factor)
@@ -132,7 +133,7 @@ def haze(volume: np.ndarray, voxel_um, sigma_um=(6.0, 5.0, 5.0), factor: int = 8
     small = ndi.gaussian_filter(small, np.asarray(sigma_um) / step, mode="nearest")
     if extra is not None:
         small = small + extra
-    return upsample(small, volume.shape)
+    return small.astype(np.float32) if coarse else upsample(small, volume.shape)
 
 
 def _linear_taps(n_out: int, n_in: int):
@@ -151,6 +152,18 @@ def upsample(small: np.ndarray, shape) -> np.ndarray:
     lo, hi, f = _linear_taps(shape[1], small.shape[1])
     f = f[:, None]
     return tmp[:, lo, :] * (1 - f) + tmp[:, hi, :] * f
+
+
+def add_upsampled(out: np.ndarray, small: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """``out += scale * upsample(small, out.shape)``, plane by plane (no full-size temporaries)."""
+    small = small.astype(np.float32) * np.float32(scale)
+    lo_x, hi_x, f_x = _linear_taps(out.shape[2], small.shape[2])
+    lo_y, hi_y, f_y = _linear_taps(out.shape[1], small.shape[1])
+    f_y = f_y[:, None]
+    for z in range(out.shape[0]):
+        tmp = small[z][:, lo_x] * (1 - f_x) + small[z][:, hi_x] * f_x  # (y', x)
+        out[z] += tmp[lo_y] * (1 - f_y) + tmp[hi_y] * f_y
+    return out
 
 
 def neuropil(rng, shape, voxel_um, factor: int = 8, n_blobs: float = 1.0) -> np.ndarray:

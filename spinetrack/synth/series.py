@@ -21,6 +21,7 @@ __all__ = ["SynthSeries", "make_series", "make_noise_series", "RESTORE_RADIUS_UM
 
 RESTORE_RADIUS_UM = 2.0
 _REF_AREA_UM2 = (768 * 0.12) ** 2
+_MIN_BOX_UM = 10.0  # smallest (y, x) extent of the region holding the truth
 
 # independent random streams, so that e.g. null=True changes only the dynamics
 _GEOMETRY, _DYNAMICS, _TRANSFORM, _SHAPES, _SHAFT, _PUNCTA, _SESSION = 1, 2, 3, 4, 5, 6, 100
@@ -60,6 +61,18 @@ def _margins(cfg: SynthConfig, extent) -> tuple[float, float]:
     axial = (cfg.drift_um[0] + 0.1 * np.deg2rad(cfg.rotation_deg) * half_diag
              + cfg.warp_um + 3.0 + 2.0)
     return lateral, min(axial, 0.35 * extent[0])
+
+
+def _min_pixels(cfg: SynthConfig, voxel) -> int:
+    """Smallest y and x size in pixels that leaves room for the truth inside the margins."""
+    step = min(voxel[1], voxel[2])
+    n = 16
+    while n < 100000:
+        extent = np.array([cfg.shape[0] * voxel[0], n * step, n * step])
+        if n * step - 2 * _margins(cfg, extent)[0] >= _MIN_BOX_UM:
+            return n
+        n += 8
+    return n
 
 
 def _check_args(preset, n_sessions, days, shape):
@@ -174,7 +187,8 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, se
     del volume
     if cfg.haze_fraction > 0 or neuropil is not None:
         extra = None if neuropil is None else neuropil / np.float32(max(cfg.haze_fraction, 1e-6))
-        signal += np.float32(cfg.haze_fraction) * render.haze(signal, voxel, extra=extra)
+        render.add_upsampled(signal, render.haze(signal, voxel, extra=extra, coarse=True),
+                             cfg.haze_fraction)
     signal *= np.float32(cfg.photons * gain_k)
     z_um = np.arange(cfg.shape[0]) * voxel[0]
     signal += (cfg.background_photons * np.exp(-z_um / cfg.depth_decay_um)).astype(
@@ -252,6 +266,10 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
     voxel = np.asarray(cfg.voxel_size_um, float)
     extent = np.asarray(cfg.shape) * voxel
     lat, ax = _margins(cfg, extent)
+    if min(extent[1], extent[2]) - 2 * lat < _MIN_BOX_UM:
+        need = _min_pixels(cfg, voxel)
+        raise InputError(None, f"shape {tuple(cfg.shape)} is too small for this preset's drift "
+                         f"and rotation: give at least {need} pixels in y and x")
     box = ((ax, extent[0] - ax), (lat, extent[1] - lat), (lat, extent[2] - lat))
     report(progress, "synth: geometry", 0, n_sessions + 1)
 

@@ -206,3 +206,8 @@ def test_compound_photon_noise_matches_the_exact_law(lam, shape):
     assert fast.mean() == pytest.approx(exact.mean(), rel=0.03, abs=0.01)
     assert fast.std() == pytest.approx(exact.std(), rel=0.03)
     assert np.mean(fast == 0) == pytest.approx(np.exp(-lam), abs=0.01)
+
+
+def test_too_small_a_field_is_a_clear_error():
+    with pytest.raises(InputError, match="too small"):
+        make_series("hard", n_sessions=2, shape=(8, 128, 128))
