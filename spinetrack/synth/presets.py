@@ -63,7 +63,8 @@ class SynthConfig:
     drift_um : tuple of float
         Largest rigid shift between sessions along (z, y, x), µm.
     rotation_deg : float
-        Largest in-plane rotation between sessions, degrees.
+        Largest in-plane rotation between sessions, degrees (each session turns
+        by half to all of it).
     warp_um : float
         Amplitude of the smooth non-rigid warp, µm.
     brightness_change : float
@@ -125,7 +126,7 @@ class SynthConfig:
     gain: float = 4.0
     offset: float = -1.6
     drift_um: tuple[float, float, float] = (2.0, 3.0, 3.0)
-    rotation_deg: float = 1.5
+    rotation_deg: float = 2.0
     warp_um: float = 0.3
     brightness_change: float = 0.15
     loss_rate: float = 0.08

