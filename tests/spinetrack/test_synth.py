@@ -215,3 +215,17 @@ def test_compound_photon_noise_matches_the_exact_law(lam, shape):
 def test_too_small_a_field_is_a_clear_error():
     with pytest.raises(InputError, match="too small"):
         make_series("hard", n_sessions=2, shape=(8, 128, 128))
+
+
+def test_progress_is_reported_and_cancel_stops():
+    from spinetrack.errors import Cancelled
+    from spinetrack.progress import CancelToken
+
+    calls = []
+    make_series("easy", n_sessions=2, seed=0, shape=(8, 200, 200),
+                progress=lambda stage, done, total: calls.append((stage, done, total)))
+    assert ("synth: render", 2, 2) in calls
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        make_series("easy", n_sessions=2, seed=0, shape=(8, 200, 200), progress=token.wrap())
