@@ -156,7 +156,11 @@ def _xyz(df: pd.DataFrame, prefix: str) -> np.ndarray:
 
 def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, session_rng,
                     gain_k):
-    """The image of session k and the per-spine head peak (photons) for visibility."""
+    """The image of one session (transform ``tf``) with fresh noise from ``session_rng``.
+
+    ``shaft`` holds the (points, weights) of shafts, stubs and axons; ``head``
+    the world positions of the heads of ``spines_k`` in this session.
+    """
     voxel = np.asarray(cfg.voxel_size_um, float)
     pts, wts = [shaft[0]], [shaft[1]]
     rng = session_rng
@@ -186,9 +190,10 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, se
     signal = render.blur(volume, cfg.psf_sigma_um, voxel)
     del volume
     if cfg.haze_fraction > 0 or neuropil is not None:
-        extra = None if neuropil is None else neuropil / np.float32(max(cfg.haze_fraction, 1e-6))
-        render.add_upsampled(signal, render.haze(signal, voxel, extra=extra, coarse=True),
-                             cfg.haze_fraction)
+        coarse = np.float32(cfg.haze_fraction) * render.haze(signal, voxel, coarse=True)
+        if neuropil is not None:
+            coarse += neuropil
+        render.add_upsampled(signal, coarse)
     signal *= np.float32(cfg.photons * gain_k)
     z_um = np.arange(cfg.shape[0]) * voxel[0]
     signal += (cfg.background_photons * np.exp(-z_um / cfg.depth_decay_um)).astype(
