@@ -180,7 +180,8 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, se
         pts.append(p), wts.append(w)
     if len(puncta):
         p, w, _ = render.ball_points(rng, puncta[["z_um", "y_um", "x_um"]].to_numpy(),
-                                     puncta["radius_um"].to_numpy(), puncta["brightness"].to_numpy())
+                                     puncta["radius_um"].to_numpy(),
+                                     puncta["brightness"].to_numpy())
         pts.append(p), wts.append(w)
     world = np.concatenate(pts)
     weights = np.concatenate(wts)

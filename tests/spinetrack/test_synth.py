@@ -158,7 +158,8 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
 
 
 def test_presets_differ_in_motion():
-    assert PRESETS["hard"].drift_um[1] > PRESETS["realistic"].drift_um[1] > PRESETS["easy"].drift_um[1]
+    drift = [PRESETS[p].drift_um[1] for p in ("easy", "realistic", "hard")]
+    assert drift == sorted(drift) and drift[0] < drift[2]
     assert PRESETS["realistic"].dtype == "uint8"
 
 
@@ -229,3 +230,11 @@ def test_progress_is_reported_and_cancel_stops():
     token.cancel()
     with pytest.raises(Cancelled):
         make_series("easy", n_sessions=2, seed=0, shape=(8, 200, 200), progress=token.wrap())
+
+
+def test_truth_lies_inside_every_session_image(realistic):
+    shape = np.asarray(realistic.series[0].shape)
+    for name in ("spines", "lines", "filopodia"):
+        table = realistic.truth[name]
+        pos = table[["z", "y", "x"]].to_numpy()
+        assert (pos >= -0.5).all() and (pos <= shape - 0.5).all(), name
