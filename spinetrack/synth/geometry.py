@@ -237,12 +237,17 @@ def branch_frame(lines: pd.DataFrame, branch_id: np.ndarray, arc: np.ndarray):
 
 
 def _left_normal(tangent):
-    """Unit vector in the (y, x) plane, 90° to the left of the tangent's (x, y) direction."""
+    """Unit (z, y, x) vectors in the image plane: left of the tangent, and along it.
+
+    "Left" as the image is displayed (y pointing down): the side where
+    ``ty * vx - tx * vy > 0`` for the tangent (ty, tx) and a vector (vy, vx).
+    """
     ty, tx = tangent[:, 1], tangent[:, 2]
     h = np.hypot(ty, tx)
     h = np.where(h < 1e-9, 1.0, h)
-    return np.column_stack([np.zeros(len(ty)), tx / h, -ty / h]), np.column_stack(
-        [np.zeros(len(ty)), ty / h, tx / h])
+    zero = np.zeros(len(ty))
+    return (np.column_stack([zero, -tx / h, ty / h]),
+            np.column_stack([zero, ty / h, tx / h]))
 
 
 def spine_shapes(lines, spines: pd.DataFrame) -> pd.DataFrame:

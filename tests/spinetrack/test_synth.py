@@ -238,3 +238,19 @@ def test_truth_lies_inside_every_session_image(realistic):
         table = realistic.truth[name]
         pos = table[["z", "y", "x"]].to_numpy()
         assert (pos >= -0.5).all() and (pos <= shape - 0.5).all(), name
+
+
+def test_side_follows_the_displayed_left_right_rule(small):
+    """side = sign(ty*vx - tx*vy), branch direction (ty, tx), spine direction (vy, vx)."""
+    spines = small.truth["spines"]
+    lines = small.truth["lines"]
+    s0 = spines[(spines["session"] == 0) & (spines["side"] != 0)]
+    assert len(s0) >= 5
+    for _, sp in s0.iterrows():
+        ln = lines[(lines["session"] == 0) & (lines["branch_id"] == sp["branch_id"])]
+        i = int(np.argmin(np.abs(ln["arc_um"].to_numpy() - sp["arc_um"])))
+        j = min(i + 4, len(ln) - 1)
+        i = max(j - 8, 0)
+        ty, tx = ln["y"].iloc[j] - ln["y"].iloc[i], ln["x"].iloc[j] - ln["x"].iloc[i]
+        vy, vx = sp["y"] - sp["base_y"], sp["x"] - sp["base_x"]
+        assert np.sign(ty * vx - tx * vy) == sp["side"]
