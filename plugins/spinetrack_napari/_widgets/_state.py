@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from psygnal import Signal
 
-from spinetrack.edits import Edit
+from spinetrack.edits import Edit, EditError
+from spinetrack.errors import SpinetrackError
 from spinetrack.project import Project
 
 from .._convert import (META_KEY, branches_layer, fate_colors, results_layers, spine_features,
@@ -50,11 +51,20 @@ class SpinetrackState:
 
     changed = Signal()
     branch_selected = Signal(int)
+    message = Signal(str)
+
+    #: A drag is taken as finished when the points stop moving for this long (ms).
+    DRAG_SETTLE_MS = 300
 
     def __init__(self, viewer):
         self._viewer = weakref.ref(viewer)
         self.project: Project | None = None
         self.series = None  # the sessions of the last run (originals, unregistered)
+        self._refreshing = False
+        self._watched = None
+        self._removing: list[tuple[int, int]] = []
+        self._moved: set[int] = set()
+        self._timer = None
         self.selected_branch: int | None = None
         viewer.layers.events.inserted.connect(self._on_inserted)
 
@@ -86,6 +96,7 @@ class SpinetrackState:
         if not folder or not Project.is_project(folder):
             return False
         self.project = Project.open(folder)
+        self.watch_points()
         self.changed.emit()
         return True
 
@@ -111,6 +122,7 @@ class SpinetrackState:
             getattr(viewer, f"add_{kind}")(data, **kwargs)
         if stack is not None:
             _set_z_margin(viewer)
+        self.watch_points()
         self.changed.emit()
 
     def refresh(self) -> None:
@@ -118,6 +130,17 @@ class SpinetrackState:
         viewer = self.viewer
         if self.project is None or viewer is None:
             return
+        self._refreshing = True
+        try:
+            self._refresh_layers()
+        finally:
+            self._refreshing = False
+        self.watch_points()
+        self.highlight_branch(self.selected_branch)
+        self.changed.emit()
+
+    def _refresh_layers(self) -> None:
+        viewer = self.viewer
         results, folder = self.project.results, self.project.folder
         points = self.layer("spines")
         if points is None:
@@ -146,8 +169,6 @@ class SpinetrackState:
             layer = viewer.add_tracks(built[0], **built[1])
             viewer.layers.move(viewer.layers.index(layer),
                                viewer.layers.index(self.layer("spines")))
-        self.highlight_branch(self.selected_branch)
-        self.changed.emit()
 
     def highlight_branch(self, branch_id: int | None) -> None:
         """Draw ``branch_id`` thicker and gold; None for no highlight."""
@@ -163,6 +184,64 @@ class SpinetrackState:
             shapes.edge_color = kwargs["edge_color"]
             shapes.edge_width = kwargs["edge_width"]
         self.branch_selected.emit(-1 if branch_id is None else int(branch_id))
+
+    # ------------------------------------------------------------------ napari's own tools
+    def watch_points(self) -> None:
+        """Turn napari's own point tools (add, delete, drag) on the spines layer into edits."""
+        layer = self.layer("spines")
+        if layer is None or layer is self._watched:
+            return
+        layer.events.data.connect(self._on_points_data)
+        self._watched = layer
+
+    def _on_points_data(self, event) -> None:
+        if self._refreshing or self.project is None:
+            return
+        layer = self._watched
+        action = str(event.action)
+        feats = layer.features
+        if action == "removing":
+            self._removing = [(int(feats["spine_id"].iloc[i]), int(feats["session"].iloc[i]))
+                              for i in event.data_indices if 0 <= i < len(feats)]
+        elif action == "removed":
+            gone, self._removing = self._removing, []
+            self._native(lambda: [Edit.delete(self.project.spines, sid, s) for sid, s in gone])
+        elif action == "added":
+            n = len(layer.data)
+            new = [layer.data[i % n] for i in event.data_indices]
+            self._native(lambda: [Edit.add(int(round(p[0])), p[1:]) for p in new])
+        elif action == "changed":
+            self._moved.update(int(i) for i in event.data_indices)
+            self._settle_later()
+
+    def _settle_later(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        if self._timer is None:
+            self._timer = QTimer()
+            self._timer.setSingleShot(True)
+            self._timer.timeout.connect(self._apply_moves)
+        self._timer.start(self.DRAG_SETTLE_MS)
+
+    def _apply_moves(self) -> None:
+        layer, moved, self._moved = self._watched, sorted(self._moved), set()
+        if layer is None or self.project is None:
+            return
+        spines = self.project.results.spines.reset_index(drop=True)
+        keep = [i for i in moved if i < len(spines) and i < len(layer.data)]
+        targets = [(int(spines["spine_id"].iloc[i]), int(spines["session"].iloc[i]),
+                    np.array(layer.data[i][1:])) for i in keep]
+        self._native(lambda: [Edit.move(self.project.spines, sid, s, to)
+                              for sid, s, to in targets])
+
+    def _native(self, make) -> None:
+        """Apply edits made with napari's tools; on a refusal put the layer back and say why."""
+        try:
+            for e in make():
+                self.project.apply(e)
+        except (EditError, SpinetrackError, ValueError) as exc:
+            self.message.emit(str(exc))
+        self.refresh()
 
     # ------------------------------------------------------------------ editing
     def apply(self, edit: Edit) -> None:
