@@ -95,7 +95,9 @@ class SpinetrackState:
         folder = layer.metadata[META_KEY].get("project")
         if not folder or not Project.is_project(folder):
             return False
-        self.project = Project.open(folder)
+        from .._reader import take_opened
+
+        self.project = take_opened(folder) or Project.open(folder)
         self.watch_points()
         self.changed.emit()
         return True
@@ -266,8 +268,8 @@ class SpinetrackState:
     def view_state(self) -> dict[str, Any]:
         viewer = self.viewer
         return {"point": [float(p) for p in viewer.dims.point],
-                "camera_center": [float(c) for c in viewer.camera.center],
-                "camera_zoom": float(viewer.camera.zoom),
+                "camera_center": [float(c) for c in _camera(viewer).center],
+                "camera_zoom": float(_camera(viewer).zoom),
                 "selected_branch": self.selected_branch}
 
     def restore_view(self) -> None:
@@ -279,16 +281,23 @@ class SpinetrackState:
         point = view.get("point")
         if point and len(point) == viewer.dims.ndim:
             viewer.dims.point = point
+        camera = _camera(viewer)
         if view.get("camera_center"):
-            viewer.camera.center = view["camera_center"]
+            camera.center = view["camera_center"]
         if view.get("camera_zoom"):
-            viewer.camera.zoom = view["camera_zoom"]
+            camera.zoom = view["camera_zoom"]
         if view.get("selected_branch") is not None:
             self.highlight_branch(int(view["selected_branch"]))
 
     def save(self, folder: str | Path | None = None) -> Path:
         self.project.view = self.view_state()
         return self.project.save(folder)
+
+
+def _camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9 on)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
 
 
 def _set_z_margin(viewer, margin_um: float = 1.0) -> None:
