@@ -40,6 +40,9 @@ _Z_WEIGHT = 0.5  # z distances count half when finding the nearest shaft point (
 _Z_REACH_UM = 2.5  # heads are searched this far above and below the centre line
 _OPEN_UM = 2.0  # the shaft model along a branch ignores bumps narrower than this
 _CORRIDOR_UM = 0.4  # a neck may bend this far along the branch
+_SIG_Z_UM = 0.5  # smoothing along z of the straightened stack
+_PEAK_UM = 0.6  # a head is the brightest point within this (arc and offset) ...
+_PEAK_Z_UM = 3.0  # ... and this along z
 
 
 def empty_detections() -> pd.DataFrame:
@@ -177,7 +180,7 @@ def _straighten(stack, pts: pd.DataFrame, voxel, offsets, dz, params) -> np.ndar
     vol = vol.reshape(shape)
     step = float(min(voxel[1], voxel[2]))
     sig = params.head_sigma_um / step
-    sig_z = 0.0 if len(dz) == 1 else 0.5
+    sig_z = 0.0 if len(dz) == 1 else _SIG_Z_UM / float(voxel[0])
     return ndi.gaussian_filter(vol, (sig, sig_z, sig), truncate=3.0, mode="nearest")
 
 
@@ -195,7 +198,7 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
     else:
         shaft_model = np.minimum(vol, vol.min(axis=0, keepdims=True))
     resid = vol - shaft_model
-    foot = (_odd(0.6 / step), min(3, n_z), _odd(0.6 / step))
+    foot = (_odd(_PEAK_UM / step), min(_odd(_PEAK_Z_UM / voxel[0]), n_z), _odd(_PEAK_UM / step))
     peaks = (resid == ndi.maximum_filter(resid, size=foot, mode="nearest")) & (resid > _MIN_RESID)
     ia, iz, io = np.nonzero(peaks)
     if not len(ia):
@@ -203,10 +206,12 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
     centre = n_off // 2
     radius = pts["radius_um"].to_numpy()[ia]
     off = offsets[io]
-    outside = np.abs(off) >= radius
+    outside = np.abs(off) >= _INSIDE * radius
     ia, iz, io, radius, off = (a[outside] for a in (ia, iz, io, radius, off))
     if not len(ia):
         return pd.DataFrame()
+    strength = resid[ia, iz, io]
+    ia, io, walked = _walk_out(resid, ia, iz, io, centre, _odd(params.head_sigma_um / step))
     # sub-pixel refinement along each axis of the straightened grid
     pos = np.column_stack([ia, iz, io]).astype(float)
     for ax, size in enumerate(vol.shape):
@@ -222,14 +227,29 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
         denom = a - 2 * b + c
         with np.errstate(divide="ignore", invalid="ignore"):
             shift = np.where(denom < 0, 0.5 * (a - c) / denom, 0.0)
+        if ax == 2:
+            shift = np.where(walked, 0.0, shift)
         pos[:, ax] += np.clip(shift, -0.5, 0.5)
     # neck: the brightest corridor (along the arc and in z) from the centre to the head
-    corridor = ndi.maximum_filter(vol, size=(_odd(2 * _CORRIDOR_UM / step), min(3, n_z), 1),
+    # (a local mean along the arc keeps noise from faking a neck; the max over arc
+    # positions and z lets the neck bend)
+    corridor = ndi.uniform_filter1d(vol, _odd(0.3 / step), axis=0, mode="nearest")
+    corridor = ndi.maximum_filter(corridor, size=(_odd(2 * _CORRIDOR_UM / step), min(3, n_z), 1),
                                   mode="nearest")
     neck_min = np.empty(len(ia), np.float32)
     neck_mean = np.empty(len(ia), np.float32)
     width = np.empty(len(ia), np.float32)
+    surface = np.empty(len(ia), np.float32)
+    slope = np.empty(len(ia), np.float32)
     for m in range(len(ia)):
+        # shaft surface on this side: where the shaft model falls to half its centre value
+        prof_model = shaft_model[ia[m], iz[m]]
+        half = 0.5 * prof_model[centre]
+        side_prof = prof_model[centre:] if io[m] > centre else prof_model[centre::-1]
+        below = np.nonzero(side_prof < half)[0]
+        surface[m] = (below[0] if len(below) else len(side_prof)) * step
+        o = int(io[m])
+        slope[m] = abs(prof_model[min(o + 1, n_off - 1)] - prof_model[max(o - 1, 0)]) / (2 * step)
         lo_o, hi_o = sorted((centre, int(io[m])))
         prof = corridor[ia[m], iz[m], lo_o:hi_o + 1]
         # from the shaft surface on: ignore the part inside the shaft radius
@@ -237,7 +257,9 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
         inner = prof[r_px:-1] if io[m] > centre else prof[1:len(prof) - r_px]
         inner = inner if len(inner) else prof[-1:] if io[m] > centre else prof[:1]
         neck_min[m] = inner.min()
-        neck_mean[m] = inner.mean()
+        # neck brightness away from the head's blur: the half nearer the shaft
+        outward = inner if io[m] > centre else inner[::-1]
+        neck_mean[m] = outward[:max(1, len(outward) // 2)].mean()
         # head width along the arc at half the residual maximum
         row = resid[max(ia[m] - 10, 0):ia[m] + 11, iz[m], io[m]]
         width[m] = (row >= 0.5 * resid[ia[m], iz[m], io[m]]).sum() * step
@@ -255,14 +277,46 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
                             base_pt[:, 2] + normal[:, 1] * off_um / voxel[2]])
     return pd.DataFrame({
         "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
-        "value": vol[ia, iz, io], "resid": resid[ia, iz, io], "neck_min": neck_min,
-        "neck_mean": neck_mean, "width_um": width, "offset_um": off_um})
+        "value": vol[ia, iz, io], "resid": strength, "neck_min": neck_min,
+        "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
+        "surface_um": surface, "slope": slope})
+
+
+def _walk_out(resid, ia, iz, io, centre, back):
+    """Follow each protrusion outward from its residual peak to where it fades.
+
+    From the peak, step away from the centre line one offset at a time, moving
+    at most one step along the arc towards the brighter neighbour (so oblique
+    spines are followed), while the residual stays above half the peak. The
+    head is put ``back`` steps inside that far end, or at the peak if nearer.
+    A stubby spine whose brightest point sits at its base is so placed on its
+    head, as a person would place it.
+
+    Returns the new arc and offset indices and whether each moved.
+    """
+    n_arc, _, n_off = resid.shape
+    a_out, o_out = ia.copy(), io.copy()
+    for m in range(len(ia)):
+        a, o, z = int(ia[m]), int(io[m]), int(iz[m])
+        half = 0.5 * resid[a, z, o]
+        step = 1 if o > centre else -1
+        path = [(a, o)]
+        while 0 <= o + step < n_off:
+            lo, hi = max(a - 1, 0), min(a + 2, n_arc)
+            nxt = lo + int(np.argmax(resid[lo:hi, z, o + step]))
+            if resid[nxt, z, o + step] < half:
+                break
+            a, o = nxt, o + step
+            path.append((a, o))
+        a_out[m], o_out[m] = path[max(len(path) - 1 - back, 0)]
+    return a_out, o_out, (a_out != ia) | (o_out != io)
 
 
 # thresholds in units of the session's median shaft brightness above background
 # (so independent of how bright a session is); calibrated on rr30a-dev and synthetic data
 _MIN_RESID = 0.08     # a head stands at least this far above the shaft model
-_MIN_NECK = 0.05      # the dimmest point between shaft surface and head (bouton gap test)
+_INSIDE = 1.0  # residual peaks nearer the centre line than this × shaft radius are ignored
+_MIN_NECK = 0.025     # the dimmest point between shaft surface and head (bouton gap test)
 _FILOPODIUM_CONTRAST = 1.25  # a long protrusion whose head is not this much brighter than its
                              # neck is a filopodium
 _FILOPODIUM_MIN_UM = 2.0
@@ -311,7 +365,9 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     if features:  # every candidate with its measurements, for calibration
         return out.assign(keep=keep, neck_min=neck_min, neck_mean=neck_mean, resid=resid,
                           dist_um=dist, radius_um=radius,
-                          offset_um=cands["offset_um"].to_numpy())
+                          offset_um=cands["offset_um"].to_numpy(),
+                          surface_um=cands["surface_um"].to_numpy(),
+                          slope=cands["slope"].to_numpy())
     out = _dedupe(out[keep].reset_index(drop=True), voxel)
     out = _drop_on_filopodia(out)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)

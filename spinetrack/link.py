@@ -24,7 +24,8 @@ import pandas as pd
 
 from .errors import InputError
 
-__all__ = ["link_spines", "link_refined", "along_branch_shift", "split_gaps", "LINK_COORDS"]
+__all__ = ["link_spines", "link_refined", "along_branch_shift", "split_gaps", "LINK_COORDS",
+           "link_displacements", "measure_spread"]
 
 log = logging.getLogger(__name__)
 
@@ -202,3 +203,50 @@ def link_refined(spines: pd.DataFrame, search_range_um: float,
             if not moved:
                 break
     return link_spines(out, search_range_um, coords, weights, branch_column)
+
+
+def link_displacements(linked: pd.DataFrame, coords: tuple[str, ...]) -> np.ndarray:
+    """Change of each coordinate along every link between consecutive sessions, (L, C)."""
+    parts = []
+    sessions = np.unique(linked["session"].to_numpy(int))
+    for prev, k in zip(sessions[:-1], sessions[1:]):
+        a = linked.loc[linked["session"] == prev, ["spine_id", *coords]]
+        b = linked.loc[linked["session"] == k, ["spine_id", *coords]]
+        m = a.merge(b, on="spine_id", suffixes=("_a", "_b"))
+        parts.append(np.stack([(m[c + "_b"] - m[c + "_a"]).to_numpy(float) for c in coords], 1)
+                     if len(m) else np.zeros((0, len(coords))))
+    return np.concatenate(parts) if parts else np.zeros((0, len(coords)))
+
+
+def measure_spread(linked: pd.DataFrame, coords: tuple[str, ...], floor_um: float = 0.05,
+                   tail: float = 2.0) -> dict | None:
+    """How far linked spines move between sessions, from a first linking.
+
+    Parameters
+    ----------
+    linked : DataFrame
+        Output of :func:`link_spines` or :func:`link_refined`.
+    coords : tuple of str
+        Coordinates to measure.
+    floor_um : float
+        Smallest spread allowed for a coordinate (guards against exact data).
+    tail : float
+        The search range is ``q90 + tail * (q90 - q50)`` of the links' scaled
+        distances: it follows the tail of the measured distribution, wider when
+        the tail is heavy (as with hand-placed tips), tighter when it is not.
+
+    Returns
+    -------
+    dict or None
+        ``scale_um`` (robust spread of each coordinate: 1.4826 × median absolute
+        deviation), ``range`` (search range in units of those spreads),
+        ``n_links``; None when there are fewer than 20 links to measure.
+    """
+    d = link_displacements(linked, coords)
+    if len(d) < 20:
+        return None
+    scale = np.maximum(1.4826 * np.median(np.abs(d - np.median(d, axis=0)), axis=0), floor_um)
+    dist = np.sqrt(np.sum((d / scale) ** 2, axis=1))
+    q50, q90 = np.percentile(dist, [50, 90])
+    return {"coords": list(coords), "scale_um": scale.tolist(),
+            "range": float(q90 + tail * (q90 - q50)), "n_links": int(len(d))}

@@ -11,6 +11,7 @@ from spinetrack.compare import compare, load_truth
 from spinetrack.errors import InputError
 from spinetrack.fates import FATES, classify_fates, identity_rule_violations
 from spinetrack.synth import PRESETS, make_series, read_truth, write_synth
+from spinetrack.synth.dynamics import simulate_presence
 
 SMALL = (12, 256, 256)
 
@@ -18,7 +19,7 @@ SMALL = (12, 256, 256)
 @pytest.fixture(scope="module")
 def realistic():
     """A realistic 4-session series, smaller field than the default for speed."""
-    return make_series("realistic", n_sessions=4, seed=0, shape=(32, 512, 512))
+    return make_series("realistic", n_sessions=4, seed=0, shape=(24, 512, 512))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_realism_of_the_realistic_preset(realistic):
     assert 0.25 <= density <= 0.65
     image = realistic.series[0].image
     assert image.dtype == np.uint8
-    assert 0.2 < np.mean(image == 0) < 0.95
+    assert 0.1 < np.mean(image == 0) < 0.6  # dim: many zero pixels, like rr30a
     assert s0["visible"].mean() > 0.6  # most spines are visible, some are near the limit
     assert not s0["visible"].all()
     assert len(truth["filopodia"]) > 0
@@ -87,23 +88,31 @@ def test_sessions_drift_and_truth_moves_with_them(small):
     np.testing.assert_allclose(t.apply(a), b, atol=1e-9)
 
 
-def test_null_spreads_losses_but_keeps_geometry():
-    """Losses in the stress transition cluster on the stressed branches unless null."""
-    kw = dict(n_sessions=3, shape=(16, 384, 384))
-    ratios = {True: [], False: []}
-    for null in (False, True):
-        for seed in range(4):
-            syn = make_series("easy", seed=seed, null=null, **kw)
-            k = syn.info["stress_transition"]
-            probs = syn.info["loss_probability"][str(k)]
-            ratios[null].append(max(probs.values()) / min(probs.values()))
-            if null:
-                assert syn.info["stress_branches"] == []
-    assert min(ratios[False]) > 3.0
-    assert max(ratios[True]) == pytest.approx(1.0)
-    a = make_series("easy", seed=0, null=False, **kw)
-    b = make_series("easy", seed=0, null=True, **kw)
+def _stress_loss_ratio(null: bool, seed: int) -> float:
+    """Loss fraction in the stress transition on stressed branches / on the others."""
+    branches = pd.DataFrame({"branch_id": np.arange(6), "length_um": np.full(6, 60.0)})
+    rng = np.random.default_rng(seed)
+    life, info = simulate_presence(PRESETS["realistic"], branches, 4, rng, null=null)
+    k = info["stress_transition"]
+    at_k = life[(life["first_session"] <= k) & (life["last_session"] >= k)]
+    lost = at_k["last_session"] == k
+    stressed = at_k["branch_id"].isin(info["stress_branches"] or [0])
+    return lost[stressed].mean() / max(lost[~stressed].mean(), 1e-3)
+
+
+def test_losses_cluster_on_stressed_branches_unless_null():
+    clustered = [_stress_loss_ratio(False, s) for s in range(10)]
+    null = [_stress_loss_ratio(True, s) for s in range(10)]
+    assert np.median(clustered) > 3.0
+    assert 0.5 < np.median(null) < 2.0
+
+
+def test_null_keeps_geometry_and_motion():
+    kw = dict(n_sessions=2, shape=(8, 256, 256), seed=2)
+    a, b = make_series("easy", null=False, **kw), make_series("easy", null=True, **kw)
     pd.testing.assert_frame_equal(a.truth["lines"], b.truth["lines"])
+    assert a.info["transforms"] == b.info["transforms"]
+    assert b.info["stress_branches"] == [] and a.info["stress_branches"]
 
 
 def test_write_read_round_trip_and_compare_is_perfect(small, tmp_path):
@@ -118,19 +127,9 @@ def test_write_read_round_trip_and_compare_is_perfect(small, tmp_path):
     tables = load_truth(tmp_path / "s" / "truth")
     assert tables.format == "synthetic" and tables.n_sessions == 3
     scores = compare(tables, tables)
-    text = json.dumps(scores, default=str)
-    assert "detection" in text or scores
-    det = scores["detection"] if "detection" in scores else None
-    if det is not None:
-        assert all(row["f1"] == pytest.approx(1.0) for row in _rows(det))
-
-
-def _rows(det):
-    if isinstance(det, pd.DataFrame):
-        return det.to_dict("records")
-    if isinstance(det, dict):
-        return [v for v in det.values() if isinstance(v, dict) and "f1" in v]
-    return [r for r in det if isinstance(r, dict) and "f1" in r]
+    total = scores["detection"]["total"]
+    assert total["tp"] == len(small.truth["spines"]) and total["fp"] == total["fn"] == 0
+    assert scores["fates"]["accuracy"] == pytest.approx(1.0)
 
 
 def test_cli_writes_series_and_reports_counts(tmp_path, capsys):

@@ -1,0 +1,108 @@
+"""The whole pipeline on the tiny fixture series: contract, atomicity, cancel, CLI."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from spinetrack.cli import main
+from spinetrack.errors import Cancelled
+from spinetrack.io import read_series
+from spinetrack.params import Params
+from spinetrack.pipeline import STAGES, recompute, run_and_write, run_series
+from spinetrack.results import read_results
+
+TINY = Path(__file__).resolve().parents[2] / "fixtures" / "tiny"
+PARAMS = Params().replace(n_permutations=200)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_run")
+    stages = []
+    series = read_series(TINY, days=[0, 2, 5])
+    res = run_and_write(series, out, PARAMS, progress=lambda s, d, t: stages.append(s))
+    return out, res, stages
+
+
+def test_run_writes_a_folder_that_follows_the_contract(tiny_run, check_contract):
+    out, res, _ = tiny_run
+    assert check_contract(out, 3) == []
+    for name in ("lines.csv", "sessions.csv", "registration.csv", "registration.json",
+                 "params.json", "report.html"):
+        assert (out / name).is_file(), name
+    assert set(res.spines["source"]) <= {"auto"}
+    assert res.summary["n_sessions"] == 3 and res.summary["days"] == [0, 2, 5]
+
+
+def test_progress_names_every_stage(tiny_run):
+    _, _, stages = tiny_run
+    for stage in ("detect", "track", "statistics", "write", "report"):
+        assert any(s.startswith(stage) for s in stages), stage
+    assert set(s.split(":")[0].split(" ")[0] for s in stages) <= set(STAGES)
+
+
+def test_results_read_back_identical(tiny_run):
+    out, res, _ = tiny_run
+    back = read_results(out)
+    assert back.params == PARAMS
+    assert back.transform == res.transform
+    pd.testing.assert_frame_equal(back.fates[["spine_id", "present", "fate"]],
+                                  res.fates[["spine_id", "present", "fate"]],
+                                  check_dtype=False)
+    assert len(back.spines) == len(res.spines)
+    assert back.sessions["file"].map(lambda f: Path(f).exists()).all()
+
+
+def test_params_json_reproduces_the_run(tiny_run, tmp_path):
+    out, res, _ = tiny_run
+    again = run_series(read_series(TINY, days=[0, 2, 5]), Params.load(out / "params.json"))
+    pd.testing.assert_frame_equal(again.fates, res.fates)
+    assert again.summary["loss_clustering"] == res.summary["loss_clustering"]
+
+
+def test_recompute_keeps_statistics(tiny_run):
+    _, res, _ = tiny_run
+    again = recompute(res)
+    pd.testing.assert_frame_equal(again.fates.reset_index(drop=True),
+                                  res.fates.reset_index(drop=True))
+    assert again.summary["fate_counts"] == res.summary["fate_counts"]
+
+
+def test_cancel_leaves_previous_results_intact(tiny_run, tmp_path):
+    out, _, _ = tiny_run
+    before = {p.name: p.read_bytes() for p in out.glob("*.csv")}
+
+    def cancel_in_track(stage, done, total):
+        if stage.startswith("track"):
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        run_and_write(read_series(TINY), out, PARAMS, progress=cancel_in_track)
+    assert {p.name: p.read_bytes() for p in out.glob("*.csv")} == before
+
+
+def test_cli_run_and_bad_input(tmp_path, capsys, check_contract):
+    out = tmp_path / "out"
+    assert main(["-q", "run", str(TINY), "--out", str(out), "--n-permutations", "200",
+                 "--no-report"]) == 0
+    assert "lost by the last session" in capsys.readouterr().out
+    assert check_contract(out) == []
+    kept = (out / "spines.csv").read_bytes()
+    bad = tmp_path / "bad.tif"
+    bad.write_text("not a tiff")
+    assert main(["run", str(TINY / "session0.tif"), str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.tif" in err
+    assert (out / "spines.csv").read_bytes() == kept
+
+
+def test_cli_run_needs_a_voxel_size(tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, np.random.default_rng(0).integers(0, 50, (6, 32, 32), np.uint8),
+                     photometric="minisblack")
+    assert main(["run", str(plain), "--out", str(tmp_path / "o")]) == 2
+    assert "--voxel-size" in capsys.readouterr().err
