@@ -292,3 +292,19 @@ def test_napari_point_tools_make_edits(editing, qtbot):
     moved = read_results(folder).spines
     row = moved[(moved["spine_id"] == 4) & (moved["session"] == 2)].iloc[0]
     assert row["source"] == "manual"
+
+
+def test_statistics_update_in_the_background(editing, qtbot, monkeypatch):
+    viewer, edit, table, folder = editing
+    monkeypatch.delenv("SPINETRACK_NAPARI_SYNC")
+    state = state_for(viewer)
+    select(viewer, 1, 0)
+    assert edit.delete_selected()
+    # spines and fates are already updated; statistics and the save follow
+    assert viewer.layers["spines"].features["spine_id"].tolist().count(1) == 1
+    qtbot.waitUntil(lambda: not state.project.stats_pending, timeout=20000)
+    assert branch_row(table, 0, "lost") == "1"
+    assert len(load_edits(folder)) == 1 and not state.project.dirty
+    assert edit.undo()
+    qtbot.waitUntil(lambda: not state.project.stats_pending, timeout=20000)
+    assert branch_row(table, 0, "lost") == "2" and load_edits(folder) == []

@@ -16,9 +16,10 @@ import numpy as np
 from psygnal import Signal
 
 from spinetrack.edits import Edit, EditError
-from spinetrack.errors import SpinetrackError
+from spinetrack.errors import Cancelled, SpinetrackError
 from spinetrack.project import Project
 
+from ._jobs import start_job, synchronous
 from .._convert import (META_KEY, branches_layer, fate_colors, results_layers, spine_features,
                         spines_layer, tracks_layer, SOURCE_SYMBOLS, FACE_ALPHA)
 
@@ -65,6 +66,7 @@ class SpinetrackState:
         self._removing: list[tuple[int, int]] = []
         self._moved: set[int] = set()
         self._timer = None
+        self._stats_job = None
         self.selected_branch: int | None = None
         viewer.layers.events.inserted.connect(self._on_inserted)
 
@@ -247,17 +249,48 @@ class SpinetrackState:
 
     # ------------------------------------------------------------------ editing
     def apply(self, edit: Edit) -> None:
-        """Apply one edit to the project (EditError propagates, nothing changes)."""
-        self.project.apply(edit)
+        """Apply one edit to the project (EditError propagates, nothing changes).
+
+        Spines and fates update at once; the branch statistics are recomputed in
+        a background thread (then the table updates and the project is saved),
+        or right away when jobs are synchronous.
+        """
+        background = not synchronous()
+        self.project.apply(edit, statistics=not background)
         self.refresh()
+        if background:
+            self._start_statistics()
 
     def undo(self) -> Edit | None:
         if self.project is None:
             return None
-        last = self.project.undo()
+        background = not synchronous()
+        last = self.project.undo(statistics=not background)
         if last is not None:
             self.refresh()
+            if background and self.project.stats_pending:
+                self._start_statistics()
         return last
+
+    def _start_statistics(self) -> None:
+        """Recompute the branch statistics of the current edits off the GUI thread."""
+        if self._stats_job is not None:
+            self._stats_job.cancel()
+        project = self.project
+        snap = project.snapshot()
+        self.message.emit("updating branch statistics…")
+
+        def done(results) -> None:
+            if self.project is project and project.finish(snap, results):
+                self.changed.emit()
+                self.message.emit(f"{snap[3][-1].describe() if snap[3] else 'undo'}: done")
+
+        def failed(exc) -> None:
+            if not isinstance(exc, Cancelled):
+                self.message.emit(f"statistics not updated: {exc}")
+
+        self._stats_job = start_job(lambda progress: Project.compute(snap, progress),
+                                    lambda *a: None, done, failed)
 
     def current_session(self) -> int:
         """The session the viewer shows (its first dimension)."""
