@@ -131,3 +131,15 @@ def test_save_finishes_pending_statistics(folder):
     p.save()
     assert not p.stats_pending
     assert read_results(folder).branches.set_index("branch_id").loc[0, "n_lost"] == 1
+
+
+def test_correction_model_never_imports_qt_or_napari():
+    import subprocess
+    import sys
+
+    code = ("import sys, spinetrack.edits, spinetrack.project; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('napari', 'PyQt6', 'PyQt5', 'PySide6', 'qtpy', 'magicgui')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
