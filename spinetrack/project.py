@@ -99,15 +99,19 @@ class Project:
         folder = Path(folder)
         auto_dir = folder / AUTO_DIR
         has_auto = (auto_dir / "spines.csv").exists()
+        edits = load_edits(folder)
+        if edits and not has_auto:
+            raise InputError(auto_dir, "is missing, so the edit log edits.json cannot be "
+                             "replayed; restore auto/ or move edits.json away to open the "
+                             "corrected tables as they are")
         auto = read_results(auto_dir if has_auto else folder)
-        project = cls(auto, folder, load_edits(folder), autosave=autosave)
+        project = cls(auto, folder, edits, autosave=autosave)
         project._auto_saved = has_auto
         if (folder / VIEW_FILE).exists():
             try:
                 project.view = json.loads((folder / VIEW_FILE).read_text())
             except ValueError as exc:
                 raise InputError(folder / VIEW_FILE, f"is not valid JSON ({exc})") from None
-        project.dirty = bool(project.edits) and not has_auto
         return project
 
     @staticmethod

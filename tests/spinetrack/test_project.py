@@ -143,3 +143,13 @@ def test_correction_model_never_imports_qt_or_napari():
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_edit_log_without_auto_results_is_a_clear_error(folder):
+    p = Project.open(folder)
+    p.apply(Edit.delete(p.spines, 1, 0))
+    import shutil
+
+    shutil.rmtree(folder / "auto")
+    with pytest.raises(InputError, match="auto.*cannot be replayed"):
+        Project.open(folder)
