@@ -50,6 +50,7 @@ __all__ = [
     "position_columns",
     "recompute_results",
     "replay_edits",
+    "fates_with_overrides",
     "Target",
 ]
 
@@ -553,6 +554,26 @@ def apply_edit(results: Results, spines: pd.DataFrame, fate_overrides: dict[int,
     raise EditError(f"unknown edit kind {edit.kind!r}")  # pragma: no cover
 
 
+def fates_with_overrides(spines: pd.DataFrame, n_sessions: int, restore_radius_um: float,
+                         fate_overrides: dict[int, str] | None = None) -> pd.DataFrame:
+    """Classify fates, then put in the fates a person set by hand (``fate_source``).
+
+    A fate set by hand replaces the classified fate of that ``spine_id``;
+    ``restored_from`` is then empty unless the fate set is ``restored``.
+    """
+    fates = classify_fates(spines, n_sessions, restore_radius_um)
+    fates["fate_source"] = "auto"
+    for sid, fate in (fate_overrides or {}).items():
+        hit = fates["spine_id"] == sid
+        if not hit.any():
+            continue
+        if fate != "restored":
+            fates.loc[hit, "restored_from"] = pd.NA
+        fates.loc[hit, "fate"] = fate
+        fates.loc[hit, "fate_source"] = "manual"
+    return fates
+
+
 def recompute_results(results: Results, spines: pd.DataFrame,
                       fate_overrides: dict[int, str] | None = None,
                       edits: list[Edit] | None = None, skipped: list[str] | None = None,
@@ -577,18 +598,9 @@ def recompute_results(results: Results, spines: pd.DataFrame,
     """
     from .pipeline import recompute
 
-    n = results.n_sessions
     spines = spines.reset_index(drop=True)
-    fates = classify_fates(spines, n, results.params.fates.restore_radius_um)
-    fates["fate_source"] = "auto"
-    for sid, fate in (fate_overrides or {}).items():
-        hit = fates["spine_id"] == sid
-        if not hit.any():
-            continue
-        if fate != "restored":
-            fates.loc[hit, "restored_from"] = pd.NA
-        fates.loc[hit, "fate"] = fate
-        fates.loc[hit, "fate_source"] = "manual"
+    fates = fates_with_overrides(spines, results.n_sessions,
+                                 results.params.fates.restore_radius_um, fate_overrides)
     staged = replace(results, spines=spines, fates=fates)
     out = recompute(staged, progress=progress, fates=False)
     # the column order write_results uses, so a reopened project matches the screen

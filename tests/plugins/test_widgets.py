@@ -267,3 +267,44 @@ def test_closing_with_unsaved_changes_asks(editing, monkeypatch):
     assert filt.eventFilter(window, event) is False and event.type() == QEvent.Type.Close
     assert not state_for(viewer).project.dirty
     assert len(load_edits(folder)) == 1
+
+
+def test_napari_point_tools_make_edits(editing, qtbot):
+    from napari.layers.base._base_constants import ActionType
+
+    viewer, edit, table, folder = editing
+    layer = viewer.layers["spines"]
+    n = len(layer.data)
+    layer.add([1.0, 3.0, 3.0, 13.0])  # napari's add mode
+    assert [e.kind for e in load_edits(folder)] == ["add"]
+    assert len(layer.data) == n + 1 and layer.features["source"].iloc[-1] == "manual"
+    select(viewer, 1, 0)
+    layer.remove_selected()  # napari's delete
+    assert [e.kind for e in load_edits(folder)] == ["add", "delete"]
+    assert len(layer.data) == n
+    f = layer.features
+    i = int(f.index[(f["spine_id"] == 4) & (f["session"] == 2)][0])
+    layer.data[i, 3] += 1.0  # a drag: napari moves the data and reports CHANGED while moving
+    layer.events.data(value=layer.data, action=ActionType.CHANGED, data_indices=(i,),
+                      vertex_indices=((),))
+    qtbot.waitUntil(lambda: len(load_edits(folder)) == 3, timeout=5000)
+    assert load_edits(folder)[-1].kind == "move"
+    moved = read_results(folder).spines
+    row = moved[(moved["spine_id"] == 4) & (moved["session"] == 2)].iloc[0]
+    assert row["source"] == "manual"
+
+
+def test_statistics_update_in_the_background(editing, qtbot, monkeypatch):
+    viewer, edit, table, folder = editing
+    monkeypatch.delenv("SPINETRACK_NAPARI_SYNC")
+    state = state_for(viewer)
+    select(viewer, 1, 0)
+    assert edit.delete_selected()
+    # spines and fates are already updated; statistics and the save follow
+    assert viewer.layers["spines"].features["spine_id"].tolist().count(1) == 1
+    qtbot.waitUntil(lambda: not state.project.stats_pending, timeout=20000)
+    assert branch_row(table, 0, "lost") == "1"
+    assert len(load_edits(folder)) == 1 and not state.project.dirty
+    assert edit.undo()
+    qtbot.waitUntil(lambda: not state.project.stats_pending, timeout=20000)
+    assert branch_row(table, 0, "lost") == "2" and load_edits(folder) == []

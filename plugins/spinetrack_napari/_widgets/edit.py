@@ -4,6 +4,8 @@ Every button builds a :class:`spinetrack.edits.Edit` and hands it to the
 project (library code); the widget only reads the selection and the cursor.
 Shortcuts (viewer-wide): Shift-A add at cursor, Shift-D delete selected,
 Shift-M move selected to cursor, Shift-J join, Shift-S split, Shift-Z undo.
+napari's own point tools on the spines layer (add mode, delete, dragging a
+selected point) make the same edits.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class EditWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.state.changed.connect(self._update_status)
+        self.state.message.connect(self._say)
         self._update_status()
 
     # ------------------------------------------------------------------ helpers
