@@ -104,7 +104,7 @@ def _draw_spine_shapes(cfg: SynthConfig, rng, n: int) -> pd.DataFrame:
     elevation = np.where(zspine, rng.choice([-1, 1], n) * rng.uniform(60, 80, n),
                          rng.uniform(-35, 35, n))
     lo, hi = cfg.head_radius_um
-    head = lo + (hi - lo) * rng.random(n) ** 2  # most heads small, a few large
+    head = lo + (hi - lo) * rng.random(n) ** 3  # most heads small, a few large
     lo, hi = cfg.spine_length_um
     length = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
     length = np.maximum(length, 0.8 * head + 0.35)
