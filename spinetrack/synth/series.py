@@ -203,6 +203,57 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, se
                             cfg.gain_shape, cfg.noise_corr_px)
 
 
+def _clutter(cfg, rng, extent, outer, avoid, n_sessions):
+    """Puncta (bright boutons, dim neuropil puncta, boutons on axons), axons, neuropil.
+
+    Returns
+    -------
+    puncta : DataFrame
+        ``punctum_id, z_um, y_um, x_um, radius_um, brightness, kind`` (world frame).
+    present : (n_puncta, n_sessions) bool array
+    axon_points : (points, weights) filling the axons
+    neuropil : coarse volume or None
+    """
+    area = extent[1] * extent[2] / 1000.0
+    bright = make_puncta(cfg, rng, extent, avoid, rng.poisson(cfg.puncta_per_1000um2 * area))
+    dim = make_puncta(cfg, rng, extent, avoid, rng.poisson(cfg.dim_puncta_per_1000um2 * area))
+    dim["radius_um"] = rng.uniform(0.15, 0.35, len(dim))
+    dim["brightness"] = rng.uniform(0.5, 2.0, len(dim))
+    axons, boutons = make_axons(rng, outer, rng.poisson(cfg.axons_per_100um * extent[2] / 100.0),
+                                avoid)
+    puncta = pd.concat([bright.assign(kind="bouton"), dim.assign(kind="neuropil"),
+                        boutons.assign(kind="axon bouton")], ignore_index=True)
+    puncta["punctum_id"] = np.arange(len(puncta))
+    present = rng.random((len(puncta), n_sessions)) < 0.85
+    if len(axons):
+        ap, aw, _ = render.tube_points(rng, axons[:, 0], axons[:, 1],
+                                       rng.uniform(0.1, 0.15, len(axons)), 1.0)
+    else:
+        ap, aw = np.zeros((0, 3)), np.zeros(0)
+    neuropil = (render.neuropil(rng, cfg.shape, voxel_um(cfg), n_blobs=cfg.neuropil_cover)
+                * cfg.neuropil if cfg.neuropil > 0 else None)
+    return puncta, present, (ap, aw), neuropil
+
+
+def voxel_um(cfg: SynthConfig) -> np.ndarray:
+    """Voxel size of a configuration as an array (z, y, x), µm."""
+    return np.asarray(cfg.voxel_size_um, float)
+
+
+def _puncta_table(puncta: pd.DataFrame, present, k: int, tf, voxel, shape) -> pd.DataFrame:
+    """Puncta present in session k and inside its image, in that session's frame."""
+    pk = puncta[present[:, k]]
+    um = tf.apply(pk[["z_um", "y_um", "x_um"]].to_numpy())
+    px = um / voxel
+    inside = np.all((px >= 0) & (px <= np.asarray(shape) - 1), axis=1)
+    out = pd.DataFrame({"punctum_id": pk["punctum_id"].to_numpy(dtype=int)[inside],
+                        "session": k})
+    _px_columns(out, um[inside], voxel)
+    out["radius_um"] = pk["radius_um"].to_numpy(dtype=float)[inside]
+    out["kind"] = pk["kind"].to_numpy()[inside]
+    return out
+
+
 def _shaft_points(cfg, rng, lines, stubs):
     """Points filling every shaft (branches and their bare stubs), with a beaded texture."""
     from scipy.ndimage import gaussian_filter1d
@@ -295,27 +346,11 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
 
     shaft = _shaft_points(cfg, _rng(seed, _SHAFT), lines, stubs)
 
-    pr = _rng(seed, _PUNCTA)
-    n_puncta = pr.poisson(cfg.puncta_per_1000um2 * extent[1] * extent[2] / 1000.0)
     avoid = np.concatenate([lines[["z_um", "y_um", "x_um"]].to_numpy(), _xyz(spines, "h")])
-    puncta = make_puncta(cfg, pr, extent, avoid, n_puncta)
-    n_dim = pr.poisson(cfg.dim_puncta_per_1000um2 * extent[1] * extent[2] / 1000.0)
-    dim = make_puncta(cfg, pr, extent, avoid, n_dim)
-    dim["radius_um"] = pr.uniform(0.15, 0.35, len(dim))
-    dim["brightness"] = pr.uniform(0.5, 2.0, len(dim))
-    dim["punctum_id"] += len(puncta)
-    puncta = pd.concat([puncta, dim], ignore_index=True)
-    n_axons = pr.poisson(cfg.axons_per_100um * extent[2] / 100.0)
-    axons, boutons = make_axons(pr, outer, n_axons, avoid)
-    puncta = pd.concat([puncta, boutons.assign(punctum_id=np.arange(len(boutons)) + len(puncta))],
-                       ignore_index=True)
-    puncta_present = pr.random((len(puncta), n_sessions)) < 0.85
-    if len(axons):
-        ap, aw, _ = render.tube_points(pr, axons[:, 0], axons[:, 1],
-                                       pr.uniform(0.1, 0.15, len(axons)), 1.0)
-        shaft = (np.concatenate([shaft[0], ap]), np.concatenate([shaft[1], aw]))
-    neuropil = (render.neuropil(pr, cfg.shape, voxel, n_blobs=cfg.neuropil_cover) * cfg.neuropil
-                if cfg.neuropil > 0 else None)
+    puncta, puncta_present, axon_points, neuropil = _clutter(
+        cfg, _rng(seed, _PUNCTA), extent, outer, avoid, n_sessions)
+    shaft = (np.concatenate([shaft[0], axon_points[0]]),
+             np.concatenate([shaft[1], axon_points[1]]))
 
     tr = _rng(seed, _TRANSFORM)
     centre = extent / 2.0
@@ -325,7 +360,7 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
     gains = np.concatenate([[1.0], 1 + tr.uniform(-1, 1, n_sessions - 1) * cfg.brightness_change])
     report(progress, "synth: geometry", 1, n_sessions + 1)
 
-    sessions, spine_rows, line_rows, filo_rows = [], [], [], []
+    sessions, spine_rows, line_rows, filo_rows, puncta_rows = [], [], [], [], []
     for k, tf in enumerate(transforms):
         alive = np.flatnonzero((spines["first_session"] <= k) & (spines["last_session"] >= k))
         sk = spines.iloc[alive].copy()
@@ -344,6 +379,7 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
         line_rows.append(_line_table(lines, k, tf.apply(lines[["z_um", "y_um", "x_um"]].to_numpy()),
                                      voxel))
         filo_rows.append(_filo_table(fk, k, tf, voxel))
+        puncta_rows.append(_puncta_table(puncta, puncta_present, k, tf, voxel, cfg.shape))
         report(progress, "synth: render", k + 1, n_sessions)
     report(progress, "synth: geometry", n_sessions + 1, n_sessions + 1)
 
@@ -359,6 +395,7 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
             "file": [f"session{k}.tif" for k in range(n_sessions)], "day": days,
             "voxel_z_um": voxel[0], "voxel_y_um": voxel[1], "voxel_x_um": voxel[2]}),
         "filopodia": pd.concat(filo_rows, ignore_index=True),
+        "puncta": pd.concat(puncta_rows, ignore_index=True),
     }
     name = preset if isinstance(preset, str) else "custom"
     info = {

@@ -143,6 +143,7 @@ def test_cli_writes_series_and_reports_counts(tmp_path, capsys):
     assert status == 0
     text = capsys.readouterr().out
     assert "fates:" in text and str(out) in text
+    assert (out / "truth" / "puncta.csv").exists()
     assert (out / "session1.tif").exists() and (out / "truth" / "truth.json").exists()
     assert read_truth(out)["sessions"]["day"].tolist() == [0.0, 3.0]
 
