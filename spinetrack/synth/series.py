@@ -320,7 +320,56 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
     SynthSeries
     """
     cfg, n_sessions, days = _check_args(preset, n_sessions, days, shape)
-    voxel = np.asarray(cfg.voxel_size_um, float)
+    report(progress, "synth: geometry", 0, n_sessions + 1)
+    world = _build_world(cfg, seed, n_sessions, null)
+    report(progress, "synth: geometry", 1, n_sessions + 1)
+    voxel = voxel_um(cfg)
+    sessions, rows = [], {"spines": [], "lines": [], "filopodia": [], "puncta": []}
+    for k in range(n_sessions):
+        image, tables = _session(world, cfg, k, _rng(seed, _SESSION + k))
+        sessions.append(Session(image=image, voxel_size_um=tuple(float(v) for v in voxel),
+                                name=f"session{k}", path=None, day=days[k]))
+        for name, table in tables.items():
+            rows[name].append(table)
+        report(progress, "synth: render", k + 1, n_sessions)
+    report(progress, "synth: geometry", n_sessions + 1, n_sessions + 1)
+
+    truth_spines = pd.concat(rows["spines"], ignore_index=True)
+    fates = classify_fates(truth_spines, n_sessions, RESTORE_RADIUS_UM)
+    truth = {
+        "spines": truth_spines,
+        "fates": fates,
+        "lines": pd.concat(rows["lines"], ignore_index=True),
+        "branches": _branch_table(world.branches),
+        "sessions": _sessions_table(n_sessions, days, voxel),
+        "filopodia": pd.concat(rows["filopodia"], ignore_index=True),
+        "puncta": pd.concat(rows["puncta"], ignore_index=True),
+    }
+    info = _info(preset, seed, null, cfg, days, world, fates)
+    return SynthSeries(Series(tuple(sessions)), truth, info, world.transforms)
+
+
+@dataclass
+class _World:
+    """Everything that does not depend on a session's noise (world frame, µm)."""
+
+    lines: pd.DataFrame
+    branches: pd.DataFrame
+    spines: pd.DataFrame
+    instances: dict
+    filopodia: pd.DataFrame
+    shaft: tuple
+    puncta: pd.DataFrame
+    puncta_present: np.ndarray
+    neuropil: np.ndarray | None
+    transforms: list
+    gains: np.ndarray
+    dynamics: dict
+
+
+def _field_box(cfg: SynthConfig):
+    """(box, outer): where the truth lives, and the whole field (plus 2 µm) for stubs."""
+    voxel = voxel_um(cfg)
     extent = np.asarray(cfg.shape) * voxel
     lat, ax = _margins(cfg, extent)
     if min(extent[1], extent[2]) - 2 * lat < _MIN_BOX_UM:
@@ -328,26 +377,34 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
         raise InputError(None, f"shape {tuple(cfg.shape)} is too small for this preset's drift "
                          f"and rotation: give at least {need} pixels in y and x")
     box = ((ax, extent[0] - ax), (lat, extent[1] - lat), (lat, extent[2] - lat))
-    report(progress, "synth: geometry", 0, n_sessions + 1)
-
-    g = _rng(seed, _GEOMETRY)
-    n_target = int(g.integers(cfg.n_branches[0], cfg.n_branches[1] + 1))
-    area = (extent[1] - 2 * lat) * (extent[2] - 2 * lat)
-    if area < 0.25 * _REF_AREA_UM2:  # small fields hold fewer branches
-        n_target = int(max(3, min(n_target, round(n_target * area / (0.25 * _REF_AREA_UM2)))))
     outer = (box[0], (-2.0, extent[1] + 2.0), (-2.0, extent[2] + 2.0))
-    lines, branches, stubs = make_branches(cfg, g, box, n_target, outer)
+    return box, outer
+
+
+def _n_branches(cfg: SynthConfig, rng, box) -> int:
+    n = int(rng.integers(cfg.n_branches[0], cfg.n_branches[1] + 1))
+    area = (box[1][1] - box[1][0]) * (box[2][1] - box[2][0])
+    if area < 0.25 * _REF_AREA_UM2:  # small fields hold fewer branches
+        n = int(max(3, min(n, round(n * area / (0.25 * _REF_AREA_UM2)))))
+    return n
+
+
+def _build_world(cfg: SynthConfig, seed: int, n_sessions: int, null: bool) -> _World:
+    """Branches, spines and their lives, filopodia, clutter, session motion and gains."""
+    extent = np.asarray(cfg.shape) * voxel_um(cfg)
+    box, outer = _field_box(cfg)
+    g = _rng(seed, _GEOMETRY)
+    lines, branches, stubs = make_branches(cfg, g, box, _n_branches(cfg, g, box), outer)
 
     life, dyn_info = simulate_presence(cfg, branches, n_sessions, _rng(seed, _DYNAMICS), null)
     shapes = _draw_spine_shapes(cfg, _rng(seed, _SHAPES), len(life))
     spines = spine_shapes(lines, pd.concat([life, shapes], axis=1))
     inst = _session_instances(cfg, spines, n_sessions, _rng(seed, _SHAPES + 10))
     filo = _filopodia(cfg, _rng(seed, _SHAPES + 20), branches, lines, n_sessions)
-
     shaft = _shaft_points(cfg, _rng(seed, _SHAFT), lines, stubs)
 
     avoid = np.concatenate([lines[["z_um", "y_um", "x_um"]].to_numpy(), _xyz(spines, "h")])
-    puncta, puncta_present, axon_points, neuropil = _clutter(
+    puncta, present, axon_points, neuropil = _clutter(
         cfg, _rng(seed, _PUNCTA), extent, outer, avoid, n_sessions)
     shaft = (np.concatenate([shaft[0], axon_points[0]]),
              np.concatenate([shaft[1], axon_points[1]]))
@@ -358,61 +415,63 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
         random_transform(tr, centre, cfg.drift_um, cfg.rotation_deg, cfg.warp_um)
         for _ in range(n_sessions - 1)]
     gains = np.concatenate([[1.0], 1 + tr.uniform(-1, 1, n_sessions - 1) * cfg.brightness_change])
-    report(progress, "synth: geometry", 1, n_sessions + 1)
+    return _World(lines, branches, spines, inst, filo, shaft, puncta, present, neuropil,
+                  transforms, gains, dyn_info)
 
-    sessions, spine_rows, line_rows, filo_rows, puncta_rows = [], [], [], [], []
-    for k, tf in enumerate(transforms):
-        alive = np.flatnonzero((spines["first_session"] <= k) & (spines["last_session"] >= k))
-        sk = spines.iloc[alive].copy()
-        head_w = _xyz(sk, "h") + inst["jitter"][alive, k]
-        sk["head_radius_k"] = sk["head_radius_um"].to_numpy() * inst["head_scale"][alive, k]
-        sk["bright_k"] = sk["brightness"].to_numpy() * inst["bright_scale"][alive, k]
-        fk = filo[(filo["first_session"] <= k) & (filo["last_session"] >= k)]
-        image = _render_session(cfg, tf, shaft, sk, head_w, fk, puncta[puncta_present[:, k]],
-                                neuropil, _rng(seed, _SESSION + k), gains[k])
-        sessions.append(Session(image=image, voxel_size_um=tuple(float(v) for v in voxel),
-                                name=f"session{k}", path=None, day=days[k]))
-        head_s = tf.apply(head_w)
-        base_s = tf.apply(_xyz(sk, "b"))
-        visible = _visible(cfg, sk, head_w, head_s, gains[k])
-        spine_rows.append(_spine_table(sk, k, head_s, base_s, head_w, voxel, visible))
-        line_rows.append(_line_table(lines, k, tf.apply(lines[["z_um", "y_um", "x_um"]].to_numpy()),
-                                     voxel))
-        filo_rows.append(_filo_table(fk, k, tf, voxel))
-        puncta_rows.append(_puncta_table(puncta, puncta_present, k, tf, voxel, cfg.shape))
-        report(progress, "synth: render", k + 1, n_sessions)
-    report(progress, "synth: geometry", n_sessions + 1, n_sessions + 1)
 
-    truth_spines = pd.concat(spine_rows, ignore_index=True)
-    fates = classify_fates(truth_spines, n_sessions, RESTORE_RADIUS_UM)
-    truth = {
-        "spines": truth_spines,
-        "fates": fates,
-        "lines": pd.concat(line_rows, ignore_index=True),
-        "branches": _branch_table(branches),
-        "sessions": pd.DataFrame({
-            "session": np.arange(n_sessions), "name": [f"session{k}" for k in range(n_sessions)],
-            "file": [f"session{k}.tif" for k in range(n_sessions)], "day": days,
-            "voxel_z_um": voxel[0], "voxel_y_um": voxel[1], "voxel_x_um": voxel[2]}),
-        "filopodia": pd.concat(filo_rows, ignore_index=True),
-        "puncta": pd.concat(puncta_rows, ignore_index=True),
+def _session(world: _World, cfg: SynthConfig, k: int, rng):
+    """Image of session k and its truth rows (spines, lines, filopodia, puncta)."""
+    voxel = voxel_um(cfg)
+    tf = world.transforms[k]
+    spines, inst = world.spines, world.instances
+    alive = np.flatnonzero((spines["first_session"] <= k) & (spines["last_session"] >= k))
+    sk = spines.iloc[alive].copy()
+    head_w = _xyz(sk, "h") + inst["jitter"][alive, k]
+    sk["head_radius_k"] = sk["head_radius_um"].to_numpy() * inst["head_scale"][alive, k]
+    sk["bright_k"] = sk["brightness"].to_numpy() * inst["bright_scale"][alive, k]
+    filo = world.filopodia
+    fk = filo[(filo["first_session"] <= k) & (filo["last_session"] >= k)]
+    image = _render_session(cfg, tf, world.shaft, sk, head_w, fk,
+                            world.puncta[world.puncta_present[:, k]], world.neuropil, rng,
+                            world.gains[k])
+    head_s = tf.apply(head_w)
+    visible = _visible(cfg, sk, head_w, head_s, world.gains[k])
+    lines = world.lines
+    tables = {
+        "spines": _spine_table(sk, k, head_s, tf.apply(_xyz(sk, "b")), head_w, voxel, visible),
+        "lines": _line_table(lines, k, tf.apply(lines[["z_um", "y_um", "x_um"]].to_numpy()),
+                             voxel),
+        "filopodia": _filo_table(fk, k, tf, voxel),
+        "puncta": _puncta_table(world.puncta, world.puncta_present, k, tf, voxel, cfg.shape),
     }
-    name = preset if isinstance(preset, str) else "custom"
-    info = {
-        "preset": name, "seed": int(seed), "null": bool(null), "n_sessions": n_sessions,
-        "shape": list(cfg.shape), "voxel_size_um": voxel.tolist(), "days": days,
+    return image, tables
+
+
+def _sessions_table(n_sessions: int, days, voxel) -> pd.DataFrame:
+    return pd.DataFrame({
+        "session": np.arange(n_sessions), "name": [f"session{k}" for k in range(n_sessions)],
+        "file": [f"session{k}.tif" for k in range(n_sessions)], "day": days,
+        "voxel_z_um": voxel[0], "voxel_y_um": voxel[1], "voxel_x_um": voxel[2]})
+
+
+def _info(preset, seed, null, cfg: SynthConfig, days, world: _World, fates) -> dict:
+    """The contents of truth.json."""
+    dyn = world.dynamics
+    return {
+        "preset": preset if isinstance(preset, str) else "custom", "seed": int(seed),
+        "null": bool(null), "n_sessions": len(world.transforms), "shape": list(cfg.shape),
+        "voxel_size_um": voxel_um(cfg).tolist(), "days": days,
         "restore_radius_um": RESTORE_RADIUS_UM,
-        "stress_transition": dyn_info["stress_transition"],
-        "stress_branches": dyn_info["stress_branches"],
+        "stress_transition": dyn["stress_transition"],
+        "stress_branches": dyn["stress_branches"],
         "loss_probability": {str(k): {str(b): p for b, p in v.items()}
-                             for k, v in dyn_info["loss_probability"].items()},
-        "session_brightness": gains.tolist(),
-        "transforms": [dict(session=k, **tf.to_dict()) for k, tf in enumerate(transforms)],
-        "n_puncta": int(len(puncta)),
+                             for k, v in dyn["loss_probability"].items()},
+        "session_brightness": world.gains.tolist(),
+        "transforms": [dict(session=k, **tf.to_dict()) for k, tf in enumerate(world.transforms)],
+        "n_puncta": int(len(world.puncta)),
         "fate_counts": {f: int(n) for f, n in fates["fate"].value_counts().sort_index().items()},
         "params": cfg.to_dict(),
     }
-    return SynthSeries(Series(tuple(sessions)), truth, info, transforms)
 
 
 def _px_columns(df: pd.DataFrame, um: np.ndarray, voxel, prefix: str = "") -> None:
