@@ -44,7 +44,7 @@ _Z_MIN_RESID = 0.3  # ... and stands out more than a lateral head must (the shaf
 _OPEN_UM = 2.0  # the shaft model along a branch ignores bumps narrower than this
 _CORRIDOR_UM = 0.4  # a neck may bend this far along the branch
 _SIG_Z_UM = 0.5  # smoothing along z of the straightened stack
-_PEAK_UM = 0.6  # a head is the brightest point within this (arc and offset) ...
+_PEAK_UM = 0.9  # a head is the brightest point within this (arc and offset) ...
 _PEAK_Z_UM = 3.0  # ... and this along z
 
 
