@@ -212,6 +212,60 @@ def _cmd_run(args) -> int:
     return EXIT_OK
 
 
+def _add_batch(sub) -> None:
+    from .params import add_arguments
+
+    p = sub.add_parser(
+        "batch", help="run many series (animals) from a manifest, locally or on a dask cluster",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_fill("Run the whole pipeline ('spinetrack run') on every series of a "
+                          "manifest (CSV: one row per session; YAML: one entry per series; "
+                          "docs/batch.md), each into DIR/<animal>[_<series>]/, then combine "
+                          "them: cohort_branches.csv, cohort_summary.csv/.json (per series and "
+                          "pooled per condition) and cohort_report.html. A failing series is "
+                          "recorded in DIR/batch_status.csv and does not stop the others; "
+                          "series already complete with the same inputs and parameters are "
+                          "skipped. Exit status 1 if any series failed."),
+        epilog="examples:\n"
+               "  spinetrack batch fixtures/cohort.csv --out cohort --workers 2\n"
+               "  spinetrack batch cohort.yaml --out cohort --scheduler tcp://10.0.0.5:8786\n"
+               "  spinetrack batch cohort.csv --out cohort --serial --restore-radius 2.5")
+    p.add_argument("manifest", metavar="MANIFEST", help="manifest .csv or .yaml (relative paths "
+                   "inside it are relative to its folder)")
+    p.add_argument("--out", required=True, metavar="DIR", help="batch output folder (created)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--workers", type=int, default=2, metavar="N",
+                      help="worker processes of the embedded dask LocalCluster, one thread and "
+                           "one series at a time each (default 2)")
+    mode.add_argument("--scheduler", metavar="ADDRESS",
+                      help="use a running dask scheduler (e.g. tcp://host:8786, or one started "
+                           "by dask-jobqueue on SLURM); workers must see the files and DIR")
+    mode.add_argument("--serial", action="store_true",
+                      help="run the series one after another in this process, without dask")
+    p.add_argument("--force", action="store_true",
+                   help="redo series whose folder is already complete")
+    p.add_argument("--memory-limit", default="auto", metavar="SIZE",
+                   help="memory limit per local worker, e.g. 4GB (default auto: the machine's "
+                        "memory shared by the workers; 0 for none)")
+    p.add_argument("--params", metavar="PARAMS.json",
+                   help="start from the parameters of an earlier run; the options below and "
+                        "then the manifest's per-series values override them")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip each series' report.html (the cohort report is still written)")
+    p.add_argument("--title", default="spinetrack cohort report",
+                   help="title of cohort_report.html")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the manifest and list the series and whether each would run")
+    add_arguments(p)
+
+    def _run(args) -> int:
+        from .batch import command
+
+        return command(args)
+
+    p.set_defaults(func=_run)
+
+
 def _add_synth(sub) -> None:
     p = sub.add_parser(
         "synth", help="generate a synthetic series with known spines, fates and motion",
@@ -318,8 +372,14 @@ def _cmd_detect(args) -> int:
     return EXIT_OK
 
 
+def _add_track(sub) -> None:
+    from .track import add_track_command
+
+    add_track_command(sub)
+
+
 COMMANDS: list[Callable] = [_add_info, _add_run, _add_detect, _add_compare, _add_report,
-                            _add_synth]
+                            _add_synth, _add_track, _add_batch]
 
 
 # --------------------------------------------------------------------------- shared options

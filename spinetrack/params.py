@@ -144,7 +144,13 @@ class LinkParams(_Section):
 
     search_range_um: float = param(2.5, "largest distance a spine may move between sessions "
                                    "after registration, measured along the branch and out from "
-                                   "the shaft", "µm", min=0.05, max=20.0)
+                                   "the shaft (the first linking, and the only one without "
+                                   "--adaptive-range)", "µm", min=0.05, max=20.0,
+                                   flag="--search-range")
+    adaptive_range: bool = param(True, "measure how far linked spines move (each coordinate's "
+                                 "spread) and link again with every coordinate scaled by its "
+                                 "spread and a search range read off the measured distribution; "
+                                 "off: one linking with --search-range")
     refine_iterations: int = param(2, "rounds of linking and correcting the residual drift "
                                    "along each branch before the final linking (0: none)",
                                    min=0, max=10)

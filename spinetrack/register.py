@@ -337,7 +337,8 @@ def _window(shape) -> np.ndarray:
     return w
 
 
-def _phase_correlate(fixed: np.ndarray, moving: np.ndarray, max_shift_px) -> tuple[np.ndarray, float]:
+def _phase_correlate(fixed: np.ndarray, moving: np.ndarray, max_shift_px
+                     ) -> tuple[np.ndarray, float]:
     """Shift s (pixels) with moving(x - s) ≈ fixed(x), and the correlation peak height."""
     f1 = np.fft.rfftn(fixed * _window(fixed.shape))
     f2 = np.fft.rfftn(moving * _window(moving.shape))
@@ -488,8 +489,26 @@ def _local_offsets(q: np.ndarray, dst_tree: cKDTree, dst: np.ndarray, max_dist: 
 # --------------------------------------------------------------------------- API
 
 
+def render_lines(points_um: np.ndarray, shape, voxel_size_um) -> tuple[np.ndarray, np.ndarray]:
+    """Centre-line points drawn into a coarse volume (for aligning sessions without images).
+
+    Returns the volume (about IMAGE_STEP_UM pixels in y and x) and its voxel size.
+    """
+    vox = np.asarray(voxel_size_um, float)
+    step = np.maximum(vox, IMAGE_STEP_UM)
+    n = np.maximum(1, np.ceil(np.asarray(shape, float) * vox / step)).astype(int)
+    vol = np.zeros(n, np.float32)
+    idx = np.round(np.asarray(points_um, float) / step).astype(int)
+    ok = np.all((idx >= 0) & (idx < n), axis=1)
+    np.add.at(vol, tuple(idx[ok].T), 1.0)
+    vol = ndimage.gaussian_filter(vol, 1.0)
+    vol -= vol.mean()
+    return vol, step
+
+
 def register_pair(fixed_image, fixed_vox, moving_image, moving_vox, fixed_lines: np.ndarray,
-                  moving_lines: np.ndarray, params: RegisterParams):
+                  moving_lines: np.ndarray, params: RegisterParams, fixed_shape=None,
+                  moving_shape=None):
     """Rigid (A, b) and local anchors/offsets mapping the moving session onto the fixed one.
 
     Parameters
@@ -501,6 +520,8 @@ def register_pair(fixed_image, fixed_vox, moving_image, moving_vox, fixed_lines:
     fixed_lines, moving_lines : ndarray (N, 3)
         Centre-line points in each session's own µm frame (may be empty).
     params : RegisterParams
+    fixed_shape, moving_shape : tuple of int, optional
+        Image shapes, to draw the centre lines into volumes when there are no images.
 
     Returns
     -------
@@ -510,6 +531,11 @@ def register_pair(fixed_image, fixed_vox, moving_image, moving_vox, fixed_lines:
     if fixed_image is not None and moving_image is not None:
         f, fv = _downsample(fixed_image, fixed_vox)
         m, mv = _downsample(moving_image, moving_vox)
+        a, b = _image_rigid(f, fv, m, mv, params)
+    elif (fixed_shape is not None and moving_shape is not None and len(fixed_lines) >= 10
+          and len(moving_lines) >= 10):
+        f, fv = render_lines(fixed_lines, fixed_shape, fixed_vox)
+        m, mv = render_lines(moving_lines, moving_shape, moving_vox)
         a, b = _image_rigid(f, fv, m, mv, params)
     anchors, disp, weights = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
     if len(fixed_lines) >= 10 and len(moving_lines) >= 10:
@@ -567,7 +593,8 @@ def register_series(series, tracings, params: RegisterParams = RegisterParams(),
                                                 sk.voxel_size_um, lines[0], lines[k], params)
         else:
             a, b, anc, dsp, wts = register_pair(None, vox0, None, tracings[k].voxel_size_um,
-                                                lines[0], lines[k], params)
+                                                lines[0], lines[k], params, shape0,
+                                                tracings[k].shape)
         mats.append(a)
         offs.append(b)
         anchors.append(anc)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.spatial import cKDTree
 
 from .branches import BranchMap, match_branches
 from .errors import InputError
 from .fates import classify_fates
-from .link import link_refined
+from .link import link_refined, link_spines, measure_spread
 from .params import LinkParams, Params
 from .progress import ProgressCallback, report, sub_progress
 from .register import Registration, register_series
@@ -57,6 +58,11 @@ class Tracked:
         ``branch_id, length_um, arc_start_um, arc_end_um``.
     registration : Registration
     branch_map : BranchMap
+    link_spread : dict or None
+        The measured spread of linked spines (``spinetrack.link.measure_spread``
+        plus ``reach_along_branch_um``: how far along the branch a spine may move
+        and still be linked, the equivalent of a search range), or None when the
+        search range was fixed.
     """
 
     spines: pd.DataFrame
@@ -65,6 +71,7 @@ class Tracked:
     branch_table: pd.DataFrame
     registration: Registration
     branch_map: BranchMap | None = None
+    link_spread: dict | None = None
 
 
 def _um(df: pd.DataFrame, prefix: str, voxel) -> np.ndarray | None:
@@ -74,8 +81,17 @@ def _um(df: pd.DataFrame, prefix: str, voxel) -> np.ndarray | None:
     return None
 
 
+def _own_branch(base_um: np.ndarray, tracing) -> tuple[np.ndarray, np.ndarray] | None:
+    """Session branch id and session arc of the nearest point of the session's own lines."""
+    lines = getattr(tracing, "lines", None)
+    if lines is None or not len(lines) or not len(base_um):
+        return None
+    _, j = cKDTree(lines[["z_um", "y_um", "x_um"]].to_numpy(float)).query(base_um)
+    return lines["branch_id"].to_numpy()[j], lines["arc_um"].to_numpy(float)[j]
+
+
 def place_spines(detections: pd.DataFrame, k: int, voxel_size_um, registration: Registration,
-                 branch_map: BranchMap) -> pd.DataFrame:
+                 branch_map: BranchMap, tracing=None) -> pd.DataFrame:
     """Put one session's detections on the global branches, in session 0's frame.
 
     Parameters
@@ -90,6 +106,9 @@ def place_spines(detections: pd.DataFrame, k: int, voxel_size_um, registration: 
         Session k's voxel size.
     registration, branch_map
         From :func:`register_series` and :func:`match_branches`.
+    tracing : Tracing, optional
+        Session k's own tracing: gives ``session_branch_id`` and
+        ``session_arc_um`` to detections without ``branch_id`` / ``arc_um``.
 
     Returns
     -------
@@ -111,6 +130,12 @@ def place_spines(detections: pd.DataFrame, k: int, voxel_size_um, registration: 
     base = _um(d, "base_", vox)
     if base is None:
         base = head
+    own = _own_branch(base, tracing)
+    if own is not None:
+        if "branch_id" not in d.columns:
+            d["branch_id"] = own[0]
+        if "arc_um" not in d.columns:
+            d["arc_um"] = own[1]
     head_ref = registration.to_reference(k, head) if len(d) else np.zeros((0, 3))
     base_ref = registration.to_reference(k, base) if len(d) else np.zeros((0, 3))
     cands = None
@@ -133,14 +158,39 @@ def place_spines(detections: pd.DataFrame, k: int, voxel_size_um, registration: 
 
 
 def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.DataFrame:
-    """Link placed spines (see :func:`place_spines`) and order the columns."""
+    """Link placed spines (see :func:`place_spines`) and order the columns.
+
+    A first linking with fixed weights (:data:`LINK_WEIGHTS`) and
+    ``params.search_range_um`` corrects the drift along each branch
+    (:func:`spinetrack.link.link_refined`). With ``params.adaptive_range`` the
+    links found are then measured (:func:`spinetrack.link.measure_spread`) and
+    the spines linked again with every coordinate (plus ``length_um`` when the
+    detections have it) divided by its spread, within the measured range. The
+    measurement is kept in ``result.attrs["link_spread"]``.
+    """
     linked = link_refined(placed, params.search_range_um, coords=LINK_COORDS,
                           weights=LINK_WEIGHTS, arc_columns=("arc_um", "head_arc_um"),
                           iterations=params.refine_iterations, scale_um=params.refine_scale_um)
+    spread = None
+    if params.adaptive_range:
+        coords = LINK_COORDS
+        if "length_um" in linked.columns and linked["length_um"].notna().all():
+            coords = (*LINK_COORDS, "length_um")
+        spread = measure_spread(linked, coords)
+        if spread is not None:
+            inv = [1.0 / sc for c, sc in zip(coords, spread["scale_um"])
+                   if c in ("arc_um", "head_arc_um")]
+            spread["reach_along_branch_um"] = float(spread["range"] / np.sqrt(np.sum(
+                np.square(inv))))
+            linked = link_spines(linked.drop(columns=["spine_id"]), spread["range"],
+                                 coords=coords, weights=tuple(1.0 / np.asarray(
+                                     spread["scale_um"])))
     if "source" not in linked.columns:
         linked["source"] = "auto"
     cols = SPINE_COLUMNS + [c for c in SPINE_EXTRA_COLUMNS if c in linked.columns]
-    return linked[cols].sort_values(["session", "spine_id"]).reset_index(drop=True)
+    out = linked[cols].sort_values(["session", "spine_id"]).reset_index(drop=True)
+    out.attrs["link_spread"] = spread
+    return out
 
 
 def track_series(series, tracings, detections, params: Params = Params(),
@@ -194,11 +244,126 @@ def track_series(series, tracings, detections, params: Params = Params(),
         if "kind" in det.columns:
             det = det[det["kind"] == "spine"]
         vox = series[k].voxel_size_um if series is not None else tracings[k].voxel_size_um
-        placed.append(place_spines(det, k, vox, registration, bmap))
+        placed.append(place_spines(det, k, vox, registration, bmap, tracings[k]))
     spines = link_placed(pd.concat(placed, ignore_index=True), params.link)
     report(progress, "link", n + 1, n + 1)
     report(progress, "fates", 0, 1)
     fates = classify_fates(spines, n, params.fates.restore_radius_um)
     report(progress, "fates", 1, 1)
     return Tracked(spines=spines, fates=fates, lines=bmap.lines, branch_table=bmap.branch_table,
-                   registration=registration, branch_map=bmap)
+                   registration=registration, branch_map=bmap,
+                   link_spread=spines.attrs.get("link_spread"))
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def read_detections(folder, name: str, session) -> tuple:
+    """The tracing and detections ``spinetrack detect`` wrote for one session.
+
+    Reads ``folder/<name>_spines.csv`` and ``folder/<name>_lines.csv`` (and
+    ``<name>_graph.csv`` when present).
+
+    Returns
+    -------
+    (Tracing, DataFrame)
+    """
+    from pathlib import Path
+
+    from .trace import GRAPH_COLUMNS, Tracing, tracing_from_lines
+
+    folder = Path(folder)
+    spines_path, lines_path = folder / f"{name}_spines.csv", folder / f"{name}_lines.csv"
+    for p in (spines_path, lines_path):
+        if not p.exists():
+            raise InputError(p, "no such file (run 'spinetrack detect' on the session first, "
+                             "or give --names matching the file prefixes)")
+    try:
+        det = pd.read_csv(spines_path)
+        lines = pd.read_csv(lines_path)
+    except (OSError, ValueError) as exc:
+        raise InputError(spines_path, f"cannot be read as CSV ({exc})") from None
+    need = [c for c in ("z", "y", "x") if c not in det.columns]
+    if need:
+        raise InputError(spines_path, f"lacks columns {need}")
+    need = [c for c in ("branch_id", "z", "y", "x") if c not in lines.columns]
+    if need:
+        raise InputError(lines_path, f"lacks columns {need}")
+    graph_path = folder / f"{name}_graph.csv"
+    if graph_path.exists() and {"z_um", "arc_um"} <= set(lines.columns):
+        graph = pd.read_csv(graph_path)
+        tracing = Tracing(lines=lines, graph=graph[[c for c in GRAPH_COLUMNS if c in graph]],
+                          voxel_size_um=tuple(session.voxel_size_um), shape=session.shape)
+    else:
+        tracing = tracing_from_lines(lines, session.voxel_size_um, session.shape)
+    return tracing, det
+
+
+def add_track_command(sub) -> None:
+    """The ``spinetrack track`` sub-command (registered by ``spinetrack.cli``)."""
+    from .params import add_arguments
+
+    p = sub.add_parser(
+        "track", help="register sessions and link spines already detected in each session",
+        description="Register every session to the first, match branches across sessions, "
+                    "link the spines found by 'spinetrack detect' (DETECTIONS/<name>_spines.csv "
+                    "and <name>_lines.csv per session), classify fates and write a results "
+                    "folder (spines.csv, fates.csv, branches.csv, summary.json, lines.csv, "
+                    "registration.csv/.json, sessions.csv, params.json). docs/tracking.md "
+                    "explains the method and every parameter.")
+    p.add_argument("sessions", nargs="+", metavar="SESSION",
+                   help="session TIFFs in chronological order (their images are registered)")
+    p.add_argument("--detections", required=True, metavar="DIR",
+                   help="folder written by 'spinetrack detect' for every session")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder (created)")
+    p.add_argument("--names", nargs="+", metavar="NAME",
+                   help="file prefix of each session in DIR (default: the TIFF file stems)")
+    p.add_argument("--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"),
+                   help="voxel size in µm; overrides the files' metadata")
+    add_arguments(p, ("register", "link", "fates", "stats"))
+    p.set_defaults(func=_cmd_track)
+
+
+def _cmd_track(args) -> int:
+    import logging
+    import sys
+
+    from .io import read_series
+    from .params import params_from_args
+    from .pipeline import sessions_table
+    from .progress import TqdmProgress
+    from .results import Results, write_results
+    from .stats import add_run_metadata, branch_statistics
+
+    log = logging.getLogger("spinetrack")
+    params = params_from_args(args)
+    series = read_series(args.sessions, voxel_size_um=args.voxel_size, names=args.names)
+    tracings, detections = [], []
+    for s in series:
+        tracing, det = read_detections(args.detections, s.name, s)
+        tracings.append(tracing)
+        detections.append(det)
+    bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
+    try:
+        tracked = track_series(series, tracings, detections, params, progress=bar)
+        branches, summary = branch_statistics(
+            tracked.spines, tracked.fates, tracked.branch_table, len(series), params.stats,
+            days=series.days, restore_radius_um=params.fates.restore_radius_um, progress=bar)
+    finally:
+        bar.close()
+    summary = add_run_metadata(summary, list(series.voxel_size_um), params)
+    res = Results(spines=tracked.spines, fates=tracked.fates, branches=branches,
+                  summary=summary, lines=tracked.lines, registration=tracked.registration.report,
+                  sessions=sessions_table(series), params=params,
+                  transform=tracked.registration.to_dict())
+    write_results(res, args.out)
+    counts = tracked.fates["fate"].value_counts()
+    print(f"{tracked.fates.shape[0]} spines tracked over {len(series)} sessions: "
+          + ", ".join(f"{f} {int(counts.get(f, 0))}" for f in
+                      ("stable", "lost", "formed", "transient", "restored")))
+    for r in tracked.registration.report.itertuples():
+        log.info("session %d: shift (z, y, x) %.2f %.2f %.2f µm, rotation %.2f°, centre-line "
+                 "residual %.2f µm", r.session, r.shift_z_um, r.shift_y_um, r.shift_x_um,
+                 r.rotation_deg, r.residual_um)
+    log.info("results in %s", args.out)
+    return 0

@@ -79,11 +79,41 @@ def _too_close(points, others, min_dist=4.0, max_frac=0.04):
     return np.mean(np.isfinite(d)) > max_frac
 
 
-def make_branches(cfg: SynthConfig, rng: np.random.Generator, box, n_target: int):
+def _inside(points, box) -> np.ndarray:
+    (_, _), (ylo, yhi), (xlo, xhi) = box
+    return ((points[:, 1] >= ylo) & (points[:, 1] <= yhi)
+            & (points[:, 2] >= xlo) & (points[:, 2] <= xhi))
+
+
+def _split(curve, box, from_start: bool = False):
+    """The run of ``curve`` inside ``box`` (the first one when ``from_start``, else the
+    longest) and the stubs outside it, each stub sharing its end point with the run."""
+    inside = _inside(curve, box)
+    if from_start:
+        out = np.flatnonzero(~inside)
+        end = out[0] if len(out) else len(curve)
+        a, b = 0, end
+    else:
+        padded = np.concatenate([[False], inside, [False]]).astype(int)
+        starts = np.flatnonzero(np.diff(padded) == 1)
+        ends = np.flatnonzero(np.diff(padded) == -1)
+        if not len(starts):
+            return curve[:0], [curve]
+        i = int(np.argmax(ends - starts))
+        a, b = int(starts[i]), int(ends[i])
+    stubs = [st for st in (curve[:a + 1], curve[b - 1:]) if len(st) > 1 and b > a]
+    return curve[a:b], stubs
+
+
+def make_branches(cfg: SynthConfig, rng: np.random.Generator, box, n_target: int,
+                  outer=None):
     """Centre lines of ``n_target`` branches (or a few fewer if the field is crowded).
 
     One main dendrite crosses the field and carries one or two side branches
-    (each junction splits it), further dendrites cross on their own.
+    (each junction splits it), further dendrites cross on their own. Dendrites
+    run on to the edge of ``outer`` (the whole field), but only their parts inside
+    ``box`` are branches of the truth (and carry spines); the rest are *stubs*,
+    rendered as bare shafts.
 
     Returns
     -------
@@ -91,18 +121,25 @@ def make_branches(cfg: SynthConfig, rng: np.random.Generator, box, n_target: int
         ``branch_id, point, z_um, y_um, x_um, arc_um, radius_um`` (world frame).
     branches : DataFrame
         ``branch_id, length_um, radius_um, start_kind, end_kind, dendrite``.
+    stubs : DataFrame
+        ``stub, point, z_um, y_um, x_um, radius_um`` of the bare continuations.
     """
+    outer = box if outer is None else outer
     (zlo, zhi), (ylo, yhi), (xlo, xhi) = box
-    diag = float(np.hypot(yhi - ylo, xhi - xlo))
+    diag = float(np.hypot(outer[1][1] - outer[1][0], outer[2][1] - outer[2][0]))
+    min_len = max(6.0, 0.35 * min(yhi - ylo, xhi - xlo))
     segments: list[tuple[np.ndarray, str, str, int]] = []
+    stubs: list[tuple[np.ndarray, int]] = []  # (points, index of the segment they continue)
     placed: list[np.ndarray] = []
     n_junctions = 1 if n_target < 5 else 2 if n_target >= 7 else int(rng.integers(1, 3))
 
     # main dendrite, long enough to host the junctions
     for _ in range(50):
-        start, heading = _edge_start(rng, box)
+        start, heading = _edge_start(rng, outer)
         z0 = rng.uniform(zlo + 0.3 * (zhi - zlo), zhi - 0.3 * (zhi - zlo))
-        main = _curve(rng, start, heading, z0, rng.uniform(-0.5, 0.5) * cfg.tilt, box, 2 * diag)
+        whole = _curve(rng, start, heading, z0, rng.uniform(-0.5, 0.5) * cfg.tilt, outer,
+                       2 * diag)
+        main, main_stubs = _split(whole, box)
         if len(main) * STEP_UM >= 0.7 * min(yhi - ylo, xhi - xlo):
             break
     arc = _arc(main)
@@ -114,37 +151,40 @@ def make_branches(cfg: SynthConfig, rng: np.random.Generator, box, n_target: int
     for a, b in zip(bounds[:-1], bounds[1:]):
         segments.append((main[a:b + 1], "end" if a == 0 else "junction",
                          "end" if b == len(main) - 1 else "junction", 0))
-    placed.append(main)
+    stubs += [(st, 0 if i == 0 else len(segments) - 1) for i, st in enumerate(main_stubs)]
+    placed.append(whole)
     # side branches from the junctions
-    for j, c in enumerate(cuts):
+    for c in cuts:
         tangent = main[min(c + 2, len(main) - 1)] - main[max(c - 2, 0)]
         base_heading = np.arctan2(tangent[1], tangent[2])
         for _ in range(30):
             heading = base_heading + rng.choice([-1, 1]) * rng.uniform(0.6, 1.2)
-            child = _curve(rng, main[c, 1:], heading, main[c, 0],
-                           rng.uniform(-1, 1) * cfg.tilt, box, rng.uniform(0.35, 0.6) * diag)
+            whole = _curve(rng, main[c, 1:], heading, main[c, 0],
+                           rng.uniform(-1, 1) * cfg.tilt, outer, rng.uniform(0.35, 0.6) * diag)
+            child, child_stubs = _split(whole, box, from_start=True)
             if len(child) * STEP_UM >= min(8.0, 0.3 * diag) and not _too_close(
-                    child[int(3.0 / STEP_UM):], [p for p in placed], 2.5):
+                    whole[int(3.0 / STEP_UM):], placed, 2.5):
                 segments.append((child, "junction", "end", 0))
-                placed.append(child)
+                stubs += [(st, len(segments) - 1) for st in child_stubs]
+                placed.append(whole)
                 break
     # independent dendrites
     dendrite = 1
     tries = 0
     while len(segments) < n_target and tries < 60:
         tries += 1
-        start, heading = _edge_start(rng, box)
+        start, heading = _edge_start(rng, outer)
         z0 = rng.uniform(zlo, zhi)
-        cand = _curve(rng, start, heading, z0, rng.uniform(-1, 1) * cfg.tilt, box, 2 * diag)
-        if len(cand) * STEP_UM < max(8.0, 0.4 * min(yhi - ylo, xhi - xlo)):
-            continue
-        if _too_close(cand, placed, 4.0):
+        whole = _curve(rng, start, heading, z0, rng.uniform(-1, 1) * cfg.tilt, outer, 2 * diag)
+        cand, cand_stubs = _split(whole, box)
+        if len(cand) * STEP_UM < min_len or _too_close(whole, placed, 4.0):
             continue
         segments.append((cand, "end", "end", dendrite))
-        placed.append(cand)
+        stubs += [(st, len(segments) - 1) for st in cand_stubs]
+        placed.append(whole)
         dendrite += 1
 
-    rows, brows = [], []
+    rows, brows, srows = [], [], []
     for bid, (pts, k0, k1, dend) in enumerate(segments):
         arc = _arc(pts)
         r0 = rng.uniform(*cfg.shaft_radius_um)
@@ -156,7 +196,13 @@ def make_branches(cfg: SynthConfig, rng: np.random.Generator, box, n_target: int
             "x_um": pts[:, 2], "arc_um": arc, "radius_um": radius}))
         brows.append({"branch_id": bid, "length_um": float(arc[-1]), "radius_um": float(r0),
                       "start_kind": k0, "end_kind": k1, "dendrite": dend})
-    return pd.concat(rows, ignore_index=True), pd.DataFrame(brows)
+    for i, (pts, seg) in enumerate(stubs):
+        srows.append(pd.DataFrame({
+            "stub": i, "point": np.arange(len(pts)), "z_um": pts[:, 0], "y_um": pts[:, 1],
+            "x_um": pts[:, 2], "radius_um": brows[seg]["radius_um"]}))
+    stub_df = (pd.concat(srows, ignore_index=True) if srows else pd.DataFrame(
+        columns=["stub", "point", "z_um", "y_um", "x_um", "radius_um"]))
+    return pd.concat(rows, ignore_index=True), pd.DataFrame(brows), stub_df
 
 
 def branch_frame(lines: pd.DataFrame, branch_id: np.ndarray, arc: np.ndarray):
@@ -256,3 +302,47 @@ def make_puncta(cfg: SynthConfig, rng, extent_um, avoid: np.ndarray, n: int) -> 
         "punctum_id": np.arange(len(pts)), "z_um": pts[:, 0], "y_um": pts[:, 1],
         "x_um": pts[:, 2], "radius_um": rng.uniform(0.25, 0.5, len(pts)),
         "brightness": rng.uniform(1.0, 2.5, len(pts))})
+
+
+def make_axons(rng, box, n: int, avoid: np.ndarray, min_dist: float = 2.0):
+    """Thin axons crossing the field with boutons along them.
+
+    Axon stretches within ``min_dist`` µm of a point in ``avoid`` (dendrite
+    centre lines, spine heads) are left out, and boutons keep 3 µm away, so
+    nothing of an axon touches a dendrite.
+
+    Returns
+    -------
+    segments : (m, 2, 3) array
+        Start and end (z, y, x) of every axon segment, world µm.
+    boutons : DataFrame
+        ``z_um, y_um, x_um, radius_um, brightness``.
+    """
+    from scipy.spatial import cKDTree
+
+    (zlo, zhi), (ylo, yhi), (xlo, xhi) = box
+    diag = float(np.hypot(yhi - ylo, xhi - xlo))
+    tree = cKDTree(avoid) if len(avoid) else None
+    segs, bout = [], []
+    for _ in range(n):
+        start, heading = _edge_start(rng, box)
+        pts = _curve(rng, start, heading, rng.uniform(zlo, zhi), rng.uniform(-0.3, 0.3), box,
+                     2 * diag, wiggle=0.6)
+        if len(pts) < 4:
+            continue
+        far = np.ones(len(pts), bool) if tree is None else tree.query(pts)[0] >= min_dist
+        keep = far[:-1] & far[1:]
+        segs.append(np.stack([pts[:-1][keep], pts[1:][keep]], axis=1))
+        arc = _arc(pts)
+        spots = np.cumsum(rng.uniform(3.0, 7.0, int(arc[-1] / 3.0) + 1))
+        spots = spots[spots < arc[-1]]
+        idx = np.searchsorted(arc, spots)
+        cand = pts[idx]
+        ok = np.ones(len(cand), bool) if tree is None else tree.query(cand)[0] >= 3.0
+        bout.append(cand[ok])
+    segs_arr = np.concatenate(segs) if segs else np.zeros((0, 2, 3))
+    b = np.concatenate(bout) if bout else np.zeros((0, 3))
+    boutons = pd.DataFrame({"z_um": b[:, 0], "y_um": b[:, 1], "x_um": b[:, 2],
+                            "radius_um": rng.uniform(0.25, 0.45, len(b)),
+                            "brightness": rng.uniform(0.8, 2.0, len(b))})
+    return segs_arr, boutons

@@ -63,7 +63,8 @@ class SynthConfig:
     drift_um : tuple of float
         Largest rigid shift between sessions along (z, y, x), µm.
     rotation_deg : float
-        Largest in-plane rotation between sessions, degrees.
+        Largest in-plane rotation between sessions, degrees (each session turns
+        by half to all of it).
     warp_um : float
         Amplitude of the smooth non-rigid warp, µm.
     brightness_change : float
@@ -73,11 +74,30 @@ class SynthConfig:
     formation_rate : float
         New spines per transition as a fraction of the spines present.
     restore_fraction : float
-        Fraction of new spines placed within 1.5 µm of the site of an earlier loss.
+        Fraction of new spines placed within 1.2 µm of the site of an earlier loss.
     stress_loss_rate : float
         Loss probability on the one or two stressed branches in the stress transition.
     head_jitter_um : float
         Session-to-session jitter of a head's position, µm.
+    gain_shape : float
+        Shape of the gamma distribution of one photon's pulse height (1: a
+        photomultiplier's exponential pulses; large: plain Poisson noise).
+    noise_corr_px : tuple of float
+        Gaussian sigma (y, x) in pixels over which the detector smooths the
+        noise (neighbouring pixels correlate as in real line scans).
+    neuropil : float
+        Peak brightness of dim out-of-focus patches, as a fraction of ``photons``.
+    neuropil_cover : float
+        How much of the field the patches cover (0 none, ~1 like rr30a).
+    axons_per_100um : float
+        Thin axons with boutons crossing each 100 µm of field width.
+    dim_puncta_per_1000um2 : float
+        Small dim puncta of the neuropil per 1000 µm² of field.
+    shaft_texture : float
+        Relative standard deviation of the shaft brightness along a branch.
+    shaft_brightness : float
+        Fluorophore density of shafts relative to spines (rr30a's shafts are
+        about 1.5 times brighter than a same-sized head would be).
     min_snr : float
         A spine head whose noise-free peak is below this many noise standard
         deviations is marked ``visible = False`` in the truth.
@@ -89,7 +109,7 @@ class SynthConfig:
     n_branches: tuple[int, int] = (5, 8)
     shaft_radius_um: tuple[float, float] = (0.3, 0.8)
     head_radius_um: tuple[float, float] = (0.4, 0.9)
-    neck_radius_um: tuple[float, float] = (0.08, 0.14)
+    neck_radius_um: tuple[float, float] = (0.1, 0.18)
     spine_density_per_um: tuple[float, float] = (0.3, 0.6)
     spine_length_um: tuple[float, float] = (0.7, 2.6)
     z_spine_fraction: float = 0.15
@@ -98,23 +118,31 @@ class SynthConfig:
     puncta_per_1000um2: float = 6.0
     tilt: float = 0.25
     psf_sigma_um: tuple[float, float, float] = (1.0, 0.25, 0.25)
-    photons: float = 150.0
+    photons: float = 140.0
     depth_decay_um: float = 60.0
-    background_photons: float = 0.15
+    background_photons: float = 1.9
     haze_fraction: float = 0.35
-    read_noise: float = 1.6
+    read_noise: float = 0.8
     gain: float = 4.0
-    offset: float = -2.0
+    offset: float = -1.6
     drift_um: tuple[float, float, float] = (2.0, 3.0, 3.0)
-    rotation_deg: float = 1.5
+    rotation_deg: float = 2.0
     warp_um: float = 0.3
     brightness_change: float = 0.15
     loss_rate: float = 0.08
-    formation_rate: float = 0.08
-    restore_fraction: float = 0.3
+    formation_rate: float = 0.1
+    restore_fraction: float = 0.15
     stress_loss_rate: float = 0.45
     head_jitter_um: float = 0.1
-    min_snr: float = 4.0
+    gain_shape: float = 0.6
+    noise_corr_px: tuple[float, float] = (0.45, 0.6)
+    neuropil: float = 0.08
+    neuropil_cover: float = 1.0
+    axons_per_100um: float = 5.0
+    dim_puncta_per_1000um2: float = 80.0
+    shaft_texture: float = 0.3
+    shaft_brightness: float = 2.0
+    min_snr: float = 2.0
 
     def replace(self, **changes: Any) -> "SynthConfig":
         """A copy with some fields changed."""
@@ -131,11 +159,14 @@ PRESETS: dict[str, SynthConfig] = {
         haze_fraction=0.1, read_noise=2.0, gain=1.0, offset=10.0,
         drift_um=(0.5, 1.0, 1.0), rotation_deg=0.3, warp_um=0.05, brightness_change=0.05,
         dim_spine_fraction=0.0, puncta_per_1000um2=2.0, filopodia_per_um=0.01,
-        depth_decay_um=200.0, min_snr=4.0,
+        depth_decay_um=200.0, gain_shape=50.0, noise_corr_px=(0.0, 0.0),
+        neuropil=0.0, dim_puncta_per_1000um2=0.0, shaft_texture=0.15, shaft_brightness=1.3,
+        axons_per_100um=1.0,
     ),
     "realistic": SynthConfig(),
     "hard": SynthConfig(
-        photons=90.0, background_photons=0.3, haze_fraction=0.5, read_noise=2.0,
+        photons=110.0, background_photons=3.0, neuropil=0.12, dim_puncta_per_1000um2=120.0,
+        haze_fraction=0.5, read_noise=1.2,
         drift_um=(4.0, 8.0, 8.0), rotation_deg=4.0, warp_um=0.6, brightness_change=0.3,
         dim_spine_fraction=0.2, puncta_per_1000um2=10.0, filopodia_per_um=0.04,
         head_jitter_um=0.2,

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["tube_points", "ball_points", "deposit", "blur", "haze", "to_counts",
+__all__ = ["tube_points", "ball_points", "deposit", "blur", "haze", "neuropil", "upsample", "add_upsampled",
+           "to_counts", "compound_photon_noise",
            "head_peak_fraction", "POINTS_PER_UM3"]
 
 POINTS_PER_UM3 = 600.0
@@ -81,20 +82,27 @@ def ball_points(rng, centre, radius, brightness, density=POINTS_PER_UM3):
 
 
 def deposit(shape, points_px, weights) -> np.ndarray:
-    """Sum ``weights`` into a float32 volume by trilinear interpolation at ``points_px``."""
-    vol = np.zeros(int(np.prod(shape)), dtype=np.float32)
+    """Sum ``weights`` into a float32 volume at ``points_px``.
+
+    Linear interpolation between the two nearest planes along z (planes are far
+    apart), nearest pixel in y and x (points are dense there, and the PSF spans
+    several pixels).
+    """
     p = np.asarray(points_px, float)
-    lo = np.floor(p).astype(np.int64)
-    f = p - lo
-    dims = np.asarray(shape)
-    for corner in range(8):
-        off = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
-        idx = lo + off
-        w = np.prod(np.where(off == 1, f, 1 - f), axis=1) * weights
-        ok = np.all((idx >= 0) & (idx < dims), axis=1)
-        flat = np.ravel_multi_index(idx[ok].T, shape)
-        vol += np.bincount(flat, weights=w[ok], minlength=vol.size).astype(np.float32)
-    return vol.reshape(shape)
+    z0 = np.floor(p[:, 0]).astype(np.int64)
+    fz = p[:, 0] - z0
+    iy = np.rint(p[:, 1]).astype(np.int64)
+    ix = np.rint(p[:, 2]).astype(np.int64)
+    ok_yx = (iy >= 0) & (iy < shape[1]) & (ix >= 0) & (ix < shape[2])
+    flats, ws = [], []
+    for dz, w in ((0, 1.0 - fz), (1, fz)):
+        iz = z0 + dz
+        ok = ok_yx & (iz >= 0) & (iz < shape[0])
+        flats.append((iz[ok] * shape[1] + iy[ok]) * shape[2] + ix[ok])
+        ws.append((w * weights)[ok])
+    size = int(np.prod(shape))
+    vol = np.bincount(np.concatenate(flats), weights=np.concatenate(ws), minlength=size)
+    return vol.astype(np.float32).reshape(shape)
 
 
 def blur(volume: np.ndarray, sigma_um, voxel_um) -> np.ndarray:
@@ -104,23 +112,131 @@ def blur(volume: np.ndarray, sigma_um, voxel_um) -> np.ndarray:
     return out / np.float32(np.prod(voxel_um))
 
 
-def haze(volume: np.ndarray, voxel_um, sigma_um=(6.0, 5.0, 5.0), factor: int = 8) -> np.ndarray:
-    """A strongly blurred copy of ``volume`` (out-of-focus light), computed at low resolution."""
+def _coarse_factors(shape, factor):
+    y, x = shape[1], shape[2]
+    return max(1, min(factor, y // 4)), max(1, min(factor, x // 4))
+
+
+def haze(volume: np.ndarray, voxel_um, sigma_um=(6.0, 5.0, 5.0), factor: int = 8,
+         extra=None, coarse: bool = False) -> np.ndarray:
+    """A strongly blurred copy of ``volume`` (out-of-focus light), computed at low resolution.
+
+    ``extra``, a coarse volume from :func:`neuropil` (same coarse grid), is added
+    before upsampling. With ``coarse=True`` the low-resolution volume is
+    returned (add it to a full volume with :func:`add_upsampled`).
+    """
     z, y, x = volume.shape
-    fy, fx = max(1, min(factor, y // 4)), max(1, min(factor, x // 4))
+    fy, fx = _coarse_factors(volume.shape, factor)
     yy, xx = (y // fy) * fy, (x // fx) * fx
     small = volume[:, :yy, :xx].reshape(z, yy // fy, fy, xx // fx, fx).mean(axis=(2, 4))
     step = np.array([voxel_um[0], voxel_um[1] * fy, voxel_um[2] * fx])
     small = ndi.gaussian_filter(small, np.asarray(sigma_um) / step, mode="nearest")
-    zoom = (1.0, y / small.shape[1], x / small.shape[2])
-    return ndi.zoom(small, zoom, order=1, mode="nearest", grid_mode=True)[:, :y, :x]
+    if extra is not None:
+        small = small + extra
+    return small.astype(np.float32) if coarse else upsample(small, volume.shape)
+
+
+def _linear_taps(n_out: int, n_in: int):
+    """Indices and weights of linear interpolation between pixel centres, edges clamped."""
+    centre = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(centre).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    return lo, hi, (centre - lo).astype(np.float32)
+
+
+def upsample(small: np.ndarray, shape) -> np.ndarray:
+    """Linear interpolation of a coarse (z, y', x') volume onto the (z, y, x) grid (same z)."""
+    small = small.astype(np.float32)
+    lo, hi, f = _linear_taps(shape[2], small.shape[2])
+    tmp = small[:, :, lo] * (1 - f) + small[:, :, hi] * f  # (z, y', x)
+    lo, hi, f = _linear_taps(shape[1], small.shape[1])
+    f = f[:, None]
+    return tmp[:, lo, :] * (1 - f) + tmp[:, hi, :] * f
+
+
+def add_upsampled(out: np.ndarray, small: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """``out += scale * upsample(small, out.shape)``, plane by plane (no full-size temporaries)."""
+    small = small.astype(np.float32) * np.float32(scale)
+    lo_x, hi_x, f_x = _linear_taps(out.shape[2], small.shape[2])
+    lo_y, hi_y, f_y = _linear_taps(out.shape[1], small.shape[1])
+    f_y = f_y[:, None]
+    for z in range(out.shape[0]):
+        tmp = small[z][:, lo_x] * (1 - f_x) + small[z][:, hi_x] * f_x  # (y', x)
+        out[z] += tmp[lo_y] * (1 - f_y) + tmp[hi_y] * f_y
+    return out
+
+
+def neuropil(rng, shape, voxel_um, factor: int = 8, n_blobs: float = 1.0) -> np.ndarray:
+    """Dim out-of-focus patches (somata and dendrites of other cells), coarse grid.
+
+    A smooth random field thresholded into irregular patches of 5-20 µm with a
+    peak near 1 (unit fluorophore density); ``n_blobs`` scales how much of the
+    field they cover. Returned on the coarse grid of :func:`haze`.
+    """
+    fy, fx = _coarse_factors(shape, factor)
+    cshape = (shape[0], shape[1] // fy, shape[2] // fx)
+    step = np.array([voxel_um[0], voxel_um[1] * fy, voxel_um[2] * fx])
+    field = ndi.gaussian_filter(rng.normal(size=cshape), np.array([2.5, 3.0, 3.0]) / step,
+                                mode="wrap")
+    field /= field.std() + 1e-12
+    threshold = 2.4 - 0.5 * np.log1p(n_blobs)
+    patches = np.clip(field - threshold, 0, None)
+    grain = ndi.gaussian_filter(rng.normal(size=cshape), np.array([0.7, 0.6, 0.6]) / step,
+                                mode="wrap")
+    grain /= grain.std() + 1e-12
+    patches *= np.clip(1.0 + 0.5 * grain, 0.2, None)  # granular, like out-of-focus neuropil
+    patches = ndi.gaussian_filter(patches, np.array([1.0, 0.5, 0.5]) / step, mode="nearest")
+    top = patches.max()
+    return (patches / top).astype(np.float32) if top > 0 else patches.astype(np.float32)
+
+
+def compound_photon_noise(rng, photons: np.ndarray, gain: float, gain_shape: float) -> np.ndarray:
+    """Summed pulse heights of a Poisson number of photons, each gamma distributed.
+
+    The exact law (a Poisson sum of Gamma(``gain_shape``, ``gain / gain_shape``)
+    pulses) is sampled as zero with probability exp(-λ), and otherwise as one
+    gamma variate with the mean and variance of the sum given at least one
+    photon. This is exact for one photon and for many, matches the first two
+    moments everywhere, and costs one uniform and one gamma draw per voxel
+    instead of a Poisson and a gamma draw.
+    """
+    lam = np.maximum(photons, 0).astype(np.float32)
+    out = np.zeros(lam.shape, dtype=np.float32)
+    excess = np.float32(1.0 + 1.0 / gain_shape)
+    g = np.float32(gain)
+    for z in range(lam.shape[0]):  # plane by plane: small temporaries
+        lz = lam[z]
+        p_hit = -np.expm1(-lz)
+        hit = rng.random(lz.shape, dtype=np.float32) < p_hit
+        lh, ph = lz[hit], p_hit[hit]
+        mean = g * lh / ph
+        second = g * g * (lh * excess + lh * lh) / ph
+        var = np.maximum(second - mean * mean, np.float32(1e-6) * mean * mean)
+        plane = np.zeros(lz.shape, dtype=np.float32)
+        plane[hit] = rng.standard_gamma(mean * mean / var, dtype=np.float32) * (var / mean)
+        out[z] = plane
+    return out
 
 
 def to_counts(rng, photons: np.ndarray, read_noise: float, gain: float, offset: float,
-              dtype: str) -> np.ndarray:
-    """Poisson photon noise, Gaussian read noise, scaling, offset, clipping and rounding."""
-    counts = rng.poisson(np.maximum(photons, 0)).astype(np.float32) * np.float32(gain)
-    counts += rng.normal(0.0, read_noise, photons.shape).astype(np.float32) + np.float32(offset)
+              dtype: str, gain_shape: float = 1.0, corr_px=(0.0, 0.0)) -> np.ndarray:
+    """Detector model: photons -> grey levels.
+
+    Each photon gives a pulse of random height (gamma distributed with mean
+    ``gain`` and shape ``gain_shape``: 1 is a photomultiplier's exponential pulse
+    heights, large values approach plain Poisson noise; see
+    :func:`compound_photon_noise`). The pulses are smoothed over neighbouring
+    pixels (``corr_px``, Gaussian sigma along y and x in pixels, as the
+    detector's bandwidth does in a line scan), then read noise and ``offset``
+    are added and the result is rounded and clipped to the output type, so dim
+    images have many zero pixels.
+    """
+    counts = compound_photon_noise(rng, photons, gain, gain_shape)
+    if max(corr_px) > 0:
+        counts = ndi.gaussian_filter(counts, (0.0, corr_px[0], corr_px[1]), truncate=3.0)
+    for z in range(photons.shape[0]):
+        counts[z] += rng.standard_normal(photons.shape[1:], dtype=np.float32) * np.float32(
+            read_noise) + np.float32(offset)
     top = np.iinfo(np.dtype(dtype)).max
     np.clip(np.rint(counts), 0, top, out=counts)
     return counts.astype(dtype)

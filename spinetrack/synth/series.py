@@ -13,7 +13,7 @@ from ..io import Series, Session
 from ..progress import ProgressCallback, report
 from . import render
 from .dynamics import simulate_presence
-from .geometry import make_branches, make_puncta, spine_shapes
+from .geometry import make_axons, make_branches, make_puncta, spine_shapes
 from .presets import PRESETS, SynthConfig, get_preset
 from .transform import SessionTransform, identity_transform, random_transform
 
@@ -21,6 +21,7 @@ __all__ = ["SynthSeries", "make_series", "make_noise_series", "RESTORE_RADIUS_UM
 
 RESTORE_RADIUS_UM = 2.0
 _REF_AREA_UM2 = (768 * 0.12) ** 2
+_MIN_BOX_UM = 8.0  # smallest (y, x) extent of the region holding the truth
 
 # independent random streams, so that e.g. null=True changes only the dynamics
 _GEOMETRY, _DYNAMICS, _TRANSFORM, _SHAPES, _SHAFT, _PUNCTA, _SESSION = 1, 2, 3, 4, 5, 6, 100
@@ -62,6 +63,18 @@ def _margins(cfg: SynthConfig, extent) -> tuple[float, float]:
     return lateral, min(axial, 0.35 * extent[0])
 
 
+def _min_pixels(cfg: SynthConfig, voxel) -> int:
+    """Smallest y and x size in pixels that leaves room for the truth inside the margins."""
+    step = min(voxel[1], voxel[2])
+    n = 16
+    while n < 100000:
+        extent = np.array([cfg.shape[0] * voxel[0], n * step, n * step])
+        if n * step - 2 * _margins(cfg, extent)[0] >= _MIN_BOX_UM:
+            return n
+        n += 8
+    return n
+
+
 def _check_args(preset, n_sessions, days, shape):
     cfg = get_preset(preset) if isinstance(preset, str) else preset
     if not isinstance(cfg, SynthConfig):
@@ -90,7 +103,8 @@ def _draw_spine_shapes(cfg: SynthConfig, rng, n: int) -> pd.DataFrame:
     side = np.where(rng.random(n) < 0.5, 1, -1)
     elevation = np.where(zspine, rng.choice([-1, 1], n) * rng.uniform(60, 80, n),
                          rng.uniform(-35, 35, n))
-    head = rng.uniform(*cfg.head_radius_um, n)
+    lo, hi = cfg.head_radius_um
+    head = lo + (hi - lo) * rng.random(n) ** 2  # most heads small, a few large
     lo, hi = cfg.spine_length_um
     length = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
     length = np.maximum(length, 0.8 * head + 0.35)
@@ -140,8 +154,13 @@ def _xyz(df: pd.DataFrame, prefix: str) -> np.ndarray:
     return df[[prefix + "z", prefix + "y", prefix + "x"]].to_numpy(dtype=float)
 
 
-def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, session_rng, gain_k):
-    """The image of session k and the per-spine head peak (photons) for visibility."""
+def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, session_rng,
+                    gain_k):
+    """The image of one session (transform ``tf``) with fresh noise from ``session_rng``.
+
+    ``shaft`` holds the (points, weights) of shafts, stubs and axons; ``head``
+    the world positions of the heads of ``spines_k`` in this session.
+    """
     voxel = np.asarray(cfg.voxel_size_um, float)
     pts, wts = [shaft[0]], [shaft[1]]
     rng = session_rng
@@ -150,7 +169,7 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, session_rng,
         direction = _xyz(spines_k, "d")
         p, w, _ = render.tube_points(rng, base - 0.3 * direction, head,
                                      spines_k["neck_radius_um"].to_numpy(),
-                                     0.8 * spines_k["bright_k"].to_numpy())
+                                     spines_k["bright_k"].to_numpy())
         pts.append(p), wts.append(w)
         p, w, _ = render.ball_points(rng, head, spines_k["head_radius_k"].to_numpy(),
                                      spines_k["bright_k"].to_numpy())
@@ -170,12 +189,40 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, session_rng,
     volume = render.deposit(cfg.shape, session_um / voxel, weights)
     signal = render.blur(volume, cfg.psf_sigma_um, voxel)
     del volume
-    if cfg.haze_fraction > 0:
-        signal += np.float32(cfg.haze_fraction) * render.haze(signal, voxel)
+    if cfg.haze_fraction > 0 or neuropil is not None:
+        coarse = np.float32(cfg.haze_fraction) * render.haze(signal, voxel, coarse=True)
+        if neuropil is not None:
+            coarse += neuropil
+        render.add_upsampled(signal, coarse)
     signal *= np.float32(cfg.photons * gain_k)
-    signal += np.float32(cfg.background_photons)
-    image = render.to_counts(rng, signal, cfg.read_noise, cfg.gain, cfg.offset, cfg.dtype)
-    return image
+    z_um = np.arange(cfg.shape[0]) * voxel[0]
+    signal += (cfg.background_photons * np.exp(-z_um / cfg.depth_decay_um)).astype(
+        np.float32)[:, None, None]
+    return render.to_counts(rng, signal, cfg.read_noise, cfg.gain, cfg.offset, cfg.dtype,
+                            cfg.gain_shape, cfg.noise_corr_px)
+
+
+def _shaft_points(cfg, rng, lines, stubs):
+    """Points filling every shaft (branches and their bare stubs), with a beaded texture."""
+    from scipy.ndimage import gaussian_filter1d
+
+    pts, wts = [], []
+    groups = [g for _, g in lines.groupby("branch_id")] + [g for _, g in stubs.groupby("stub")]
+    for grp in groups:
+        xyz = grp[["z_um", "y_um", "x_um"]].to_numpy()
+        radius = grp["radius_um"].to_numpy()
+        if len(xyz) < 2:
+            continue
+        bright = cfg.shaft_brightness * rng.uniform(0.8, 1.2) * np.ones(len(xyz))
+        if cfg.shaft_texture > 0 and len(xyz) > 8:
+            noise = gaussian_filter1d(rng.normal(size=len(xyz)), 0.8 / 0.25, mode="nearest")
+            noise /= noise.std() + 1e-12
+            bright *= np.clip(1 + cfg.shaft_texture * noise, 0.3, None)
+        p, w, _ = render.tube_points(rng, xyz[:-1], xyz[1:], radius[:-1], bright[:-1])
+        pts.append(p), wts.append(w)
+        p, w, _ = render.ball_points(rng, xyz[[0, -1]], radius[[0, -1]], bright[[0, -1]])
+        pts.append(p), wts.append(w)  # round ends and junctions
+    return np.concatenate(pts), np.concatenate(wts)
 
 
 def _visible(cfg, spines_k, head, head_session_um, gain_k) -> np.ndarray:
@@ -183,7 +230,8 @@ def _visible(cfg, spines_k, head, head_session_um, gain_k) -> np.ndarray:
     frac = render.head_peak_fraction(spines_k["head_radius_k"].to_numpy(), cfg.psf_sigma_um)
     depth = np.exp(-np.clip(head_session_um[:, 0], 0, None) / cfg.depth_decay_um)
     peak = cfg.photons * gain_k * spines_k["bright_k"].to_numpy() * frac * depth
-    sd = np.sqrt(cfg.gain ** 2 * (peak + cfg.background_photons) + cfg.read_noise ** 2)
+    excess = 1.0 + 1.0 / cfg.gain_shape  # pulse-height spread adds to the shot noise
+    sd = np.sqrt(excess * cfg.gain ** 2 * (peak + cfg.background_photons) + cfg.read_noise ** 2)
     snr = cfg.gain * peak / sd
     centre = _xyz(spines_k, "c")
     lateral = np.hypot(head[:, 1] - centre[:, 1], head[:, 2] - centre[:, 2])
@@ -223,6 +271,10 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
     voxel = np.asarray(cfg.voxel_size_um, float)
     extent = np.asarray(cfg.shape) * voxel
     lat, ax = _margins(cfg, extent)
+    if min(extent[1], extent[2]) - 2 * lat < _MIN_BOX_UM:
+        need = _min_pixels(cfg, voxel)
+        raise InputError(None, f"shape {tuple(cfg.shape)} is too small for this preset's drift "
+                         f"and rotation: give at least {need} pixels in y and x")
     box = ((ax, extent[0] - ax), (lat, extent[1] - lat), (lat, extent[2] - lat))
     report(progress, "synth: geometry", 0, n_sessions + 1)
 
@@ -231,7 +283,8 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
     area = (extent[1] - 2 * lat) * (extent[2] - 2 * lat)
     if area < 0.25 * _REF_AREA_UM2:  # small fields hold fewer branches
         n_target = int(max(3, min(n_target, round(n_target * area / (0.25 * _REF_AREA_UM2)))))
-    lines, branches = make_branches(cfg, g, box, n_target)
+    outer = (box[0], (-2.0, extent[1] + 2.0), (-2.0, extent[2] + 2.0))
+    lines, branches, stubs = make_branches(cfg, g, box, n_target, outer)
 
     life, dyn_info = simulate_presence(cfg, branches, n_sessions, _rng(seed, _DYNAMICS), null)
     shapes = _draw_spine_shapes(cfg, _rng(seed, _SHAPES), len(life))
@@ -239,21 +292,29 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
     inst = _session_instances(cfg, spines, n_sessions, _rng(seed, _SHAPES + 10))
     filo = _filopodia(cfg, _rng(seed, _SHAPES + 20), branches, lines, n_sessions)
 
-    seg0 = lines.groupby("branch_id").head(-1)[["z_um", "y_um", "x_um"]].to_numpy()
-    seg1 = lines.groupby("branch_id").tail(-1)[["z_um", "y_um", "x_um"]].to_numpy()
-    seg_r = lines.groupby("branch_id").head(-1)["radius_um"].to_numpy()
-    sr = _rng(seed, _SHAFT)
-    shaft_p, shaft_w, _ = render.tube_points(sr, seg0, seg1, seg_r, 1.0)
-    jp, jw, _ = render.ball_points(sr, lines.drop_duplicates("branch_id")[["z_um", "y_um", "x_um"]]
-                                   .to_numpy(), lines.groupby("branch_id")["radius_um"].first()
-                                   .to_numpy(), 1.0)  # round the branch starts and junctions
-    shaft = (np.concatenate([shaft_p, jp]), np.concatenate([shaft_w, jw]))
+    shaft = _shaft_points(cfg, _rng(seed, _SHAFT), lines, stubs)
 
     pr = _rng(seed, _PUNCTA)
     n_puncta = pr.poisson(cfg.puncta_per_1000um2 * extent[1] * extent[2] / 1000.0)
     avoid = np.concatenate([lines[["z_um", "y_um", "x_um"]].to_numpy(), _xyz(spines, "h")])
     puncta = make_puncta(cfg, pr, extent, avoid, n_puncta)
+    n_dim = pr.poisson(cfg.dim_puncta_per_1000um2 * extent[1] * extent[2] / 1000.0)
+    dim = make_puncta(cfg, pr, extent, avoid, n_dim)
+    dim["radius_um"] = pr.uniform(0.15, 0.35, len(dim))
+    dim["brightness"] = pr.uniform(0.5, 2.0, len(dim))
+    dim["punctum_id"] += len(puncta)
+    puncta = pd.concat([puncta, dim], ignore_index=True)
+    n_axons = pr.poisson(cfg.axons_per_100um * extent[2] / 100.0)
+    axons, boutons = make_axons(pr, outer, n_axons, avoid)
+    puncta = pd.concat([puncta, boutons.assign(punctum_id=np.arange(len(boutons)) + len(puncta))],
+                       ignore_index=True)
     puncta_present = pr.random((len(puncta), n_sessions)) < 0.85
+    if len(axons):
+        ap, aw, _ = render.tube_points(pr, axons[:, 0], axons[:, 1],
+                                       pr.uniform(0.1, 0.15, len(axons)), 1.0)
+        shaft = (np.concatenate([shaft[0], ap]), np.concatenate([shaft[1], aw]))
+    neuropil = (render.neuropil(pr, cfg.shape, voxel, n_blobs=cfg.neuropil_cover) * cfg.neuropil
+                if cfg.neuropil > 0 else None)
 
     tr = _rng(seed, _TRANSFORM)
     centre = extent / 2.0
@@ -271,8 +332,8 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
         sk["head_radius_k"] = sk["head_radius_um"].to_numpy() * inst["head_scale"][alive, k]
         sk["bright_k"] = sk["brightness"].to_numpy() * inst["bright_scale"][alive, k]
         fk = filo[(filo["first_session"] <= k) & (filo["last_session"] >= k)]
-        image = _render_session(cfg, tf, shaft, sk, head_w, fk,
-                                puncta[puncta_present[:, k]], _rng(seed, _SESSION + k), gains[k])
+        image = _render_session(cfg, tf, shaft, sk, head_w, fk, puncta[puncta_present[:, k]],
+                                neuropil, _rng(seed, _SESSION + k), gains[k])
         sessions.append(Session(image=image, voxel_size_um=tuple(float(v) for v in voxel),
                                 name=f"session{k}", path=None, day=days[k]))
         head_s = tf.apply(head_w)
@@ -390,7 +451,8 @@ def make_noise_series(preset: str | SynthConfig = "realistic", n_sessions: int =
             image.flat[int(rng.integers(image.size))] += 1
         sessions.append(Session(image=image, voxel_size_um=tuple(float(v) for v in voxel),
                                 name=f"session{k}", path=None, day=days[k]))
-    empty = make_series(cfg, n_sessions=1, seed=seed, shape=(8, 256, 256)).truth
+    still = cfg.replace(drift_um=(0.0, 0.0, 0.0), rotation_deg=0.0, warp_um=0.0)
+    empty = make_series(still, n_sessions=1, seed=seed, shape=(8, 256, 256)).truth
     truth = {name: df.iloc[0:0].copy() for name, df in empty.items()}
     truth["sessions"] = pd.DataFrame({
         "session": np.arange(n_sessions), "name": [f"session{k}" for k in range(n_sessions)],

@@ -11,14 +11,19 @@ from spinetrack.compare import compare, load_truth
 from spinetrack.errors import InputError
 from spinetrack.fates import FATES, classify_fates, identity_rule_violations
 from spinetrack.synth import PRESETS, make_series, read_truth, write_synth
+from spinetrack.synth.dynamics import simulate_presence
 
 SMALL = (12, 256, 256)
 
 
 @pytest.fixture(scope="module")
 def realistic():
-    """A realistic 4-session series, smaller field than the default for speed."""
-    return make_series("realistic", n_sessions=4, seed=0, shape=(32, 512, 512))
+    """A realistic 4-session series, smaller field than the default for speed.
+
+    On this field (~200 µm of branch) about 2% of seeds miss one fate class by
+    chance; the default field holds twice as many spines.
+    """
+    return make_series("realistic", n_sessions=4, seed=1, shape=(24, 512, 512))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +67,7 @@ def test_realism_of_the_realistic_preset(realistic):
     assert 0.25 <= density <= 0.65
     image = realistic.series[0].image
     assert image.dtype == np.uint8
-    assert 0.2 < np.mean(image == 0) < 0.95
+    assert 0.1 < np.mean(image == 0) < 0.6  # dim: many zero pixels, like rr30a
     assert s0["visible"].mean() > 0.6  # most spines are visible, some are near the limit
     assert not s0["visible"].all()
     assert len(truth["filopodia"]) > 0
@@ -87,23 +92,31 @@ def test_sessions_drift_and_truth_moves_with_them(small):
     np.testing.assert_allclose(t.apply(a), b, atol=1e-9)
 
 
-def test_null_spreads_losses_but_keeps_geometry():
-    """Losses in the stress transition cluster on the stressed branches unless null."""
-    kw = dict(n_sessions=3, shape=(16, 384, 384))
-    ratios = {True: [], False: []}
-    for null in (False, True):
-        for seed in range(4):
-            syn = make_series("easy", seed=seed, null=null, **kw)
-            k = syn.info["stress_transition"]
-            probs = syn.info["loss_probability"][str(k)]
-            ratios[null].append(max(probs.values()) / min(probs.values()))
-            if null:
-                assert syn.info["stress_branches"] == []
-    assert min(ratios[False]) > 3.0
-    assert max(ratios[True]) == pytest.approx(1.0)
-    a = make_series("easy", seed=0, null=False, **kw)
-    b = make_series("easy", seed=0, null=True, **kw)
+def _stress_loss_ratio(null: bool, seed: int) -> float:
+    """Loss fraction in the stress transition on stressed branches / on the others."""
+    branches = pd.DataFrame({"branch_id": np.arange(6), "length_um": np.full(6, 60.0)})
+    rng = np.random.default_rng(seed)
+    life, info = simulate_presence(PRESETS["realistic"], branches, 4, rng, null=null)
+    k = info["stress_transition"]
+    at_k = life[(life["first_session"] <= k) & (life["last_session"] >= k)]
+    lost = at_k["last_session"] == k
+    stressed = at_k["branch_id"].isin(info["stress_branches"] or [0])
+    return lost[stressed].mean() / max(lost[~stressed].mean(), 1e-3)
+
+
+def test_losses_cluster_on_stressed_branches_unless_null():
+    clustered = [_stress_loss_ratio(False, s) for s in range(10)]
+    null = [_stress_loss_ratio(True, s) for s in range(10)]
+    assert np.median(clustered) > 3.0
+    assert 0.5 < np.median(null) < 2.0
+
+
+def test_null_keeps_geometry_and_motion():
+    kw = dict(n_sessions=2, shape=(8, 256, 256), seed=2)
+    a, b = make_series("easy", null=False, **kw), make_series("easy", null=True, **kw)
     pd.testing.assert_frame_equal(a.truth["lines"], b.truth["lines"])
+    assert a.info["transforms"] == b.info["transforms"]
+    assert b.info["stress_branches"] == [] and a.info["stress_branches"]
 
 
 def test_write_read_round_trip_and_compare_is_perfect(small, tmp_path):
@@ -118,19 +131,9 @@ def test_write_read_round_trip_and_compare_is_perfect(small, tmp_path):
     tables = load_truth(tmp_path / "s" / "truth")
     assert tables.format == "synthetic" and tables.n_sessions == 3
     scores = compare(tables, tables)
-    text = json.dumps(scores, default=str)
-    assert "detection" in text or scores
-    det = scores["detection"] if "detection" in scores else None
-    if det is not None:
-        assert all(row["f1"] == pytest.approx(1.0) for row in _rows(det))
-
-
-def _rows(det):
-    if isinstance(det, pd.DataFrame):
-        return det.to_dict("records")
-    if isinstance(det, dict):
-        return [v for v in det.values() if isinstance(v, dict) and "f1" in v]
-    return [r for r in det if isinstance(r, dict) and "f1" in r]
+    total = scores["detection"]["total"]
+    assert total["tp"] == len(small.truth["spines"]) and total["fp"] == total["fn"] == 0
+    assert scores["fates"]["accuracy"] == pytest.approx(1.0)
 
 
 def test_cli_writes_series_and_reports_counts(tmp_path, capsys):
@@ -157,3 +160,72 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
 def test_presets_differ_in_motion():
     assert PRESETS["hard"].drift_um[1] > PRESETS["realistic"].drift_um[1] > PRESETS["easy"].drift_um[1]
     assert PRESETS["realistic"].dtype == "uint8"
+
+
+def test_truth_head_is_where_the_brightness_peaks(small):
+    """The brightest voxel near each visible head is at the truth position."""
+    spines = small.truth["spines"]
+    image = small.series[0].image.astype(float)
+    s0 = spines[(spines["session"] == 0) & spines["visible"]]
+    offsets = []
+    for z, y, x in s0[["z", "y", "x"]].to_numpy():
+        zi, yi, xi = int(round(z)), int(round(y)), int(round(x))
+        sl = (slice(max(zi - 1, 0), zi + 2), slice(max(yi - 5, 0), yi + 6),
+              slice(max(xi - 5, 0), xi + 6))
+        dz, dy, dx = np.unravel_index(np.argmax(image[sl]), image[sl].shape)
+        py, px = sl[1].start + dy, sl[2].start + dx
+        offsets.append(np.hypot(py - y, px - x) * 0.12)
+    assert len(offsets) >= 5
+    assert np.median(offsets) < 0.25  # µm
+
+
+def test_truth_json_affine_maps_sessions_back_to_session0(small):
+    lines = small.truth["lines"]
+    ref = lines[lines["session"] == 0][["z_um", "y_um", "x_um"]].to_numpy()
+    for k in (1, 2):
+        affine = np.asarray(small.info["transforms"][k]["session_to_reference_affine"])
+        pts = lines[lines["session"] == k][["z_um", "y_um", "x_um"]].to_numpy()
+        back = pts @ affine[:3, :3].T + affine[:3, 3]
+        err = np.linalg.norm(back - ref, axis=1)
+        assert err.max() < 3 * PRESETS["easy"].warp_um + 1e-6  # only the warp remains
+
+
+def test_write_refuses_a_folder_with_other_sessions(small, tmp_path):
+    (tmp_path / "session7.tif").write_bytes(b"x")
+    with pytest.raises(InputError, match="session7.tif"):
+        write_synth(small, tmp_path)
+    assert not (tmp_path / "truth").exists()
+
+
+@pytest.mark.parametrize("lam", [0.05, 0.8, 3.0, 40.0])
+@pytest.mark.parametrize("shape", [0.6, 50.0])
+def test_compound_photon_noise_matches_the_exact_law(lam, shape):
+    from spinetrack.synth.render import compound_photon_noise
+
+    rng = np.random.default_rng(3)
+    fast = compound_photon_noise(rng, np.full((2, 200, 200), lam, np.float32), 4.0, shape).ravel()
+    n = rng.poisson(lam, fast.size)
+    exact = np.zeros(fast.size)
+    exact[n > 0] = rng.gamma(n[n > 0] * shape, 4.0 / shape)
+    assert fast.mean() == pytest.approx(exact.mean(), rel=0.03, abs=0.01)
+    assert fast.std() == pytest.approx(exact.std(), rel=0.03)
+    assert np.mean(fast == 0) == pytest.approx(np.exp(-lam), abs=0.01)
+
+
+def test_too_small_a_field_is_a_clear_error():
+    with pytest.raises(InputError, match="too small"):
+        make_series("hard", n_sessions=2, shape=(8, 128, 128))
+
+
+def test_progress_is_reported_and_cancel_stops():
+    from spinetrack.errors import Cancelled
+    from spinetrack.progress import CancelToken
+
+    calls = []
+    make_series("easy", n_sessions=2, seed=0, shape=(8, 200, 200),
+                progress=lambda stage, done, total: calls.append((stage, done, total)))
+    assert ("synth: render", 2, 2) in calls
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        make_series("easy", n_sessions=2, seed=0, shape=(8, 200, 200), progress=token.wrap())

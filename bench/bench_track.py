@@ -1,0 +1,275 @@
+"""Accuracy and speed of registration, branch matching and linking (``spinetrack.track``).
+
+    python -m bench track                  # full run (a few minutes on 2 cores)
+    python -m bench.bench_track --quick    # rr30a and speed only (not for the record)
+
+Writes ``bench/results/track.md``:
+
+1. rr30a-dev: the person's own spines (``truth_spines.csv`` without ``spine_id``)
+   and centre lines (``truth_lines.csv``) of each session go through
+   ``track_series`` with the real images; links, fates and restorations are
+   scored with ``spinetrack.compare`` against the person's identities, for
+   several search ranges. Registration time of one 70×1024×1024 pair.
+2. Synthetic ``realistic`` and ``hard`` series (``spinetrack.synth.make_series``):
+   every truth spine of each session (also those too dim to see), moved by a
+   little noise (0.15 µm in y and x, 0.4 µm in z, head and base independently),
+   and the truth centre lines, through ``track_series``; scored against the truth.
+3. Speed: linking and classifying 10,000 spine observations over 10 sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from spinetrack.compare import SeriesTables, compare, load_truth
+from spinetrack.fates import classify_fates
+from spinetrack.params import LinkParams, Params, RegisterParams
+from spinetrack.register import register_series
+from spinetrack.trace import tracing_from_lines
+from spinetrack.track import link_placed, track_series
+
+HERE = Path(__file__).resolve().parent
+RR30A = Path("/work/shared/data/rr30a-dev")
+
+
+def _find_rr30a() -> Path | None:
+    import os
+
+    for c in (os.environ.get("SPINETRACK_RR30A"), HERE.parent.parent / "shared" / "data" /
+              "rr30a-dev", RR30A):
+        if c and (Path(c) / "truth_spines.csv").exists():
+            return Path(c)
+    return None
+
+
+def _tracings(lines: pd.DataFrame, series) -> list:
+    return [tracing_from_lines(lines[lines["session"] == k], s.voxel_size_um, s.image.shape)
+            for k, s in enumerate(series)]
+
+
+def _scores(tracked, truth, n) -> dict:
+    sc = compare(SeriesTables.from_frames(tracked.spines, tracked.fates, n_sessions=n), truth)
+    links, rest = sc["links"]["total"], sc["restored"]
+    return {"link_p": links["precision"], "link_r": links["recall"],
+            "fate_acc": sc["fates"]["accuracy"], "restored_p": rest.get("precision"),
+            "restored_r": rest.get("recall")}
+
+
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+# --------------------------------------------------------------------------- rr30a
+
+
+def bench_rr30a(folder: Path) -> list[str]:
+    from spinetrack.io import read_series
+
+    series = read_series([folder / f"session{k}.tif" for k in range(3)])
+    lines = pd.read_csv(folder / "truth_lines.csv")
+    spines = pd.read_csv(folder / "truth_spines.csv")
+    tracings = _tracings(lines, series)
+    dets = [spines[spines["session"] == k].drop(columns=["spine_id"]).assign(kind="spine")
+            for k in range(3)]
+    truth = load_truth(folder)
+    out = ["### rr30a-dev (the person's spines and centre lines, real images)", ""]
+    t0 = time.perf_counter()
+    register_series(series[:2], None, RegisterParams())
+    t_img = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reg = register_series(series, tracings, RegisterParams())
+    t_all = time.perf_counter() - t0
+    out += [f"Registration, images only, one 70×1024×1024 pair: {t_img:.1f} s. "
+            f"All three sessions with centre-line refinement: {t_all:.1f} s.", "",
+            "| session | shift z µm | shift y µm | shift x µm | rotation deg | residual µm "
+            "| pairs |", "|---|---|---|---|---|---|---|"]
+    for r in reg.report.itertuples():
+        out.append(f"| {r.session} | {r.shift_z_um:.2f} | {r.shift_y_um:.2f} | "
+                   f"{r.shift_x_um:.2f} | {r.rotation_deg:.2f} | {r.residual_um:.2f} | "
+                   f"{r.n_pairs} |")
+    out += ["", "| search range µm | refine rounds | measured range | link precision | "
+            "link recall | fate accuracy | restored P | restored R | range (spreads) |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    base = Params()
+    settings = [(sr, base.link.refine_iterations, True) for sr in (1.5, 2.0, 2.5, 3.0)]
+    settings += [(2.5, 0, False), (2.5, base.link.refine_iterations, False)]
+    for sr, it, adaptive in settings:
+        p = base.replace(search_range_um=sr, refine_iterations=it, adaptive_range=adaptive)
+        tracked = track_series(series, tracings, dets, p, registration=reg)
+        s = _scores(tracked, truth, 3)
+        spread = tracked.spines.attrs.get("link_spread")
+        out.append(f"| {sr} | {it} | {'yes' if adaptive else 'no'} | "
+                   f"{_fmt(s['link_p'])} | {_fmt(s['link_r'])} | "
+                   f"{_fmt(s['fate_acc'])} | {_fmt(s['restored_p'])} | "
+                   f"{_fmt(s['restored_r'])} | "
+                   f"{'–' if not spread else format(spread['range'], '.1f')} |")
+        print(out[-1], flush=True)
+    return out + [""]
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def perturbed_detections(spines: pd.DataFrame, voxel, rng, xy_um=0.15, z_um=0.4) -> list:
+    """Truth spines of each session (visible or not), head and base moved by Gaussian noise."""
+    vox = np.asarray(voxel, float)
+    sp = spines[spines["kind"] == "spine"] if "kind" in spines else spines
+    out = []
+    for k in range(int(spines["session"].max()) + 1):
+        d = sp[sp["session"] == k].drop(columns=["spine_id"]).copy()
+        sd = np.array([z_um, xy_um, xy_um]) / vox
+        for pre in ("", "base_"):
+            cols = [f"{pre}{a}" for a in "zyx"]
+            d[cols] = d[cols].to_numpy(float) + rng.normal(0, 1, (len(d), 3)) * sd
+        d[["z_um", "y_um", "x_um"]] = d[["z", "y", "x"]].to_numpy(float) * vox
+        d = d.drop(columns=["arc_um", "branch_id"])  # session-local values come from lines
+        out.append(d.reset_index(drop=True))
+    return out
+
+
+def registration_error(reg, syn, n_points: int = 2000) -> tuple[float, float]:
+    """Median and largest distance between our map and the true affine map of each session.
+
+    Points are drawn uniformly in the stack (10% margin); the synthetic smooth warp
+    (about 0.1 µm) is not part of the true map used here.
+    """
+    rng = np.random.default_rng(0)
+    extent = np.asarray(syn.series[0].extent_um)
+    pts = rng.uniform(0.1 * extent, 0.9 * extent, (n_points, 3))
+    errors = []
+    for k, t in enumerate(syn.info["transforms"]):
+        if k == 0:
+            continue
+        a = np.asarray(t["session_to_reference_affine"], float)
+        truth = pts @ a[:3, :3].T + a[:3, 3]
+        errors.append(np.linalg.norm(reg.to_reference(k, pts) - truth, axis=1))
+    e = np.concatenate(errors)
+    return float(np.median(e)), float(np.max(e))
+
+
+def bench_synth(preset: str, seeds, n_sessions: int = 4) -> list[str]:
+    from spinetrack.synth import make_series
+
+    rows = []
+    for seed in seeds:
+        syn = make_series(preset, n_sessions=n_sessions, seed=seed)
+        tr = syn.truth
+        tracings = _tracings(tr["lines"], syn.series)
+        dets = perturbed_detections(tr["spines"], syn.series.voxel_size_um,
+                                    np.random.default_rng(seed))
+        truth = SeriesTables.from_frames(tr["spines"], tr["fates"], tr["lines"],
+                                         n_sessions=n_sessions)
+        t0 = time.perf_counter()
+        tracked = track_series(syn.series, tracings, dets, Params())
+        dt = time.perf_counter() - t0
+        s = _scores(tracked, truth, n_sessions)
+        rep = tracked.registration.report
+        s.update(seed=seed, seconds=dt, n=len(tracked.spines),
+                 residual=float(np.nanmax(rep["residual_um"].iloc[1:])),
+                 reg_error=registration_error(tracked.registration, syn))
+        rows.append(s)
+        print(preset, s, flush=True)
+    out = [f"### synthetic `{preset}` ({n_sessions} sessions, truth spines + 0.15/0.4 µm "
+           "noise, truth centre lines, images for registration)", "",
+           "| seed | observations | link precision | link recall | fate accuracy | restored P "
+           "| restored R | worst line residual µm | registration error µm (median / max) "
+           "| track s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in rows:
+        out.append(f"| {s['seed']} | {s['n']} | {_fmt(s['link_p'])} | {_fmt(s['link_r'])} | "
+                   f"{_fmt(s['fate_acc'])} | {_fmt(s['restored_p'])} | {_fmt(s['restored_r'])} "
+                   f"| {s['residual']:.2f} | {s['reg_error'][0]:.2f} / {s['reg_error'][1]:.2f} "
+                   f"| {s['seconds']:.1f} |")
+    return out + [""]
+
+
+# --------------------------------------------------------------------------- speed
+
+
+def placed_points(rng, n_obs: int = 10_000, n_sessions: int = 10, n_branches: int = 40):
+    """A placed spine table (branch frame) of exactly ``n_obs`` observations.
+
+    Spines 1–3 µm apart on both sides of each branch; each session 5% are lost
+    and as many new ones appear at random sites; positions jitter by 0.2 µm.
+    A few random observations are dropped (missed detections) to hit ``n_obs``.
+    """
+    per_branch = int(np.ceil(1.05 * n_obs / n_sessions / n_branches))
+    rows = []
+    for b in range(n_branches):
+        arc = np.cumsum(rng.uniform(1.0, 3.0, per_branch))
+        side = rng.choice([-1.0, 1.0], per_branch)
+        length = rng.uniform(0.8, 2.0, per_branch)
+        for k in range(n_sessions):
+            if k:
+                gone = rng.random(per_branch) < 0.05
+                arc[gone] = rng.uniform(0, arc.max(), gone.sum())
+                side[gone] = rng.choice([-1.0, 1.0], gone.sum())
+                length[gone] = rng.uniform(0.8, 2.0, gone.sum())
+            a = arc + rng.normal(0, 0.2, per_branch)
+            rows.append(pd.DataFrame({
+                "session": k, "branch_id": b, "arc_um": a,
+                "head_arc_um": a + rng.normal(0, 0.2, per_branch),
+                "lateral_um": side * (0.6 + length) + rng.normal(0, 0.2, per_branch),
+                "depth_um": rng.normal(0, 0.4, per_branch),
+                "z": 0.0, "y": 0.0, "x": 0.0, "z_um": 0.0, "y_um": 0.0, "x_um": 0.0,
+                "length_um": length + rng.normal(0, 0.1, per_branch), "source": "auto"}))
+    out = pd.concat(rows, ignore_index=True)
+    keep = np.sort(rng.choice(len(out), n_obs, replace=False))
+    return out.iloc[keep].reset_index(drop=True)
+
+
+def bench_speed(rng) -> list[str]:
+    placed = placed_points(rng)
+    t0 = time.perf_counter()
+    linked = link_placed(placed, LinkParams())
+    t_link = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fates = classify_fates(linked, 10)
+    t_fates = time.perf_counter() - t0
+    return ["### speed", "",
+            f"Link (with the drift refinement) and classify {len(placed)} observations "
+            f"({linked.spine_id.nunique()} spine ids, {len(fates)} fates) over 10 sessions "
+            f"on 40 branches: link {t_link:.2f} s + fates {t_fates:.2f} s = "
+            f"{t_link + t_fates:.2f} s (requirement ≤ 5 s).", ""]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench track")
+    parser.add_argument("--quick", action="store_true", help="rr30a and speed only")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    started = datetime.now(timezone.utc)
+    cmd = "python -m bench.bench_track --quick" if args.quick else "python -m bench track"
+    out = ["## track: registration, branch matching, linking", "",
+           f"`{cmd}`, {started:%Y-%m-%d %H:%M} UTC. Default parameters unless a column says "
+           "otherwise (search range "
+           f"{Params().link.search_range_um} µm, {Params().link.refine_iterations} refinement "
+           "rounds). Link precision/recall: `spinetrack.compare`, over links whose two ends "
+           "were detected (here every spine is given, so all of them).", ""]
+    folder = _find_rr30a()
+    if folder is not None:
+        out += bench_rr30a(folder)
+    else:
+        out += ["rr30a-dev not found (set SPINETRACK_RR30A).", ""]
+    if not args.quick:
+        out += bench_synth("realistic", (0, 1))
+        out += bench_synth("hard", (0, 1))
+    out += bench_speed(np.random.default_rng(0))
+    path = HERE / "results" / "track.md"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n".join(out) + "\n")
+    print("\n".join(out))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

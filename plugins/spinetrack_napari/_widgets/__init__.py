@@ -1,0 +1,1 @@
+"""Qt widgets of the spinetrack napari plugin (private; see docs/napari.md)."""

@@ -1,0 +1,227 @@
+"""The "Correct spines" dock widget: add, delete, move, join, split, set fate, undo, save.
+
+Every button builds a :class:`spinetrack.edits.Edit` and hands it to the
+project (library code); the widget only reads the selection and the cursor.
+Shortcuts (viewer-wide): Shift-A add at cursor, Shift-D delete selected,
+Shift-M move selected to cursor, Shift-J join, Shift-S split, Shift-Z undo.
+napari's own point tools on the spines layer (add mode, delete, dragging a
+selected point) make the same edits.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
+                            QPushButton, QVBoxLayout, QWidget)
+
+from spinetrack.edits import Edit, EditError
+from spinetrack.errors import SpinetrackError
+from spinetrack.fates import FATES
+
+from .._convert import FATE_COLORS
+from ._close_guard import ask_unsaved, install_close_guard
+from ._state import state_for
+
+__all__ = ["EditWidget"]
+
+
+class EditWidget(QWidget):
+    """Correct the spines of the open project; every edit is saved at once (autosave)."""
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.state = state_for(napari_viewer)
+        if self.state.project is None:
+            self.state.attach()
+
+        self.buttons: dict[str, QPushButton] = {}
+        grid = QGridLayout()
+        actions = [("add", "Add at cursor", "Shift-A", self.add_at_cursor),
+                   ("delete", "Delete selected", "Shift-D", self.delete_selected),
+                   ("move", "Move selected to cursor", "Shift-M", self.move_selected),
+                   ("join", "Join two selected", "Shift-J", self.join_selected),
+                   ("split", "Split from selected", "Shift-S", self.split_selected),
+                   ("undo", "Undo", "Shift-Z", self.undo)]
+        for i, (key, text, shortcut, slot) in enumerate(actions):
+            b = QPushButton(f"{text}  [{shortcut}]")
+            b.clicked.connect(slot)
+            self.buttons[key] = b
+            grid.addWidget(b, i // 2, i % 2)
+            napari_viewer.bind_key(shortcut, _key(slot), overwrite=True)
+        self.fate = QComboBox()
+        self.fate.addItems(list(FATES))
+        self.fate.setToolTip("fate colours: " + ", ".join(f"{k} {v}"
+                                                          for k, v in FATE_COLORS.items()))
+        set_fate = QPushButton("Set fate of selected")
+        set_fate.clicked.connect(self.set_fate_selected)
+        self.buttons["set_fate"] = set_fate
+        fate_row = QHBoxLayout()
+        fate_row.addWidget(self.fate)
+        fate_row.addWidget(set_fate)
+
+        self.autosave = QCheckBox("Save after every edit")
+        self.autosave.setChecked(True)
+        self.autosave.toggled.connect(self._autosave_toggled)
+        save = QPushButton("Save")
+        save.clicked.connect(self.save_project)
+        save_as = QPushButton("Save as…")
+        save_as.clicked.connect(self._save_as)
+        save_row = QHBoxLayout()
+        for w in (self.autosave, save, save_as):
+            save_row.addWidget(w)
+
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addLayout(grid)
+        layout.addLayout(fate_row)
+        layout.addLayout(save_row)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self.state.changed.connect(self._update_status)
+        self.state.message.connect(self._say)
+        self._update_status()
+
+    # ------------------------------------------------------------------ helpers
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        install_close_guard(self, self.state)
+
+    def ask_unsaved(self) -> str:
+        project = self.state.project
+        return ask_unsaved(self, None if project is None else project.folder)
+
+    def _selected(self) -> list[tuple[int, int]]:
+        """(spine_id, session) of the selected points of the spines layer."""
+        layer = self.state.layer("spines")
+        if layer is None:
+            return []
+        feats = layer.features
+        return [(int(feats["spine_id"].iloc[i]), int(feats["session"].iloc[i]))
+                for i in sorted(layer.selected_data)]
+
+    def _cursor_um(self) -> tuple[float, float, float]:
+        pos = self.viewer.cursor.position
+        return tuple(float(v) for v in pos[-3:])  # type: ignore[return-value]
+
+    def _do(self, make_edits) -> bool:
+        """Build edits with ``make_edits(spines)`` and apply them; report problems."""
+        if self.state.project is None:
+            self._say("open a spinetrack results folder or run detection first")
+            return False
+        install_close_guard(self, self.state)
+        try:
+            edits = make_edits(self.state.project.spines)
+            if not edits:
+                return False
+            for e in edits:
+                self.state.apply(e)
+        except (EditError, SpinetrackError, ValueError) as exc:
+            self._say(str(exc))
+            return False
+        self._say(f"{edits[-1].describe()}: done")
+        return True
+
+    def _say(self, text: str) -> None:
+        self.status.setText(text)
+
+    def _need(self, n: int, what: str):
+        sel = self._selected()
+        if len(sel) != n:
+            self._say(f"select {n} spine{'s' if n > 1 else ''} to {what} "
+                      f"({len(sel)} selected)")
+            return None
+        return sel
+
+    # ------------------------------------------------------------------ actions
+    def add_at_cursor(self) -> bool:
+        """A new spine at the cursor in the session shown."""
+        session = self.state.current_session()
+        at = self._cursor_um()
+        return self._do(lambda sp: [Edit.add(session, at)])
+
+    def delete_selected(self) -> bool:
+        sel = self._selected()
+        if not sel:
+            self._say("select spines to delete")
+            return False
+        edits = []
+        for sid, session in sel:
+            edits.append(Edit.delete(self.state.project.spines, sid, session))
+        return self._do(lambda sp: edits)
+
+    def move_selected(self) -> bool:
+        sel = self._need(1, "move")
+        if sel is None:
+            return False
+        at = self._cursor_um()
+        return self._do(lambda sp: [Edit.move(sp, sel[0][0], sel[0][1], at)])
+
+    def join_selected(self) -> bool:
+        sel = self._need(2, "join")
+        if sel is None:
+            return False
+        return self._do(lambda sp: [Edit.join(sp, sel[0], sel[1])])
+
+    def split_selected(self) -> bool:
+        sel = self._need(1, "split")
+        if sel is None:
+            return False
+        return self._do(lambda sp: [Edit.split(sp, sel[0][0], sel[0][1])])
+
+    def set_fate_selected(self) -> bool:
+        sel = self._selected()
+        if not sel:
+            self._say("select a spine to set its fate")
+            return False
+        fate = self.fate.currentText()
+        ids = sorted({sid for sid, _ in sel})
+        return self._do(lambda sp: [Edit.set_fate(sp, sid, fate) for sid in ids])
+
+    def undo(self) -> bool:
+        last = self.state.undo()
+        self._say("nothing to undo" if last is None else f"undone: {last.describe()}")
+        return last is not None
+
+    # ------------------------------------------------------------------ saving
+    def _autosave_toggled(self, on: bool) -> None:
+        if self.state.project is not None:
+            self.state.project.autosave = on
+            if on and self.state.project.dirty and self.state.project.folder is not None:
+                self.save_project()
+
+    def save_project(self, folder=None) -> bool:
+        project = self.state.project
+        if project is None:
+            return True
+        if folder is None and project.folder is None:
+            return self._save_as()
+        try:
+            where = self.state.save(folder)
+        except (SpinetrackError, OSError) as exc:
+            self._say(f"not saved: {exc}")
+            return False
+        self._say(f"saved to {where}")
+        return True
+
+    def _save_as(self) -> bool:
+        folder = QFileDialog.getExistingDirectory(self, "Save the project in a folder")
+        return bool(folder) and self.save_project(folder)
+
+    def _update_status(self) -> None:
+        project = self.state.project
+        if project is None:
+            self._say("no project: open a results folder or run Detect & track")
+            return
+        project.autosave = self.autosave.isChecked()
+        n = len(project.edits)
+        skipped = f"; {len(project.skipped)} old edits no longer apply" if project.skipped else ""
+        saved = "unsaved changes" if project.dirty else "saved"
+        where = project.folder or "no folder"
+        self._say(f"{n} edits ({saved}, {where}){skipped}")
+
+
+def _key(slot):
+    def callback(viewer):
+        slot()
+    return callback

@@ -1,0 +1,59 @@
+"""Pure converters: lazy registered display equals the registration's own resampling."""
+
+import numpy as np
+import pandas as pd
+
+from spinetrack.register import Registration, rotation_matrix
+from spinetrack_napari._convert import (points_to_spines, session_stack, spines_layer,
+                                        tracks_layer)
+
+
+def shifted_registration(shape, voxel):
+    reg = Registration.identity(2, shape, voxel)
+    reg.matrices[1] = rotation_matrix((0.0, 0.0, 3.0))
+    reg.offsets[1] = np.array([0.5, 1.3, -0.7])
+    return Registration(reg.matrices, reg.offsets, reg.anchors, reg.displacements, reg.weights,
+                        0.0, shape, voxel)
+
+
+def test_lazy_registered_stack_matches_warp_image(rng):
+    shape, voxel = (5, 60, 70), (1.0, 0.2, 0.2)
+    images = [rng.integers(0, 200, shape).astype(np.uint8) for _ in range(2)]
+    reg = shifted_registration(shape, voxel)
+    lazy = session_stack(images, [voxel, voxel], reg.to_dict())
+    assert lazy.shape == (2,) + shape
+    np.testing.assert_array_equal(np.asarray(lazy[0]), images[0])
+    full = reg.warp_image(1, images[1], voxel).astype(float)
+    plane = np.asarray(lazy[1, 2]).astype(float)
+    inside = full[2] > 0
+    assert np.abs(plane - full[2])[inside].mean() < 1.0
+
+
+def test_unregistered_sessions_are_padded_to_session_0():
+    a = np.ones((4, 10, 10), np.uint16)
+    b = np.full((6, 8, 12), 2, np.uint16)
+    stack = session_stack([a, b], [(1, 1, 1)] * 2)
+    assert isinstance(stack, np.ndarray) and stack.shape == (2, 4, 10, 10)
+    assert stack[1, :, :8, :10].min() == 2 and stack[1, :, 8:].max() == 0
+
+
+def test_points_round_trip_to_a_spines_table(tiny_results_fn):
+    res = tiny_results_fn()
+    data, kw, _ = spines_layer(res)
+    back = points_to_spines(data, kw["features"], [(1.0, 0.2, 0.2)] * 3)
+    pd.testing.assert_frame_equal(back[["spine_id", "session", "branch_id"]],
+                                  res.spines[["spine_id", "session", "branch_id"]],
+                                  check_dtype=False)
+    np.testing.assert_allclose(back[["z", "y", "x"]], res.spines[["z", "y", "x"]])
+    added = np.vstack([data, [[1, 3.0, 4.0, 5.0]]])
+    feats = pd.concat([kw["features"], pd.DataFrame({"spine_id": [np.nan]})], ignore_index=True)
+    back = points_to_spines(added, feats, [(1.0, 0.2, 0.2)] * 3)
+    assert back["spine_id"].iloc[-1] == res.spines["spine_id"].max() + 1
+    assert back["source"].iloc[-1] == "manual"
+
+
+def test_tracks_only_for_spines_seen_twice(tiny_results_fn):
+    res = tiny_results_fn()
+    data, _, _ = tracks_layer(res)
+    ids, counts = np.unique(data[:, 0], return_counts=True)
+    assert set(ids) == {0, 1, 3, 4} and (counts >= 2).all()

@@ -1,0 +1,204 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from spinetrack.errors import InputError
+from spinetrack.fates import identity_rule_violations
+from spinetrack.params import Params
+from spinetrack.register import Registration, rotation_matrix
+from spinetrack.results import SPINE_COLUMNS
+from spinetrack.trace import tracing_from_lines
+from spinetrack.track import track_series
+
+VOX = (1.0, 0.12, 0.12)
+SHAPE = (30, 800, 800)
+
+
+def _moves(n):
+    """A known drift of every session: rotation about z and a few µm of shift."""
+    mats = [np.eye(3)] + [rotation_matrix((2.0 * k, 0.5, 0)) for k in range(1, n)]
+    offs = [np.zeros(3)] + [np.array([1.0 * k, -1.5 * k, 2.0]) for k in range(1, n)]
+    z = [np.zeros((0, 3))] * n
+    return Registration(mats, offs, z, z, [np.zeros(0)] * n, 0.0, SHAPE, VOX)
+
+
+def _branch(b):
+    s = np.linspace(0, 70, 700)
+    y = 15 + 20 * b + 2.0 * np.sin(s / 9 + b)
+    return np.stack([np.full_like(s, 12 + 2 * b), y, 12 + s], 1)
+
+
+def _scene(spines_of_session, n, rng, jitter=0.1):
+    """Tracings and detections seen from each session, from spines given in session 0's frame.
+
+    ``spines_of_session(k)`` -> list of (truth_id, branch, arc, side, length).
+    """
+    reg = _moves(n)
+    branches = {b: _branch(b) for b in range(3)}
+    tracings, dets = [], []
+    for k in range(n):
+        rows = []
+        for b, pts in branches.items():
+            own = reg.from_reference(k, pts) / np.array(VOX)
+            rows.append(pd.DataFrame({"branch_id": (b + k) % 3,  # session-local ids differ
+                                      "z": own[:, 0], "y": own[:, 1], "x": own[:, 2]}))
+        tracings.append(tracing_from_lines(pd.concat(rows, ignore_index=True), VOX, SHAPE))
+        det = []
+        for tid, b, arc, side, length in spines_of_session(k):
+            pts = branches[b]
+            i = int(np.argmin(np.abs(pts[:, 2] - 12 - arc)))
+            t = pts[min(i + 1, len(pts) - 1)] - pts[max(i - 1, 0)]
+            t /= np.linalg.norm(t)
+            normal = np.array([0.0, t[2], -t[1]]) * side
+            base = pts[i] + 0.4 * normal
+            head = pts[i] + (0.4 + length) * normal + rng.normal(0, jitter, 3)
+            hb = reg.from_reference(k, np.vstack([head, base])) / np.array(VOX)
+            det.append({"truth_id": tid, "z": hb[0, 0], "y": hb[0, 1], "x": hb[0, 2],
+                        "base_z": hb[1, 0], "base_y": hb[1, 1], "base_x": hb[1, 2],
+                        "branch_id": (b + k) % 3, "side": side, "length_um": length,
+                        "kind": "spine", "score": 1.0})
+        dets.append(pd.DataFrame(det))
+    return tracings, dets
+
+
+def _truth_of(tracked, dets):
+    """truth_id of every tracked row (detections are kept in order per session)."""
+    out = tracked.spines.copy()
+    out["truth_id"] = -1
+    for k, d in enumerate(dets):
+        rows = out.index[out.session == k]
+        own = out.loc[rows, ["x", "y"]].to_numpy()
+        for r, xy in zip(rows, own):
+            j = np.argmin(np.hypot(d.x - xy[0], d.y - xy[1]))
+            out.loc[r, "truth_id"] = d.truth_id.iloc[j]
+    return out
+
+
+def test_every_fate_through_drift_and_rotation(rng):
+    # branch 0: stable, lost, formed, transient and a spine lost then restored at its site
+    plan = {
+        0: [(0, 0, 10.0, 1, 1.5), (1, 0, 20.0, -1, 1.2), (3, 0, 40.0, 1, 1.0)],
+        1: [(0, 0, 10.0, 1, 1.5), (1, 0, 20.0, -1, 1.2), (2, 0, 30.0, 1, 1.4),
+            (4, 0, 50.0, -1, 1.3)],
+        2: [(0, 0, 10.0, 1, 1.5), (2, 0, 30.0, 1, 1.4), (5, 0, 40.3, 1, 1.0)],
+    }
+    tracings, dets = _scene(lambda k: plan[k], 3, rng)
+    tracked = track_series(None, tracings, dets, Params())
+    assert identity_rule_violations(tracked.spines) == []
+    sp = _truth_of(tracked, dets)
+    fate_of = dict(zip(tracked.fates.spine_id, tracked.fates.fate))
+    by_truth = {t: fate_of[g.spine_id.iloc[0]] for t, g in sp.groupby("truth_id")}
+    assert by_truth == {0: "stable", 1: "lost", 2: "formed", 3: "lost", 4: "transient",
+                        5: "restored"}
+    assert sp.groupby("truth_id").spine_id.nunique().max() == 1
+    assert sp.groupby("spine_id").truth_id.nunique().max() == 1
+    # the tracked tables have the promised columns
+    assert list(tracked.spines.columns[:len(SPINE_COLUMNS)]) == SPINE_COLUMNS
+    assert {"ref_z_um", "session_branch_id", "session_arc_um"} <= set(tracked.spines.columns)
+    assert set(tracked.spines.branch_id) == {0}          # global ids despite local renaming
+    assert {"session", "branch_id", "arc_um"} <= set(tracked.lines.columns)
+    assert list(tracked.branch_table.columns) == ["branch_id", "length_um", "arc_start_um",
+                                                  "arc_end_um"]
+    assert len(tracked.registration.report) == 3
+    assert tracked.registration.report.residual_um.iloc[1:].max() < 0.2
+
+
+def test_crowded_random_series_links_correctly(rng):
+    n = 4
+    base = []
+    for b in range(3):
+        arc = np.cumsum(rng.uniform(1.0, 2.5, 30))
+        arc = arc[arc < 66]
+        for a in arc:
+            base.append((len(base), b, a, int(rng.choice([-1, 1])), rng.uniform(0.8, 2.0)))
+    present = {s[0]: rng.random(n) < 0.9 for s in base}
+    # presence without gaps: a spine absent once stays absent (identity rule of the truth)
+    for tid, p in present.items():
+        first_gap = np.flatnonzero(~p)
+        if len(first_gap):
+            p[first_gap[0]:] = False
+            p[0] = True
+
+    tracings, dets = _scene(lambda k: [s for s in base if present[s[0]][k]], n, rng,
+                            jitter=0.15)
+    tracked = track_series(None, tracings, dets, Params())
+    sp = _truth_of(tracked, dets)
+    pairs = 0
+    correct = 0
+    for k in range(1, n):
+        a, b = sp[sp.session == k - 1], sp[sp.session == k]
+        linked = a.merge(b, on="spine_id")
+        pairs += len(linked)
+        correct += int((linked.truth_id_x == linked.truth_id_y).sum())
+    truth_links = sum(int((present[t][:-1] & present[t][1:]).sum()) for t in present)
+    assert correct / pairs >= 0.97
+    assert correct / truth_links >= 0.97
+
+
+def test_bad_input():
+    with pytest.raises(InputError):
+        track_series(None, [], [], Params())
+    with pytest.raises(InputError):
+        track_series(None, [None], [pd.DataFrame(), pd.DataFrame()], Params())
+
+
+def _image_of(tracing, rng):
+    """A dim uint8 stack showing the traced dendrites (for the command-line test)."""
+    from scipy import ndimage
+
+    img = np.zeros(SHAPE, np.float32)
+    idx = np.round(tracing.lines[["z", "y", "x"]].to_numpy()).astype(int)
+    ok = np.all((idx >= 0) & (idx < np.array(SHAPE)), axis=1)
+    img[tuple(idx[ok].T)] = 255.0
+    img = ndimage.gaussian_filter(img, (1.0, 3.0, 3.0), truncate=2.0) * 20
+    return (np.minimum(img, 250).astype(np.uint8)
+            + rng.integers(0, 4, SHAPE, dtype=np.uint8))
+
+
+def test_track_command_writes_a_results_folder(tmp_path, rng, check_contract):
+    from spinetrack.cli import main
+    from spinetrack.io import write_session
+
+    plan = {0: [(0, 0, 10.0, 1, 1.5), (1, 1, 20.0, -1, 1.2)],
+            1: [(0, 0, 10.0, 1, 1.5), (2, 2, 30.0, 1, 1.4)]}
+    tracings, dets = _scene(lambda k: plan[k], 2, rng)
+    det_dir = tmp_path / "det"
+    det_dir.mkdir()
+    files = []
+    for k, (t, d) in enumerate(zip(tracings, dets)):
+        files.append(str(write_session(tmp_path / f"day{k}.tif", _image_of(t, rng), VOX,
+                                         compression=None)))
+        d.drop(columns=["truth_id"]).to_csv(det_dir / f"day{k}_spines.csv", index=False)
+        t.lines.to_csv(det_dir / f"day{k}_lines.csv", index=False)
+    out = tmp_path / "out"
+    status = main(["-q", "track", *files, "--detections", str(det_dir), "--out", str(out),
+                   "--n-permutations", "100"])
+    assert status == 0
+    fates = pd.read_csv(out / "fates.csv", dtype={"present": str})
+    assert sorted(fates.present) == ["01", "10", "11"]
+    assert (out / "registration.json").exists()
+    assert check_contract(out, 2) == []
+    # a missing detection file is a one-line input error
+    (det_dir / "day1_spines.csv").unlink()
+    assert main(["-q", "track", *files, "--detections", str(det_dir), "--out",
+                 str(tmp_path / "x")]) == 2
+
+
+def test_measured_range_tells_a_replaced_spine_from_the_same_one(rng):
+    # 3 branches of stable spines with little jitter; on branch 0 the spine at 33 µm is
+    # lost after session 1 and a longer one appears 0.8 µm away in session 2
+    stable = [(i, b, 3.0 + 5.0 * j, 1 if j % 2 else -1, 1.2)
+              for i, (b, j) in enumerate((b, j) for b in range(3) for j in range(12))]
+    old, new = (100, 0, 33.0, 1, 0.8), (101, 0, 33.8, 1, 2.0)
+    plan = {0: stable + [old], 1: stable + [old], 2: stable + [new]}
+    tracings, dets = _scene(lambda k: plan[k], 3, rng, jitter=0.05)
+    tracked = track_series(None, tracings, dets, Params())
+    sp = _truth_of(tracked, dets)
+    fate_of = dict(zip(tracked.fates.spine_id, tracked.fates.fate))
+    assert fate_of[sp.loc[sp.truth_id == 100, "spine_id"].iloc[0]] == "lost"
+    assert fate_of[sp.loc[sp.truth_id == 101, "spine_id"].iloc[0]] == "restored"
+    assert tracked.link_spread["reach_along_branch_um"] < 1.0
+    fixed = track_series(None, tracings, dets, Params().replace(adaptive_range=False),
+                         registration=tracked.registration)
+    sp = _truth_of(fixed, dets)
+    assert sp.loc[sp.truth_id.isin([100, 101]), "spine_id"].nunique() == 1
