@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from spinetrack.edits import load_edits
-from spinetrack.errors import Cancelled
 from spinetrack.results import read_results
 from spinetrack_napari._widgets._state import state_for
 from spinetrack_napari._widgets.branches import BranchTableWidget
@@ -255,7 +254,6 @@ def test_closing_with_unsaved_changes_asks(editing, monkeypatch):
     from qtpy.QtGui import QCloseEvent
 
     event = QCloseEvent()
-    assert window.eventFilter is not None
     from qtpy.QtWidgets import QApplication
 
     QApplication.sendEvent(window, event)
