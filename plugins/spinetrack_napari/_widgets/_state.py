@@ -26,6 +26,7 @@ from .._convert import (META_KEY, branches_layer, fate_colors, results_layers, s
 __all__ = ["SpinetrackState", "state_for"]
 
 _STATES: dict[int, SpinetrackState] = {}
+_ROLES = ("sessions", "branches", "identities", "spines")
 
 
 def state_for(viewer) -> SpinetrackState:
@@ -101,6 +102,7 @@ class SpinetrackState:
 
         self.project = take_opened(folder) or Project.open(folder)
         self.watch_points()
+        self.restore_view()
         self.changed.emit()
         return True
 
@@ -256,6 +258,7 @@ class SpinetrackState:
         or right away when jobs are synchronous.
         """
         background = not synchronous()
+        self.project.view = self.view_state()  # saved with the edit
         self.project.apply(edit, statistics=not background)
         self.refresh()
         if background:
@@ -303,7 +306,9 @@ class SpinetrackState:
         return {"point": [float(p) for p in viewer.dims.point],
                 "camera_center": [float(c) for c in _camera(viewer).center],
                 "camera_zoom": float(_camera(viewer).zoom),
-                "selected_branch": self.selected_branch}
+                "selected_branch": self.selected_branch,
+                "visible": {role: bool(layer.visible) for role in _ROLES
+                            if (layer := self.layer(role)) is not None}}
 
     def restore_view(self) -> None:
         """Put the viewer back where the project's ``view.json`` says it was."""
@@ -321,6 +326,10 @@ class SpinetrackState:
             camera.zoom = view["camera_zoom"]
         if view.get("selected_branch") is not None:
             self.highlight_branch(int(view["selected_branch"]))
+        for role, visible in (view.get("visible") or {}).items():
+            layer = self.layer(role)
+            if layer is not None:
+                layer.visible = bool(visible)
 
     def save(self, folder: str | Path | None = None) -> Path:
         self.project.view = self.view_state()
