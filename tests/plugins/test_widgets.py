@@ -306,3 +306,19 @@ def test_statistics_update_in_the_background(editing, qtbot, monkeypatch):
     assert edit.undo()
     qtbot.waitUntil(lambda: not state.project.stats_pending, timeout=20000)
     assert branch_row(table, 0, "lost") == "2" and load_edits(folder) == []
+
+
+def test_opening_another_project_switches_to_it(editing, tmp_path):
+    import shutil
+
+    viewer, edit, table, folder = editing
+    other = tmp_path / "second"
+    shutil.copytree(folder, other)
+    open_folder(viewer, other)
+    state = state_for(viewer)
+    assert state.project.folder == other
+    layer = state.layer("spines")
+    f = layer.features
+    layer.selected_data = set(f.index[(f["spine_id"] == 1) & (f["session"] == 0)])
+    assert edit.delete_selected()
+    assert len(load_edits(other)) == 1 and load_edits(folder) == []

@@ -81,17 +81,20 @@ class SpinetrackState:
         viewer = self.viewer
         if viewer is None:
             return None
-        for layer in viewer.layers:
+        for layer in reversed(viewer.layers):  # the newest, if a folder was opened twice
             if (layer.metadata or {}).get(META_KEY, {}).get("role") == role:
                 return layer
         return None
 
     def _on_inserted(self, event=None) -> None:
-        if self.project is None:
+        layer = getattr(event, "value", None)
+        info = (getattr(layer, "metadata", None) or {}).get(META_KEY, {})
+        if self.project is None or (info.get("role") == "spines" and info.get("project")
+                                    and str(self._folder()) != info["project"]):
             self.attach()
 
     def attach(self) -> bool:
-        """Open the project named by a spines layer that the reader added."""
+        """Open the project named by the newest spines layer (e.g. one the reader added)."""
         layer = self.layer("spines")
         if layer is None:
             return False
@@ -102,6 +105,8 @@ class SpinetrackState:
 
         self.project = take_opened(folder) or Project.open(folder)
         self.watch_points()
+        if self.layer("sessions") is not None:
+            _set_z_margin(self.viewer)
         self.restore_view()
         self.changed.emit()
         return True
@@ -197,6 +202,8 @@ class SpinetrackState:
         layer = self.layer("spines")
         if layer is None or layer is self._watched:
             return
+        if self._watched is not None:
+            self._watched.events.data.disconnect(self._on_points_data)
         layer.events.data.connect(self._on_points_data)
         self._watched = layer
 
