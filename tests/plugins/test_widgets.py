@@ -322,3 +322,12 @@ def test_opening_another_project_switches_to_it(editing, tmp_path):
     layer.selected_data = set(f.index[(f["spine_id"] == 1) & (f["session"] == 0)])
     assert edit.delete_selected()
     assert len(load_edits(other)) == 1 and load_edits(folder) == []
+
+
+def test_report_of_the_corrected_tables(editing):
+    viewer, edit, table, folder = editing
+    select(viewer, 1, 0)
+    edit.delete_selected()
+    assert edit.write_report(), edit.status.text()
+    assert "report written" in edit.status.text()
+    assert (folder / "report.html").exists()
