@@ -38,6 +38,9 @@ DETECTION_COLUMNS = ["z", "y", "x", "z_um", "y_um", "x_um", "branch_id", "arc_um
 
 _Z_WEIGHT = 0.5  # z distances count half when finding the nearest shaft point (axial blur)
 _Z_REACH_UM = 2.5  # heads are searched this far above and below the centre line
+_Z_OUTSIDE_UM = 1.5  # a head straight above or below the shaft is at least this far from it
+_Z_MIN_RESID = 0.3  # ... and stands out more than a lateral head must (the shaft's axial
+                    # blur varies along the shaft)
 _OPEN_UM = 2.0  # the shaft model along a branch ignores bumps narrower than this
 _CORRIDOR_UM = 0.4  # a neck may bend this far along the branch
 _SIG_Z_UM = 0.5  # smoothing along z of the straightened stack
@@ -206,12 +209,17 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
     centre = n_off // 2
     radius = pts["radius_um"].to_numpy()[ia]
     off = offsets[io]
-    outside = np.abs(off) >= _INSIDE * radius
-    ia, iz, io, radius, off = (a[outside] for a in (ia, iz, io, radius, off))
+    lateral = np.abs(off) >= _INSIDE * radius
+    # heads above or below the shaft (spines pointing along z)
+    above = (~lateral & (np.abs(dz[iz]) * voxel[0] >= _Z_OUTSIDE_UM)
+             & (resid[ia, iz, io] >= _Z_MIN_RESID))
+    keep = lateral | above
+    ia, iz, io, radius, off, lateral = (a[keep] for a in (ia, iz, io, radius, off, lateral))
     if not len(ia):
         return pd.DataFrame()
     strength = resid[ia, iz, io]
-    ia, io, walked = _walk_out(resid, ia, iz, io, centre, _odd(params.head_sigma_um / step))
+    ia, io, walked = _walk_out(resid, ia, iz, io, centre, _odd(params.head_sigma_um / step),
+                               lateral)
     # sub-pixel refinement along each axis of the straightened grid
     pos = np.column_stack([ia, iz, io]).astype(float)
     for ax, size in enumerate(vol.shape):
@@ -241,7 +249,18 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
     width = np.empty(len(ia), np.float32)
     surface = np.empty(len(ia), np.float32)
     slope = np.empty(len(ia), np.float32)
+    z_line = n_z // 2
     for m in range(len(ia)):
+        if not lateral[m]:  # along z, from the centre line's plane to the head
+            lo_z, hi_z = sorted((z_line, int(iz[m])))
+            prof = corridor[ia[m], lo_z:hi_z + 1, io[m]]
+            neck_min[m] = prof.min()
+            neck_mean[m] = prof.mean()
+            surface[m] = radius[m]
+            slope[m] = 0.0
+            row = resid[max(ia[m] - 10, 0):ia[m] + 11, iz[m], io[m]]
+            width[m] = (row >= 0.5 * resid[ia[m], iz[m], io[m]]).sum() * step
+            continue
         # shaft surface on this side: where the shaft model falls to half its centre value
         prof_model = shaft_model[ia[m], iz[m]]
         half = 0.5 * prof_model[centre]
@@ -282,7 +301,7 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
         "surface_um": surface, "slope": slope})
 
 
-def _walk_out(resid, ia, iz, io, centre, back):
+def _walk_out(resid, ia, iz, io, centre, back, lateral):
     """Follow each protrusion outward from its residual peak to where it fades.
 
     From the peak, step away from the centre line one offset at a time, moving
@@ -297,6 +316,8 @@ def _walk_out(resid, ia, iz, io, centre, back):
     n_arc, _, n_off = resid.shape
     a_out, o_out = ia.copy(), io.copy()
     for m in range(len(ia)):
+        if not lateral[m]:
+            continue
         a, o, z = int(ia[m]), int(io[m]), int(iz[m])
         half = 0.5 * resid[a, z, o]
         step = 1 if o > centre else -1

@@ -58,6 +58,11 @@ class Tracked:
         ``branch_id, length_um, arc_start_um, arc_end_um``.
     registration : Registration
     branch_map : BranchMap
+    link_spread : dict or None
+        The measured spread of linked spines (``spinetrack.link.measure_spread``
+        plus ``reach_along_branch_um``: how far along the branch a spine may move
+        and still be linked, the equivalent of a search range), or None when the
+        search range was fixed.
     """
 
     spines: pd.DataFrame
@@ -66,6 +71,7 @@ class Tracked:
     branch_table: pd.DataFrame
     registration: Registration
     branch_map: BranchMap | None = None
+    link_spread: dict | None = None
 
 
 def _um(df: pd.DataFrame, prefix: str, voxel) -> np.ndarray | None:
@@ -172,6 +178,10 @@ def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.D
             coords = (*LINK_COORDS, "length_um")
         spread = measure_spread(linked, coords)
         if spread is not None:
+            inv = [1.0 / sc for c, sc in zip(coords, spread["scale_um"])
+                   if c in ("arc_um", "head_arc_um")]
+            spread["reach_along_branch_um"] = float(spread["range"] / np.sqrt(np.sum(
+                np.square(inv))))
             linked = link_spines(linked.drop(columns=["spine_id"]), spread["range"],
                                  coords=coords, weights=tuple(1.0 / np.asarray(
                                      spread["scale_um"])))
@@ -241,7 +251,8 @@ def track_series(series, tracings, detections, params: Params = Params(),
     fates = classify_fates(spines, n, params.fates.restore_radius_um)
     report(progress, "fates", 1, 1)
     return Tracked(spines=spines, fates=fates, lines=bmap.lines, branch_table=bmap.branch_table,
-                   registration=registration, branch_map=bmap)
+                   registration=registration, branch_map=bmap,
+                   link_spread=spines.attrs.get("link_spread"))
 
 
 # --------------------------------------------------------------------------- command line

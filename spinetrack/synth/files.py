@@ -38,6 +38,14 @@ def write_synth(syn, out_dir, compression: str | None = "zlib") -> list[Path]:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
+    names = {f"session{k}.tif" for k in range(len(syn.series))}
+    if out.is_dir():
+        stale = sorted(p.name for p in out.iterdir() if p.is_file()
+                       and p.name.lower().endswith((".tif", ".tiff")) and p.name not in names)
+        if stale:
+            raise InputError(out, f"already holds other TIFF files ({', '.join(stale[:3])}), "
+                             "which would be read as sessions of this series; choose an empty "
+                             "folder")
     written = []
     for k, s in enumerate(syn.series):
         written.append(write_session(out / f"session{k}.tif", s.image, s.voxel_size_um,

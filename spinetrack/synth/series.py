@@ -21,6 +21,7 @@ __all__ = ["SynthSeries", "make_series", "make_noise_series", "RESTORE_RADIUS_UM
 
 RESTORE_RADIUS_UM = 2.0
 _REF_AREA_UM2 = (768 * 0.12) ** 2
+_MIN_BOX_UM = 8.0  # smallest (y, x) extent of the region holding the truth
 
 # independent random streams, so that e.g. null=True changes only the dynamics
 _GEOMETRY, _DYNAMICS, _TRANSFORM, _SHAPES, _SHAFT, _PUNCTA, _SESSION = 1, 2, 3, 4, 5, 6, 100
@@ -60,6 +61,18 @@ def _margins(cfg: SynthConfig, extent) -> tuple[float, float]:
     axial = (cfg.drift_um[0] + 0.1 * np.deg2rad(cfg.rotation_deg) * half_diag
              + cfg.warp_um + 3.0 + 2.0)
     return lateral, min(axial, 0.35 * extent[0])
+
+
+def _min_pixels(cfg: SynthConfig, voxel) -> int:
+    """Smallest y and x size in pixels that leaves room for the truth inside the margins."""
+    step = min(voxel[1], voxel[2])
+    n = 16
+    while n < 100000:
+        extent = np.array([cfg.shape[0] * voxel[0], n * step, n * step])
+        if n * step - 2 * _margins(cfg, extent)[0] >= _MIN_BOX_UM:
+            return n
+        n += 8
+    return n
 
 
 def _check_args(preset, n_sessions, days, shape):
@@ -143,7 +156,11 @@ def _xyz(df: pd.DataFrame, prefix: str) -> np.ndarray:
 
 def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, session_rng,
                     gain_k):
-    """The image of session k and the per-spine head peak (photons) for visibility."""
+    """The image of one session (transform ``tf``) with fresh noise from ``session_rng``.
+
+    ``shaft`` holds the (points, weights) of shafts, stubs and axons; ``head``
+    the world positions of the heads of ``spines_k`` in this session.
+    """
     voxel = np.asarray(cfg.voxel_size_um, float)
     pts, wts = [shaft[0]], [shaft[1]]
     rng = session_rng
@@ -173,8 +190,10 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, se
     signal = render.blur(volume, cfg.psf_sigma_um, voxel)
     del volume
     if cfg.haze_fraction > 0 or neuropil is not None:
-        extra = None if neuropil is None else neuropil / np.float32(max(cfg.haze_fraction, 1e-6))
-        signal += np.float32(cfg.haze_fraction) * render.haze(signal, voxel, extra=extra)
+        coarse = np.float32(cfg.haze_fraction) * render.haze(signal, voxel, coarse=True)
+        if neuropil is not None:
+            coarse += neuropil
+        render.add_upsampled(signal, coarse)
     signal *= np.float32(cfg.photons * gain_k)
     z_um = np.arange(cfg.shape[0]) * voxel[0]
     signal += (cfg.background_photons * np.exp(-z_um / cfg.depth_decay_um)).astype(
@@ -252,6 +271,10 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
     voxel = np.asarray(cfg.voxel_size_um, float)
     extent = np.asarray(cfg.shape) * voxel
     lat, ax = _margins(cfg, extent)
+    if min(extent[1], extent[2]) - 2 * lat < _MIN_BOX_UM:
+        need = _min_pixels(cfg, voxel)
+        raise InputError(None, f"shape {tuple(cfg.shape)} is too small for this preset's drift "
+                         f"and rotation: give at least {need} pixels in y and x")
     box = ((ax, extent[0] - ax), (lat, extent[1] - lat), (lat, extent[2] - lat))
     report(progress, "synth: geometry", 0, n_sessions + 1)
 
@@ -278,7 +301,7 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
     n_dim = pr.poisson(cfg.dim_puncta_per_1000um2 * extent[1] * extent[2] / 1000.0)
     dim = make_puncta(cfg, pr, extent, avoid, n_dim)
     dim["radius_um"] = pr.uniform(0.15, 0.35, len(dim))
-    dim["brightness"] = pr.uniform(0.5, 1.5, len(dim))
+    dim["brightness"] = pr.uniform(0.5, 2.0, len(dim))
     dim["punctum_id"] += len(puncta)
     puncta = pd.concat([puncta, dim], ignore_index=True)
     n_axons = pr.poisson(cfg.axons_per_100um * extent[2] / 100.0)
@@ -428,7 +451,8 @@ def make_noise_series(preset: str | SynthConfig = "realistic", n_sessions: int =
             image.flat[int(rng.integers(image.size))] += 1
         sessions.append(Session(image=image, voxel_size_um=tuple(float(v) for v in voxel),
                                 name=f"session{k}", path=None, day=days[k]))
-    empty = make_series(cfg, n_sessions=1, seed=seed, shape=(8, 256, 256)).truth
+    still = cfg.replace(drift_um=(0.0, 0.0, 0.0), rotation_deg=0.0, warp_um=0.0)
+    empty = make_series(still, n_sessions=1, seed=seed, shape=(8, 256, 256)).truth
     truth = {name: df.iloc[0:0].copy() for name, df in empty.items()}
     truth["sessions"] = pd.DataFrame({
         "session": np.arange(n_sessions), "name": [f"session{k}" for k in range(n_sessions)],

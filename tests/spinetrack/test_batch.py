@@ -551,3 +551,31 @@ def test_serial_mode_does_not_import_dask(cohort_dir, tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
+
+
+def test_forced_rerun_keeps_a_persons_edits(tmp_path):
+    """A series corrected in napari (edits.json) keeps the corrections when the batch redoes it."""
+    for module in ("spinetrack.detect", "spinetrack.track", "spinetrack.project"):
+        pytest.importorskip(module)
+    from spinetrack.edits import Edit
+    from spinetrack.project import Project
+    from spinetrack.results import read_results
+
+    fixtures = Path(__file__).resolve().parents[2] / "fixtures"
+    if not (fixtures / "tiny").is_dir():
+        pytest.skip("fixtures/tiny not found")
+    out = tmp_path / "cohort"
+    tasks = plan(read_manifest(fixtures / "cohort.csv")[:1], out,
+                 Params().replace(n_permutations=N_PERM), report_html=False)
+    assert run_batch(tasks, out, serial=True).count("done") == 1
+    project = Project.open(out / "m1")
+    first = project.results.spines.iloc[0]
+    project.apply(Edit.delete(project.results.spines, int(first["spine_id"]),
+                              int(first["session"])))
+    edits = (out / "m1" / "edits.json").read_bytes()
+    n_auto = len(read_results(out / "m1" / "auto").spines)
+    outcome = run_batch(tasks, out, serial=True, force=True)
+    assert outcome.count("done") == 1
+    assert (out / "m1" / "edits.json").read_bytes() == edits
+    assert len(read_results(out / "m1" / "auto").spines) == n_auto
+    assert len(read_results(out / "m1").spines) == n_auto - 1
