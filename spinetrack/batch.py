@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "batch_status.csv"
 STATUS_COLUMNS = ["key", "animal", "series", "condition", "status", "error", "seconds",
-                  "n_sessions", "worker_peak_rss_mb", "finished_utc", "folder"]
+                  "cpu_seconds", "n_sessions", "worker_peak_rss_mb", "finished_utc", "folder"]
 _PARTIAL = ".partial-"
 
 _CSV_FIXED = {"animal", "condition", "series", "session", "day", "name", "voxel_z", "voxel_y",
@@ -621,7 +621,7 @@ def run_task(task: Task, runner: Callable | None = None,
 
     runner = runner or _default_runner()
     spec = task.spec
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     row: dict[str, Any] = {"key": task.key, "animal": spec.animal, "series": spec.series,
                            "condition": spec.condition, "status": "failed", "error": "",
                            "n_sessions": None, "folder": task.folder.name}
@@ -652,6 +652,7 @@ def run_task(task: Task, runner: Callable | None = None,
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     row["seconds"] = round(time.perf_counter() - t0, 2)
+    row["cpu_seconds"] = round(time.process_time() - cpu0, 2)
     row["worker_peak_rss_mb"] = round(_peak_rss_mb(), 1)
     row["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     return row
@@ -705,7 +706,7 @@ class _StatusBook:
         self.path = out / STATUS_FILE
         self.rows = {t.key: {"key": t.key, "animal": t.spec.animal, "series": t.spec.series,
                              "condition": t.spec.condition, "status": "not run", "error": "",
-                             "seconds": None, "n_sessions": None, "worker_peak_rss_mb": None,
+                             "seconds": None, "cpu_seconds": None, "n_sessions": None, "worker_peak_rss_mb": None,
                              "finished_utc": "", "folder": t.folder.name} for t in tasks}
 
     def update(self, row: dict[str, Any], write: bool = True) -> None:
@@ -922,7 +923,7 @@ def _run_dask(tasks: Sequence[Task], book: _StatusBook, runner, bar, workers: in
             fut = client.submit(run_task, t, runner, key=f"spinetrack-series-{t.key}-"
                                 f"{os.getpid()}-{time.time_ns()}", pure=False, retries=0)
             futures[fut] = t
-            book.update({"key": t.key, "status": "running"}, write=False)
+            book.update({"key": t.key, "status": "submitted"}, write=False)
         book.write()
         for fut in as_completed(list(futures)):
             t = futures[fut]
@@ -935,7 +936,7 @@ def _run_dask(tasks: Sequence[Task], book: _StatusBook, runner, bar, workers: in
             _finish(book, row, bar)
     except BaseException:
         for t in tasks:
-            if book.rows[t.key]["status"] == "running":
+            if book.rows[t.key]["status"] == "submitted":
                 book.rows[t.key]["status"] = "not run"
         for fut in futures:
             fut.cancel()

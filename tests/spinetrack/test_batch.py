@@ -295,6 +295,8 @@ def test_dask_local_cluster_two_workers(cohort_dir, tmp_path):
     assert status["status"].to_dict() == {"m1": "done", "m2": "done", "m3": "failed"}
     assert "no such file" in status.loc["m3", "error"]
     assert (status.loc[["m1", "m2"], "worker_peak_rss_mb"] > 10).all()
+    assert (status.loc[["m1", "m2"], "cpu_seconds"] > 0).all()
+    assert (status.loc[["m1", "m2"], "cpu_seconds"] <= status.loc[["m1", "m2"], "seconds"] + 1).all()
     # same numbers as a serial run
     serial = tmp_path / "serial"
     run_batch(_tasks(cohort_dir, serial), serial, serial=True, runner=fake_run_and_write)
