@@ -11,9 +11,9 @@ Writes ``bench/results/track.md``:
    scored with ``spinetrack.compare`` against the person's identities, for
    several search ranges. Registration time of one 70×1024×1024 pair.
 2. Synthetic ``realistic`` and ``hard`` series (``spinetrack.synth.make_series``):
-   every truth spine of each session (also those too dim to see), moved by a little noise (0.15 µm in
-   y and x, 0.4 µm in z, head and base independently), and the truth centre
-   lines, through ``track_series``; scored against the truth.
+   every truth spine of each session (also those too dim to see), moved by a
+   little noise (0.15 µm in y and x, 0.4 µm in z, head and base independently),
+   and the truth centre lines, through ``track_series``; scored against the truth.
 3. Speed: linking and classifying 10,000 spine observations over 10 sessions.
 """
 
@@ -94,20 +94,55 @@ def bench_rr30a(folder: Path) -> list[str]:
         out.append(f"| {r.session} | {r.shift_z_um:.2f} | {r.shift_y_um:.2f} | "
                    f"{r.shift_x_um:.2f} | {r.rotation_deg:.2f} | {r.residual_um:.2f} | "
                    f"{r.n_pairs} |")
-    out += ["", "| search range µm | refine | link precision | link recall | fate accuracy "
-            "| restored P | restored R |", "|---|---|---|---|---|---|---|"]
+    out += ["", "| search range µm | refine rounds | measured range | link precision | "
+            "link recall | fate accuracy | restored P | restored R | range (spreads) |",
+            "|---|---|---|---|---|---|---|---|---|"]
     base = Params()
-    for sr in (1.5, 2.0, 2.5, 3.0):
-        for it in (0, base.link.refine_iterations):
-            if it == 0 and sr != base.link.search_range_um:
-                continue
-            p = base.replace(search_range_um=sr, refine_iterations=it)
-            s = _scores(track_series(series, tracings, dets, p, registration=reg), truth, 3)
-            out.append(f"| {sr} | {it} | {_fmt(s['link_p'])} | {_fmt(s['link_r'])} | "
-                       f"{_fmt(s['fate_acc'])} | {_fmt(s['restored_p'])} | "
-                       f"{_fmt(s['restored_r'])} |")
-            print(out[-1], flush=True)
+    settings = [(sr, base.link.refine_iterations, True) for sr in (1.5, 2.0, 2.5, 3.0)]
+    settings += [(sr, base.link.refine_iterations, False) for sr in (1.5, 2.0, 2.5)]
+    settings += [(2.0, 0, True)]
+    for sr, it, adaptive in settings:
+        p = base.replace(search_range_um=sr, refine_iterations=it, adaptive_range=adaptive)
+        tracked = track_series(series, tracings, dets, p, registration=reg)
+        s = _scores(tracked, truth, 3)
+        spread = tracked.spines.attrs.get("link_spread")
+        out.append(f"| {sr} | {it} | {'yes' if adaptive else 'no'} | "
+                   f"{_fmt(s['link_p'])} | {_fmt(s['link_r'])} | "
+                   f"{_fmt(s['fate_acc'])} | {_fmt(s['restored_p'])} | "
+                   f"{_fmt(s['restored_r'])} | "
+                   f"{'–' if not spread else format(spread['range'], '.1f')} |")
+        print(out[-1], flush=True)
+    out += [""] + bench_rr30a_detected(series, truth, reg)
     return out + [""]
+
+
+def bench_rr30a_detected(series, truth, reg) -> list[str]:
+    """The same with spinetrack's own tracing and detection (the `run` pipeline's inputs)."""
+    from spinetrack.detect import detect_session
+
+    tracings, dets = [], []
+    for s in series:
+        tracing, found = detect_session(s, Params())
+        tracings.append(tracing)
+        dets.append(found)
+    reg = register_series(series, tracings, RegisterParams())
+    out = ["With spinetrack's own tracing and detection (`detect_session`, default "
+           "parameters), scored within 3 µm of the person's lines; link precision/recall over "
+           "links whose two ends were both detected:", "",
+           "| search range µm | measured range | link precision | link recall | reach along "
+           "branch µm |", "|---|---|---|---|---|"]
+    for sr in (1.5, 2.0, 2.5):
+        for adaptive in (True, False):
+            p = Params().replace(search_range_um=sr, adaptive_range=adaptive)
+            tracked = track_series(series, tracings, dets, p, registration=reg)
+            sc = compare(SeriesTables.from_frames(tracked.spines, tracked.fates, n_sessions=3),
+                         truth, near_um=3.0)["links"]["total"]
+            spread = tracked.link_spread
+            out.append(f"| {sr} | {'yes' if adaptive else 'no'} | {_fmt(sc['precision'])} | "
+                       f"{_fmt(sc['recall'])} | "
+                       f"{'–' if not spread else format(spread['reach_along_branch_um'], '.2f')} |")
+            print(out[-1], flush=True)
+    return out
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -130,6 +165,26 @@ def perturbed_detections(spines: pd.DataFrame, voxel, rng, xy_um=0.15, z_um=0.4)
     return out
 
 
+def registration_error(reg, syn, n_points: int = 2000) -> tuple[float, float]:
+    """Median and largest distance between our map and the true affine map of each session.
+
+    Points are drawn uniformly in the stack (10% margin); the synthetic smooth warp
+    (about 0.1 µm) is not part of the true map used here.
+    """
+    rng = np.random.default_rng(0)
+    extent = np.asarray(syn.series[0].extent_um)
+    pts = rng.uniform(0.1 * extent, 0.9 * extent, (n_points, 3))
+    errors = []
+    for k, t in enumerate(syn.info["transforms"]):
+        if k == 0:
+            continue
+        a = np.asarray(t["session_to_reference_affine"], float)
+        truth = pts @ a[:3, :3].T + a[:3, 3]
+        errors.append(np.linalg.norm(reg.to_reference(k, pts) - truth, axis=1))
+    e = np.concatenate(errors)
+    return float(np.median(e)), float(np.max(e))
+
+
 def bench_synth(preset: str, seeds, n_sessions: int = 4) -> list[str]:
     from spinetrack.synth import make_series
 
@@ -148,17 +203,20 @@ def bench_synth(preset: str, seeds, n_sessions: int = 4) -> list[str]:
         s = _scores(tracked, truth, n_sessions)
         rep = tracked.registration.report
         s.update(seed=seed, seconds=dt, n=len(tracked.spines),
-                 residual=float(np.nanmax(rep["residual_um"].iloc[1:])))
+                 residual=float(np.nanmax(rep["residual_um"].iloc[1:])),
+                 reg_error=registration_error(tracked.registration, syn))
         rows.append(s)
         print(preset, s, flush=True)
     out = [f"### synthetic `{preset}` ({n_sessions} sessions, truth spines + 0.15/0.4 µm "
            "noise, truth centre lines, images for registration)", "",
            "| seed | observations | link precision | link recall | fate accuracy | restored P "
-           "| restored R | worst line residual µm | track s |", "|---|---|---|---|---|---|---|---|---|"]
+           "| restored R | worst line residual µm | registration error µm (median / max) "
+           "| track s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in rows:
         out.append(f"| {s['seed']} | {s['n']} | {_fmt(s['link_p'])} | {_fmt(s['link_r'])} | "
                    f"{_fmt(s['fate_acc'])} | {_fmt(s['restored_p'])} | {_fmt(s['restored_r'])} "
-                   f"| {s['residual']:.2f} | {s['seconds']:.1f} |")
+                   f"| {s['residual']:.2f} | {s['reg_error'][0]:.2f} / {s['reg_error'][1]:.2f} "
+                   f"| {s['seconds']:.1f} |")
     return out + [""]
 
 
@@ -166,27 +224,35 @@ def bench_synth(preset: str, seeds, n_sessions: int = 4) -> list[str]:
 
 
 def placed_points(rng, n_obs: int = 10_000, n_sessions: int = 10, n_branches: int = 40):
-    """A placed spine table (branch frame) of about ``n_obs`` observations."""
-    per_session = n_obs // n_sessions
-    per_branch = per_session // n_branches
+    """A placed spine table (branch frame) of exactly ``n_obs`` observations.
+
+    Spines 1–3 µm apart on both sides of each branch; each session 5% are lost
+    and as many new ones appear at random sites; positions jitter by 0.2 µm.
+    A few random observations are dropped (missed detections) to hit ``n_obs``.
+    """
+    per_branch = int(np.ceil(1.05 * n_obs / n_sessions / n_branches))
     rows = []
     for b in range(n_branches):
         arc = np.cumsum(rng.uniform(1.0, 3.0, per_branch))
         side = rng.choice([-1.0, 1.0], per_branch)
         length = rng.uniform(0.8, 2.0, per_branch)
-        alive = np.ones(per_branch, bool)
         for k in range(n_sessions):
-            lost = rng.random(per_branch) < 0.05
-            alive &= ~lost
+            if k:
+                gone = rng.random(per_branch) < 0.05
+                arc[gone] = rng.uniform(0, arc.max(), gone.sum())
+                side[gone] = rng.choice([-1.0, 1.0], gone.sum())
+                length[gone] = rng.uniform(0.8, 2.0, gone.sum())
             a = arc + rng.normal(0, 0.2, per_branch)
             rows.append(pd.DataFrame({
-                "session": k, "branch_id": b, "arc_um": a[alive],
-                "head_arc_um": a[alive] + rng.normal(0, 0.2, alive.sum()),
-                "lateral_um": (side * (0.6 + length))[alive], "depth_um": 0.0,
+                "session": k, "branch_id": b, "arc_um": a,
+                "head_arc_um": a + rng.normal(0, 0.2, per_branch),
+                "lateral_um": side * (0.6 + length) + rng.normal(0, 0.2, per_branch),
+                "depth_um": rng.normal(0, 0.4, per_branch),
                 "z": 0.0, "y": 0.0, "x": 0.0, "z_um": 0.0, "y_um": 0.0, "x_um": 0.0,
-                "length_um": length[alive], "source": "auto"}))
-            alive |= rng.random(per_branch) < 0.05  # a few come back: new ids
-    return pd.concat(rows, ignore_index=True)
+                "length_um": length + rng.normal(0, 0.1, per_branch), "source": "auto"}))
+    out = pd.concat(rows, ignore_index=True)
+    keep = np.sort(rng.choice(len(out), n_obs, replace=False))
+    return out.iloc[keep].reset_index(drop=True)
 
 
 def bench_speed(rng) -> list[str]:

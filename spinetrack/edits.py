@@ -50,6 +50,7 @@ __all__ = [
     "position_columns",
     "recompute_results",
     "replay_edits",
+    "fates_with_overrides",
     "Target",
 ]
 
@@ -58,6 +59,10 @@ log = logging.getLogger(__name__)
 EDIT_KINDS = ("add", "delete", "move", "join", "split", "set_fate")
 EDITS_FILE = "edits.json"
 EDITS_VERSION = 1
+
+#: Detector columns that describe a spine at its detected place (stale once it is moved).
+_STALE_AFTER_MOVE = ("session_branch_id", "session_arc_um", "head_arc_um", "lateral_um",
+                     "depth_um", "side", "head_intensity", "head_radius_um", "score")
 
 #: A recorded spine is found again if a spine of that session lies this close (µm).
 DEFAULT_TOLERANCE_UM = 1.0
@@ -516,6 +521,11 @@ def apply_edit(results: Results, spines: pd.DataFrame, fate_overrides: dict[int,
             if col in sp.columns and sp[col].dtype.kind in "iub" and not float(value).is_integer():
                 sp[col] = sp[col].astype(float)
             sp.loc[idx, col] = value
+        for col in _STALE_AFTER_MOVE:  # measured at the old place: unknown now
+            if col in sp.columns:
+                if sp[col].dtype.kind in "iub":
+                    sp[col] = sp[col].astype(float)
+                sp.loc[idx, col] = np.nan
         return sp
     if edit.kind == "split":
         k = int(sp.at[idx, "session"])
@@ -553,6 +563,26 @@ def apply_edit(results: Results, spines: pd.DataFrame, fate_overrides: dict[int,
     raise EditError(f"unknown edit kind {edit.kind!r}")  # pragma: no cover
 
 
+def fates_with_overrides(spines: pd.DataFrame, n_sessions: int, restore_radius_um: float,
+                         fate_overrides: dict[int, str] | None = None) -> pd.DataFrame:
+    """Classify fates, then put in the fates a person set by hand (``fate_source``).
+
+    A fate set by hand replaces the classified fate of that ``spine_id``;
+    ``restored_from`` is then empty unless the fate set is ``restored``.
+    """
+    fates = classify_fates(spines, n_sessions, restore_radius_um)
+    fates["fate_source"] = "auto"
+    for sid, fate in (fate_overrides or {}).items():
+        hit = fates["spine_id"] == sid
+        if not hit.any():
+            continue
+        if fate != "restored":
+            fates.loc[hit, "restored_from"] = pd.NA
+        fates.loc[hit, "fate"] = fate
+        fates.loc[hit, "fate_source"] = "manual"
+    return fates
+
+
 def recompute_results(results: Results, spines: pd.DataFrame,
                       fate_overrides: dict[int, str] | None = None,
                       edits: list[Edit] | None = None, skipped: list[str] | None = None,
@@ -577,18 +607,9 @@ def recompute_results(results: Results, spines: pd.DataFrame,
     """
     from .pipeline import recompute
 
-    n = results.n_sessions
     spines = spines.reset_index(drop=True)
-    fates = classify_fates(spines, n, results.params.fates.restore_radius_um)
-    fates["fate_source"] = "auto"
-    for sid, fate in (fate_overrides or {}).items():
-        hit = fates["spine_id"] == sid
-        if not hit.any():
-            continue
-        if fate != "restored":
-            fates.loc[hit, "restored_from"] = pd.NA
-        fates.loc[hit, "fate"] = fate
-        fates.loc[hit, "fate_source"] = "manual"
+    fates = fates_with_overrides(spines, results.n_sessions,
+                                 results.params.fates.restore_radius_um, fate_overrides)
     staged = replace(results, spines=spines, fates=fates)
     out = recompute(staged, progress=progress, fates=False)
     # the column order write_results uses, so a reopened project matches the screen

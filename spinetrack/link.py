@@ -180,29 +180,45 @@ def link_refined(spines: pd.DataFrame, search_range_um: float,
     key = arc_columns[0]
     session = out["session"].to_numpy(int)
     branch = out[branch_column].to_numpy()
+    arcs = {c: out[c].to_numpy(float).copy() for c in arc_columns}
+    work = out[["session", branch_column, *dict.fromkeys(coords)]].copy()
     sessions = np.unique(session)
     for prev, k in zip(sessions[:-1], sessions[1:]):
-        pair = (session == prev) | (session == k)
+        pair = np.flatnonzero((session == prev) | (session == k))
+        later = session >= k
         for _ in range(iterations):
-            sub = link_spines(out[pair], search_range_um, coords, weights, branch_column)
-            a = sub[sub["session"] == prev]
-            b = sub[sub["session"] == k]
-            m = a[["spine_id", key]].merge(b[["spine_id", key, branch_column]], on="spine_id",
-                                            suffixes=("_a", "_b"))
-            later = session >= k
-            moved = False
-            for br, g in m.groupby(branch_column):
-                d = np.clip((g[key + "_a"] - g[key + "_b"]).to_numpy(float),
-                            -search_range_um, search_range_um)
-                rows = later & (branch == br)
-                shift = along_branch_shift(g[key + "_b"].to_numpy(float), d,
-                                           out.loc[rows, key].to_numpy(float), scale_um)
-                for c in arc_columns:
-                    out.loc[rows, c] = out.loc[rows, c].to_numpy(float) + shift
-                moved = moved or np.any(np.abs(shift) > 1e-3)
+            for c in arc_columns:
+                if c in work.columns:
+                    work[c] = arcs[c]
+            ids = link_spines(work.iloc[pair], search_range_um, coords, weights,
+                              branch_column)["spine_id"].to_numpy()
+            moved = _shift_pair(ids, session[pair] == k, arcs[key][pair], branch[pair],
+                                later, branch, arcs, search_range_um, scale_um)
             if not moved:
                 break
+    for c in arc_columns:
+        out[c] = arcs[c]
     return link_spines(out, search_range_um, coords, weights, branch_column)
+
+
+def _shift_pair(ids, is_later, key_arc, pair_branch, later, branch, arcs, limit, scale_um):
+    """Fit and apply the along-branch shift of one session pair; True if anything moved."""
+    first = {i: a for i, a, lt in zip(ids, key_arc, is_later) if not lt}
+    moved = False
+    pairs: dict = {}
+    for i, a, b, lt in zip(ids, key_arc, pair_branch, is_later):
+        if lt and i in first:
+            pairs.setdefault(b, []).append((a, first[i] - a))
+    for br, values in pairs.items():
+        v = np.asarray(values)
+        rows = later & (branch == br)
+        key = next(iter(arcs))
+        shift = along_branch_shift(v[:, 0], np.clip(v[:, 1], -limit, limit), arcs[key][rows],
+                                   scale_um)
+        for c in arcs:
+            arcs[c][rows] += shift
+        moved = moved or bool(np.any(np.abs(shift) > 1e-3))
+    return moved
 
 
 def link_displacements(linked: pd.DataFrame, coords: tuple[str, ...]) -> np.ndarray:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .edits import DEFAULT_TOLERANCE_UM, EDITS_FILE, Edit, apply_edit, load_edits, \
-    recompute_results, replay_edits, save_edits
+from .edits import DEFAULT_TOLERANCE_UM, EDITS_FILE, Edit, apply_edit, fates_with_overrides, \
+    load_edits, recompute_results, replay_edits, save_edits
 from .errors import InputError
 from .files import write_json_atomic
 from .results import Results, read_results, write_results
@@ -61,6 +62,9 @@ class Project:
         The corrected results (what a viewer shows).
     dirty : bool
         True when there are changes not yet saved.
+    stats_pending : bool
+        True when spines and fates are edited but the branch statistics are not
+        recomputed yet (see :meth:`apply` with ``statistics=False``).
     skipped : list of str
         Edits of the log that no longer apply to ``auto`` (after a re-run).
     view : dict
@@ -78,6 +82,8 @@ class Project:
         self.view: dict[str, Any] = {}
         self._auto_saved = False
         self.dirty = False
+        self.stats_pending = False
+        self.results = auto
         self._replay()
 
     # ------------------------------------------------------------------ opening
@@ -93,15 +99,19 @@ class Project:
         folder = Path(folder)
         auto_dir = folder / AUTO_DIR
         has_auto = (auto_dir / "spines.csv").exists()
+        edits = load_edits(folder)
+        if edits and not has_auto:
+            raise InputError(auto_dir, "is missing, so the edit log edits.json cannot be "
+                             "replayed; restore auto/ or move edits.json away to open the "
+                             "corrected tables as they are")
         auto = read_results(auto_dir if has_auto else folder)
-        project = cls(auto, folder, load_edits(folder), autosave=autosave)
+        project = cls(auto, folder, edits, autosave=autosave)
         project._auto_saved = has_auto
         if (folder / VIEW_FILE).exists():
             try:
                 project.view = json.loads((folder / VIEW_FILE).read_text())
             except ValueError as exc:
                 raise InputError(folder / VIEW_FILE, f"is not valid JSON ({exc})") from None
-        project.dirty = bool(project.edits) and not has_auto
         return project
 
     @staticmethod
@@ -111,15 +121,39 @@ class Project:
         return (folder / "spines.csv").exists() or (folder / AUTO_DIR / "spines.csv").exists()
 
     # ------------------------------------------------------------------ editing
-    def _replay(self) -> None:
+    def _replay(self, statistics: bool = True) -> None:
         spines, overrides, skipped = replay_edits(self.auto, self.edits, self.tolerance_um)
         self._spines, self._overrides, self.skipped = spines, overrides, skipped
-        self.results = (recompute_results(self.auto, spines, overrides, edits=self.edits,
-                                          skipped=skipped)
-                        if self.edits else self.auto)
+        if not self.edits:
+            self.results, self.stats_pending = self.auto, False
+        elif statistics:
+            self.results = recompute_results(self.auto, spines, overrides, edits=self.edits,
+                                             skipped=skipped)
+            self.stats_pending = False
+        else:
+            self._fates_only()
 
-    def apply(self, edit: Edit) -> Results:
+    def _fates_only(self) -> None:
+        """Update spines and fates now; the branch statistics follow (:meth:`finish`)."""
+        fates = fates_with_overrides(self._spines.reset_index(drop=True),
+                                     self.auto.n_sessions,
+                                     self.auto.params.fates.restore_radius_um, self._overrides)
+        self.results = replace(self.results, spines=self._spines.reset_index(drop=True),
+                               fates=fates)
+        self.stats_pending = True
+
+    def apply(self, edit: Edit, statistics: bool = True) -> Results:
         """Make one edit: check it, log it, recompute, and autosave.
+
+        Parameters
+        ----------
+        edit : Edit
+        statistics : bool
+            Recompute the branch statistics now (then autosave). With False only
+            spines and fates are updated and :attr:`stats_pending` is set: compute
+            the statistics elsewhere (e.g. a background thread) from
+            :meth:`snapshot` with :meth:`compute` and hand them back with
+            :meth:`finish`, which autosaves.
 
         Raises
         ------
@@ -130,19 +164,57 @@ class Project:
         spines = apply_edit(self.auto, self._spines, overrides, edit, self.tolerance_um)
         self.edits.append(edit)
         self._spines, self._overrides = spines, overrides
-        self.results = recompute_results(self.auto, spines, overrides, edits=self.edits,
-                                         skipped=self.skipped)
-        self._changed()
+        if statistics:
+            self.results = recompute_results(self.auto, spines, overrides, edits=self.edits,
+                                             skipped=self.skipped)
+            self.stats_pending = False
+            self._changed()
+        else:
+            self._fates_only()
+            self.dirty = True
         return self.results
 
-    def undo(self) -> Edit | None:
+    def undo(self, statistics: bool = True) -> Edit | None:
         """Drop the last edit (replaying the others); returns it, or None if there was none."""
         if not self.edits:
             return None
         last = self.edits.pop()
-        self._replay()
-        self._changed()
+        self._replay(statistics)
+        if statistics or not self.stats_pending:
+            self._changed()
+        else:
+            self.dirty = True
         return last
+
+    # ------------------------------------------------------------------ statistics elsewhere
+    def snapshot(self) -> tuple:
+        """What :meth:`compute` needs, frozen (safe to use from another thread)."""
+        return (self.auto, self._spines.copy(), dict(self._overrides), list(self.edits),
+                list(self.skipped))
+
+    @staticmethod
+    def compute(snapshot: tuple, progress=None) -> Results:
+        """Full results (fates and branch statistics) of a :meth:`snapshot`."""
+        auto, spines, overrides, edits, skipped = snapshot
+        if not edits:
+            return auto
+        return recompute_results(auto, spines, overrides, edits=edits, skipped=skipped,
+                                 progress=progress)
+
+    def finish(self, snapshot: tuple, results: Results) -> bool:
+        """Take statistics computed from ``snapshot`` if no edit came since; autosave.
+
+        Returns
+        -------
+        bool
+            False when the project changed meanwhile (the results are stale).
+        """
+        if snapshot[3] != self.edits:
+            return False
+        self.results = results
+        self.stats_pending = False
+        self._changed()
+        return True
 
     def _changed(self) -> None:
         self.dirty = True
@@ -167,6 +239,9 @@ class Project:
             self._auto_saved = False
         if self.folder is None:
             raise InputError(None, "the project has no folder yet; choose where to save it")
+        if self.stats_pending:
+            self.results = self.compute(self.snapshot())
+            self.stats_pending = False
         out = self.folder
         if not self._auto_saved and (self.edits or (out / EDITS_FILE).exists()):
             write_results(self.auto, out / AUTO_DIR)

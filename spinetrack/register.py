@@ -337,7 +337,8 @@ def _window(shape) -> np.ndarray:
     return w
 
 
-def _phase_correlate(fixed: np.ndarray, moving: np.ndarray, max_shift_px) -> tuple[np.ndarray, float]:
+def _phase_correlate(fixed: np.ndarray, moving: np.ndarray, max_shift_px
+                     ) -> tuple[np.ndarray, float]:
     """Shift s (pixels) with moving(x - s) ≈ fixed(x), and the correlation peak height."""
     f1 = np.fft.rfftn(fixed * _window(fixed.shape))
     f2 = np.fft.rfftn(moving * _window(moving.shape))

@@ -58,6 +58,11 @@ class Tracked:
         ``branch_id, length_um, arc_start_um, arc_end_um``.
     registration : Registration
     branch_map : BranchMap
+    link_spread : dict or None
+        The measured spread of linked spines (``spinetrack.link.measure_spread``
+        plus ``reach_along_branch_um``: how far along the branch a spine may move
+        and still be linked, the equivalent of a search range), or None when the
+        search range was fixed.
     """
 
     spines: pd.DataFrame
@@ -66,6 +71,7 @@ class Tracked:
     branch_table: pd.DataFrame
     registration: Registration
     branch_map: BranchMap | None = None
+    link_spread: dict | None = None
 
 
 def _um(df: pd.DataFrame, prefix: str, voxel) -> np.ndarray | None:
@@ -158,8 +164,9 @@ def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.D
     ``params.search_range_um`` corrects the drift along each branch
     (:func:`spinetrack.link.link_refined`). With ``params.adaptive_range`` the
     links found are then measured (:func:`spinetrack.link.measure_spread`) and
-    the spines linked again with every coordinate (plus ``length_um`` when the
-    detections have it) divided by its spread, within the measured range. The
+    the spines linked again with every coordinate divided by its spread, within
+    the measured range (adding ``length_um`` as a coordinate did not help: see
+    docs/tracking.md). The
     measurement is kept in ``result.attrs["link_spread"]``.
     """
     linked = link_refined(placed, params.search_range_um, coords=LINK_COORDS,
@@ -168,10 +175,15 @@ def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.D
     spread = None
     if params.adaptive_range:
         coords = LINK_COORDS
-        if "length_um" in linked.columns and linked["length_um"].notna().all():
-            coords = (*LINK_COORDS, "length_um")
         spread = measure_spread(linked, coords)
         if spread is not None:
+            inv = [1.0 / sc for c, sc in zip(coords, spread["scale_um"])
+                   if c in ("arc_um", "head_arc_um")]
+            along = float(np.sqrt(np.sum(np.square(inv))))
+            if spread["range"] > params.search_range_um * along:  # never reach further
+                spread["range"] = params.search_range_um * along
+                spread["capped"] = True
+            spread["reach_along_branch_um"] = float(spread["range"] / along)
             linked = link_spines(linked.drop(columns=["spine_id"]), spread["range"],
                                  coords=coords, weights=tuple(1.0 / np.asarray(
                                      spread["scale_um"])))
@@ -227,6 +239,9 @@ def track_series(series, tracings, detections, params: Params = Params(),
     bmap = match_branches(tracings, registration,
                           match_distance_um=min(2.0, params.register.match_distance_um))
     report(progress, "branches", 1, 1)
+    if not bmap.branch_ids and any(len(d) for d in detections):
+        raise InputError(None, "no dendrite was traced in any session, so the spines cannot "
+                         "be placed on branches and linked")
     placed = []
     for k in range(n):
         report(progress, "link", k, n + 1)
@@ -241,7 +256,8 @@ def track_series(series, tracings, detections, params: Params = Params(),
     fates = classify_fates(spines, n, params.fates.restore_radius_um)
     report(progress, "fates", 1, 1)
     return Tracked(spines=spines, fates=fates, lines=bmap.lines, branch_table=bmap.branch_table,
-                   registration=registration, branch_map=bmap)
+                   registration=registration, branch_map=bmap,
+                   link_spread=spines.attrs.get("link_spread"))
 
 
 # --------------------------------------------------------------------------- command line

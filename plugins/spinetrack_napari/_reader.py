@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 
 from spinetrack.errors import InputError
 from spinetrack.io import read_series, read_session, session_paths
@@ -13,7 +12,15 @@ from spinetrack.project import Project
 
 from ._convert import META_KEY, LayerData, image_layer, results_layers, session_stack
 
-__all__ = ["get_reader", "read_sessions", "read_project", "load_session_images"]
+__all__ = ["get_reader", "read_sessions", "read_project", "load_session_images", "take_opened"]
+
+#: Projects the reader just opened, handed to the viewer's controller (saves a reopen).
+_OPENED: dict[str, Project] = {}
+
+
+def take_opened(folder) -> Project | None:
+    """The project the reader opened from ``folder`` (once), or None."""
+    return _OPENED.pop(str(Path(folder).resolve()), None)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +108,8 @@ def read_project(path: str | list[str]) -> list[LayerData]:
     """
     folder = Path(path[0] if isinstance(path, list) else path)
     project = Project.open(folder)
+    _OPENED.clear()
+    _OPENED[str(folder.resolve())] = project
     stack, voxel, meta = load_session_images(project.results, folder)
     layers = results_layers(project.results, stack, voxel, folder=folder)
     if stack is not None:

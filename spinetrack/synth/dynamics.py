@@ -20,7 +20,7 @@ __all__ = ["simulate_presence", "stress_transition"]
 
 MIN_GAP_UM = 0.7      # smallest distance along a branch between two present spines
 END_GAP_UM = 1.5      # no spine this close to a branch end or junction
-NEW_LOSS_RATE = 0.35  # new spines are less stable than old ones
+NEW_LOSS_RATE = 0.5  # new spines are less stable than old ones
 
 
 def stress_transition(n_sessions: int) -> int:

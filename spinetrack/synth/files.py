@@ -14,7 +14,7 @@ from ..io import write_session
 
 __all__ = ["write_synth", "read_truth", "read_truth_info", "TRUTH_TABLES"]
 
-TRUTH_TABLES = ("spines", "fates", "lines", "branches", "sessions", "filopodia")
+TRUTH_TABLES = ("spines", "fates", "lines", "branches", "sessions", "filopodia", "puncta")
 
 
 def write_synth(syn, out_dir, compression: str | None = "zlib") -> list[Path]:
@@ -25,7 +25,7 @@ def write_synth(syn, out_dir, compression: str | None = "zlib") -> list[Path]:
     syn : SynthSeries
     out_dir : path
         Gets ``session0.tif ...`` (ImageJ hyperstacks with voxel size) and
-        ``truth/{spines,fates,lines,branches,sessions,filopodia}.csv`` plus
+        ``truth/{spines,fates,lines,branches,sessions,filopodia,puncta}.csv`` plus
         ``truth/truth.json``. Every file is written atomically; truth.json last.
     compression : str or None
         TIFF compression (zlib by default).
@@ -38,6 +38,14 @@ def write_synth(syn, out_dir, compression: str | None = "zlib") -> list[Path]:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
+    names = {f"session{k}.tif" for k in range(len(syn.series))}
+    if out.is_dir():
+        stale = sorted(p.name for p in out.iterdir() if p.is_file()
+                       and p.name.lower().endswith((".tif", ".tiff")) and p.name not in names)
+        if stale:
+            raise InputError(out, f"already holds other TIFF files ({', '.join(stale[:3])}), "
+                             "which would be read as sessions of this series; choose an empty "
+                             "folder")
     written = []
     for k, s in enumerate(syn.series):
         written.append(write_session(out / f"session{k}.tif", s.image, s.voxel_size_um,
@@ -71,7 +79,7 @@ def read_truth(path) -> dict[str, pd.DataFrame]:
     Returns
     -------
     dict of DataFrame
-        ``spines, fates, lines, branches, sessions, filopodia``; ``present`` is
+        ``spines, fates, lines, branches, sessions, filopodia, puncta``; ``present`` is
         read as text, ``restored_from`` as a nullable integer.
     """
     folder = _truth_dir(path)

@@ -63,7 +63,8 @@ class SynthConfig:
     drift_um : tuple of float
         Largest rigid shift between sessions along (z, y, x), µm.
     rotation_deg : float
-        Largest in-plane rotation between sessions, degrees.
+        Largest in-plane rotation between sessions, degrees (each session turns
+        by half to all of it).
     warp_um : float
         Amplitude of the smooth non-rigid warp, µm.
     brightness_change : float
@@ -73,7 +74,7 @@ class SynthConfig:
     formation_rate : float
         New spines per transition as a fraction of the spines present.
     restore_fraction : float
-        Fraction of new spines placed within 1.5 µm of the site of an earlier loss.
+        Fraction of new spines placed within 1.2 µm of the site of an earlier loss.
     stress_loss_rate : float
         Loss probability on the one or two stressed branches in the stress transition.
     head_jitter_um : float
@@ -110,7 +111,7 @@ class SynthConfig:
     head_radius_um: tuple[float, float] = (0.4, 0.9)
     neck_radius_um: tuple[float, float] = (0.1, 0.18)
     spine_density_per_um: tuple[float, float] = (0.3, 0.6)
-    spine_length_um: tuple[float, float] = (0.7, 2.6)
+    spine_length_um: tuple[float, float] = (0.45, 1.8)
     z_spine_fraction: float = 0.15
     dim_spine_fraction: float = 0.1
     filopodia_per_um: float = 0.02
@@ -119,13 +120,13 @@ class SynthConfig:
     psf_sigma_um: tuple[float, float, float] = (1.0, 0.25, 0.25)
     photons: float = 140.0
     depth_decay_um: float = 60.0
-    background_photons: float = 1.5
+    background_photons: float = 1.9
     haze_fraction: float = 0.35
     read_noise: float = 0.8
     gain: float = 4.0
-    offset: float = -1.2
+    offset: float = -1.6
     drift_um: tuple[float, float, float] = (2.0, 3.0, 3.0)
-    rotation_deg: float = 1.5
+    rotation_deg: float = 2.0
     warp_um: float = 0.3
     brightness_change: float = 0.15
     loss_rate: float = 0.08
@@ -138,7 +139,7 @@ class SynthConfig:
     neuropil: float = 0.08
     neuropil_cover: float = 1.0
     axons_per_100um: float = 5.0
-    dim_puncta_per_1000um2: float = 40.0
+    dim_puncta_per_1000um2: float = 80.0
     shaft_texture: float = 0.3
     shaft_brightness: float = 2.0
     min_snr: float = 2.0
@@ -158,13 +159,13 @@ PRESETS: dict[str, SynthConfig] = {
         haze_fraction=0.1, read_noise=2.0, gain=1.0, offset=10.0,
         drift_um=(0.5, 1.0, 1.0), rotation_deg=0.3, warp_um=0.05, brightness_change=0.05,
         dim_spine_fraction=0.0, puncta_per_1000um2=2.0, filopodia_per_um=0.01,
-        depth_decay_um=200.0, min_snr=4.0, gain_shape=50.0, noise_corr_px=(0.0, 0.0),
+        depth_decay_um=200.0, gain_shape=50.0, noise_corr_px=(0.0, 0.0),
         neuropil=0.0, dim_puncta_per_1000um2=0.0, shaft_texture=0.15, shaft_brightness=1.3,
         axons_per_100um=1.0,
     ),
     "realistic": SynthConfig(),
     "hard": SynthConfig(
-        photons=110.0, background_photons=3.0, neuropil=0.12, dim_puncta_per_1000um2=60.0,
+        photons=110.0, background_photons=3.0, neuropil=0.12, dim_puncta_per_1000um2=120.0,
         haze_fraction=0.5, read_noise=1.2,
         drift_um=(4.0, 8.0, 8.0), rotation_deg=4.0, warp_um=0.6, brightness_change=0.3,
         dim_spine_fraction=0.2, puncta_per_1000um2=10.0, filopodia_per_um=0.04,

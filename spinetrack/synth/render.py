@@ -15,7 +15,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = ["tube_points", "ball_points", "deposit", "blur", "haze", "neuropil", "upsample",
-           "to_counts",
+           "add_upsampled",
+           "to_counts", "compound_photon_noise",
            "head_peak_fraction", "POINTS_PER_UM3"]
 
 POINTS_PER_UM3 = 600.0
@@ -118,11 +119,12 @@ def _coarse_factors(shape, factor):
 
 
 def haze(volume: np.ndarray, voxel_um, sigma_um=(6.0, 5.0, 5.0), factor: int = 8,
-         extra=None) -> np.ndarray:
+         extra=None, coarse: bool = False) -> np.ndarray:
     """A strongly blurred copy of ``volume`` (out-of-focus light), computed at low resolution.
 
     ``extra``, a coarse volume from :func:`neuropil` (same coarse grid), is added
-    before upsampling.
+    before upsampling. With ``coarse=True`` the low-resolution volume is
+    returned (add it to a full volume with :func:`add_upsampled`).
     """
     z, y, x = volume.shape
     fy, fx = _coarse_factors(volume.shape, factor)
@@ -132,7 +134,7 @@ def haze(volume: np.ndarray, voxel_um, sigma_um=(6.0, 5.0, 5.0), factor: int = 8
     small = ndi.gaussian_filter(small, np.asarray(sigma_um) / step, mode="nearest")
     if extra is not None:
         small = small + extra
-    return upsample(small, volume.shape)
+    return small.astype(np.float32) if coarse else upsample(small, volume.shape)
 
 
 def _linear_taps(n_out: int, n_in: int):
@@ -153,6 +155,18 @@ def upsample(small: np.ndarray, shape) -> np.ndarray:
     return tmp[:, lo, :] * (1 - f) + tmp[:, hi, :] * f
 
 
+def add_upsampled(out: np.ndarray, small: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """``out += scale * upsample(small, out.shape)``, plane by plane (no full-size temporaries)."""
+    small = small.astype(np.float32) * np.float32(scale)
+    lo_x, hi_x, f_x = _linear_taps(out.shape[2], small.shape[2])
+    lo_y, hi_y, f_y = _linear_taps(out.shape[1], small.shape[1])
+    f_y = f_y[:, None]
+    for z in range(out.shape[0]):
+        tmp = small[z][:, lo_x] * (1 - f_x) + small[z][:, hi_x] * f_x  # (y', x)
+        out[z] += tmp[lo_y] * (1 - f_y) + tmp[hi_y] * f_y
+    return out
+
+
 def neuropil(rng, shape, voxel_um, factor: int = 8, n_blobs: float = 1.0) -> np.ndarray:
     """Dim out-of-focus patches (somata and dendrites of other cells), coarse grid.
 
@@ -168,9 +182,41 @@ def neuropil(rng, shape, voxel_um, factor: int = 8, n_blobs: float = 1.0) -> np.
     field /= field.std() + 1e-12
     threshold = 2.4 - 0.5 * np.log1p(n_blobs)
     patches = np.clip(field - threshold, 0, None)
+    grain = ndi.gaussian_filter(rng.normal(size=cshape), np.array([0.7, 0.6, 0.6]) / step,
+                                mode="wrap")
+    grain /= grain.std() + 1e-12
+    patches *= np.clip(1.0 + 0.5 * grain, 0.2, None)  # granular, like out-of-focus neuropil
     patches = ndi.gaussian_filter(patches, np.array([1.0, 0.5, 0.5]) / step, mode="nearest")
     top = patches.max()
     return (patches / top).astype(np.float32) if top > 0 else patches.astype(np.float32)
+
+
+def compound_photon_noise(rng, photons: np.ndarray, gain: float, gain_shape: float) -> np.ndarray:
+    """Summed pulse heights of a Poisson number of photons, each gamma distributed.
+
+    The exact law (a Poisson sum of Gamma(``gain_shape``, ``gain / gain_shape``)
+    pulses) is sampled as zero with probability exp(-λ), and otherwise as one
+    gamma variate with the mean and variance of the sum given at least one
+    photon. This is exact for one photon and for many, matches the first two
+    moments everywhere, and costs one uniform and one gamma draw per voxel
+    instead of a Poisson and a gamma draw.
+    """
+    lam = np.maximum(photons, 0).astype(np.float32)
+    out = np.zeros(lam.shape, dtype=np.float32)
+    excess = np.float32(1.0 + 1.0 / gain_shape)
+    g = np.float32(gain)
+    for z in range(lam.shape[0]):  # plane by plane: small temporaries
+        lz = lam[z]
+        p_hit = -np.expm1(-lz)
+        hit = rng.random(lz.shape, dtype=np.float32) < p_hit
+        lh, ph = lz[hit], p_hit[hit]
+        mean = g * lh / ph
+        second = g * g * (lh * excess + lh * lh) / ph
+        var = np.maximum(second - mean * mean, np.float32(1e-6) * mean * mean)
+        plane = np.zeros(lz.shape, dtype=np.float32)
+        plane[hit] = rng.standard_gamma(mean * mean / var, dtype=np.float32) * (var / mean)
+        out[z] = plane
+    return out
 
 
 def to_counts(rng, photons: np.ndarray, read_noise: float, gain: float, offset: float,
@@ -179,21 +225,14 @@ def to_counts(rng, photons: np.ndarray, read_noise: float, gain: float, offset: 
 
     Each photon gives a pulse of random height (gamma distributed with mean
     ``gain`` and shape ``gain_shape``: 1 is a photomultiplier's exponential pulse
-    heights, large values approach plain Poisson noise). The pulses are
-    smoothed over neighbouring pixels (``corr_px``, Gaussian sigma along y and
-    x in pixels, as the detector's bandwidth does in a line scan), then read
-    noise and ``offset`` are added and the result is rounded and clipped to
-    the output type, so dim images have many zero pixels.
+    heights, large values approach plain Poisson noise; see
+    :func:`compound_photon_noise`). The pulses are smoothed over neighbouring
+    pixels (``corr_px``, Gaussian sigma along y and x in pixels, as the
+    detector's bandwidth does in a line scan), then read noise and ``offset``
+    are added and the result is rounded and clipped to the output type, so dim
+    images have many zero pixels.
     """
-    counts = np.empty(photons.shape, dtype=np.float32)
-    shape = np.float32(gain_shape)
-    for z in range(photons.shape[0]):  # plane by plane: small temporaries, cache friendly
-        n = rng.poisson(np.maximum(photons[z], 0)).astype(np.float32)
-        plane = np.zeros(n.shape, dtype=np.float32)
-        hit = n > 0
-        plane[hit] = rng.standard_gamma(n[hit] * shape, dtype=np.float32)
-        counts[z] = plane
-    counts *= np.float32(gain / gain_shape)
+    counts = compound_photon_noise(rng, photons, gain, gain_shape)
     if max(corr_px) > 0:
         counts = ndi.gaussian_filter(counts, (0.0, corr_px[0], corr_px[1]), truncate=3.0)
     for z in range(photons.shape[0]):

@@ -101,14 +101,19 @@ def identity_transform(centre_um) -> SessionTransform:
 
 def random_transform(rng: np.random.Generator, centre_um, drift_um, rotation_deg,
                      warp_um, n_waves: int = 3) -> SessionTransform:
-    """A random rigid motion (shifts up to ``drift_um``, rotation up to ``rotation_deg``)
-    and a smooth warp of amplitude ``warp_um`` (wavelengths 30-80 µm laterally)."""
+    """A random rigid motion and a smooth warp.
+
+    Shifts are up to ``drift_um`` along each axis (at least half the largest
+    along y or x), the in-plane rotation is between half and all of
+    ``rotation_deg`` (either sense) with tilts a tenth of that, and the warp has
+    amplitude ``warp_um`` (wavelengths 30-80 µm laterally).
+    """
     drift = np.asarray(drift_um, dtype=float)
     t = rng.uniform(-1, 1, 3) * drift
     # at least half the largest drift along y or x, so drift is always visible
     big = 1 + int(rng.integers(2))
     t[big] = np.sign(t[big] or 1.0) * max(abs(t[big]), 0.5 * drift[big])
-    theta = rng.uniform(-1, 1) * rotation_deg
+    theta = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0) * rotation_deg
     tilt = rng.uniform(-1, 1, 2) * rotation_deg * 0.1
     matrix = _rotation(np.deg2rad([theta, tilt[0], tilt[1]]))
     wavelength = rng.uniform(30, 80, n_waves)

@@ -12,15 +12,6 @@ from spinetrack_napari._widgets.run import RunWidget
 pytestmark = [pytest.mark.napari, pytest.mark.slow]
 
 
-def test_sample_data_opens(make_napari_viewer):
-    pytest.importorskip("spinetrack.synth")
-    viewer = make_napari_viewer()
-    viewer.open_sample("spinetrack", "synthetic")
-    assert [layer.name for layer in viewer.layers] == ["synthetic sessions", "true spines"]
-    assert viewer.layers["synthetic sessions"].data.shape[:2] == (3, 24)
-    assert len(viewer.layers["true spines"].data) > 0
-
-
 def shot(viewer, folder, name):
     from qtpy.QtWidgets import QApplication
 
@@ -34,6 +25,9 @@ def test_run_edit_rerun_on_the_sample(make_napari_viewer, tmp_path, screenshot_d
     viewer = make_napari_viewer(show=True)
     viewer.window.resize(1400, 900)
     viewer.open_sample("spinetrack", "synthetic")
+    assert [layer.name for layer in viewer.layers] == ["synthetic sessions", "true spines"]
+    assert viewer.layers["synthetic sessions"].data.shape[:2] == (3, 24)
+    assert len(viewer.layers["true spines"].data) > 0
     viewer.layers["true spines"].visible = False
     run = RunWidget(viewer)
     edit = EditWidget(viewer)

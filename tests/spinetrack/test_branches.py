@@ -68,7 +68,8 @@ def test_shared_arc_frame_and_extension(scene):
     assert table.loc[0, "arc_end_um"] == pytest.approx(40.0, abs=0.3)   # seen in both sessions
     lines = bm.lines
     assert set(lines["session"]) == {0, 1}
-    assert (lines.loc[(lines.session == 1) & (lines.session_branch_id == 1), "branch_id"] == 0).all()
+    moved_a = (lines.session == 1) & (lines.session_branch_id == 1)
+    assert (lines.loc[moved_a, "branch_id"] == 0).all()
 
 
 def test_side_and_offset():

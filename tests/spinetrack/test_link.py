@@ -4,7 +4,8 @@ import pytest
 
 from spinetrack.errors import InputError
 from spinetrack.fates import identity_rule_violations
-from spinetrack.link import along_branch_shift, link_refined, link_spines, split_gaps
+from spinetrack.link import (along_branch_shift, link_refined, link_spines, measure_spread,
+                             split_gaps)
 
 
 def _table(rows):
@@ -79,3 +80,17 @@ def test_bad_input():
         link_spines(pd.DataFrame({"session": [0]}), 1.0, coords=("arc_um",))
     with pytest.raises(InputError):
         link_spines(_table([(0, 0, np.nan, 1.0)]), 1.0, coords=("arc_um", "lateral_um"))
+
+
+def test_measure_spread_recovers_the_jitter(rng):
+    n = 400
+    arcs = np.arange(n) * 3.0
+    jitter = np.array([0.2, 0.5])
+    rows = [(0, 0, a, 1.0) for a in arcs]
+    rows += [(1, 0, a + rng.normal(0, jitter[0]), 1.0 + rng.normal(0, jitter[1])) for a in arcs]
+    linked = link_spines(_table(rows), 2.5, coords=("arc_um", "lateral_um"))
+    spread = measure_spread(linked, ("arc_um", "lateral_um"))
+    assert np.allclose(spread["scale_um"], jitter, rtol=0.15)
+    assert 2.5 < spread["range"] < 6.0        # a few spreads for Gaussian jitter
+    assert spread["n_links"] == n
+    assert measure_spread(linked.iloc[:10], ("arc_um", "lateral_um")) is None

@@ -105,3 +105,51 @@ def test_open_refuses_a_folder_without_results(tmp_path):
     with pytest.raises(InputError, match="not a results folder"):
         Project.open(tmp_path)
     assert not Project.is_project(tmp_path)
+
+
+def test_statistics_computed_elsewhere_are_taken_only_if_current(folder):
+    p = Project.open(folder)
+    p.apply(Edit.delete(p.spines, 1, 0), statistics=False)
+    assert p.stats_pending and p.dirty
+    assert 1 not in set(p.results.fates["spine_id"]) or \
+        p.results.fates.set_index("spine_id").loc[1, "present"] == "010"
+    assert not (folder / "edits.json").exists()  # no autosave before the statistics
+    snap = p.snapshot()
+    full = Project.compute(snap)
+    p.apply(Edit.set_fate(p.spines, 4, "lost"), statistics=False)
+    assert p.finish(snap, full) is False  # an edit came meanwhile: stale
+    snap = p.snapshot()
+    assert p.finish(snap, Project.compute(snap)) is True
+    assert not p.stats_pending and not p.dirty
+    assert_same(read_results(folder), p.results)
+    assert_same(Project.open(folder).results, p.results)
+
+
+def test_save_finishes_pending_statistics(folder):
+    p = Project.open(folder, autosave=False)
+    p.apply(Edit.delete(p.spines, 1, 0), statistics=False)
+    p.save()
+    assert not p.stats_pending
+    assert read_results(folder).branches.set_index("branch_id").loc[0, "n_lost"] == 1
+
+
+def test_correction_model_never_imports_qt_or_napari():
+    import subprocess
+    import sys
+
+    code = ("import sys, spinetrack.edits, spinetrack.project; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('napari', 'PyQt6', 'PyQt5', 'PySide6', 'qtpy', 'magicgui')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_edit_log_without_auto_results_is_a_clear_error(folder):
+    p = Project.open(folder)
+    p.apply(Edit.delete(p.spines, 1, 0))
+    import shutil
+
+    shutil.rmtree(folder / "auto")
+    with pytest.raises(InputError, match="auto.*cannot be replayed"):
+        Project.open(folder)

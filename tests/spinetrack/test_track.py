@@ -182,3 +182,32 @@ def test_track_command_writes_a_results_folder(tmp_path, rng, check_contract):
     (det_dir / "day1_spines.csv").unlink()
     assert main(["-q", "track", *files, "--detections", str(det_dir), "--out",
                  str(tmp_path / "x")]) == 2
+
+
+def test_measured_range_tells_a_replaced_spine_from_the_same_one(rng):
+    # 3 branches of stable spines with little jitter; on branch 0 the spine at 33 µm is
+    # lost after session 1 and a longer one appears 0.8 µm away in session 2
+    stable = [(i, b, 3.0 + 5.0 * j, 1 if j % 2 else -1, 1.2)
+              for i, (b, j) in enumerate((b, j) for b in range(3) for j in range(12))]
+    old, new = (100, 0, 33.0, 1, 0.8), (101, 0, 33.8, 1, 2.0)
+    plan = {0: stable + [old], 1: stable + [old], 2: stable + [new]}
+    tracings, dets = _scene(lambda k: plan[k], 3, rng, jitter=0.05)
+    tracked = track_series(None, tracings, dets, Params())
+    sp = _truth_of(tracked, dets)
+    fate_of = dict(zip(tracked.fates.spine_id, tracked.fates.fate))
+    assert fate_of[sp.loc[sp.truth_id == 100, "spine_id"].iloc[0]] == "lost"
+    assert fate_of[sp.loc[sp.truth_id == 101, "spine_id"].iloc[0]] == "restored"
+    assert tracked.link_spread["reach_along_branch_um"] < 1.0
+    fixed = track_series(None, tracings, dets, Params().replace(adaptive_range=False),
+                         registration=tracked.registration)
+    sp = _truth_of(fixed, dets)
+    assert sp.loc[sp.truth_id.isin([100, 101]), "spine_id"].nunique() == 1
+
+
+def test_a_session_without_spines_splits_identities(rng):
+    plan = {0: [(0, 0, 10.0, 1, 1.5)], 1: [], 2: [(0, 0, 10.0, 1, 1.5)]}
+    tracings, dets = _scene(lambda k: plan[k], 3, rng)
+    dets[1] = dets[1].reindex(columns=dets[0].columns)
+    tracked = track_series(None, tracings, dets, Params())
+    assert sorted(tracked.fates.present) == ["001", "100"]
+    assert sorted(tracked.fates.fate) == ["lost", "restored"]

@@ -15,15 +15,18 @@ from typing import Any
 import numpy as np
 from psygnal import Signal
 
-from spinetrack.edits import Edit
+from spinetrack.edits import Edit, EditError
+from spinetrack.errors import Cancelled, SpinetrackError
 from spinetrack.project import Project
 
+from ._jobs import start_job, synchronous
 from .._convert import (META_KEY, branches_layer, fate_colors, results_layers, spine_features,
                         spines_layer, tracks_layer, SOURCE_SYMBOLS, FACE_ALPHA)
 
 __all__ = ["SpinetrackState", "state_for"]
 
 _STATES: dict[int, SpinetrackState] = {}
+_ROLES = ("sessions", "branches", "identities", "spines")
 
 
 def state_for(viewer) -> SpinetrackState:
@@ -50,11 +53,21 @@ class SpinetrackState:
 
     changed = Signal()
     branch_selected = Signal(int)
+    message = Signal(str)
+
+    #: A drag is taken as finished when the points stop moving for this long (ms).
+    DRAG_SETTLE_MS = 300
 
     def __init__(self, viewer):
         self._viewer = weakref.ref(viewer)
         self.project: Project | None = None
         self.series = None  # the sessions of the last run (originals, unregistered)
+        self._refreshing = False
+        self._watched = None
+        self._removing: list[tuple[int, int]] = []
+        self._moved: set[int] = set()
+        self._timer = None
+        self._stats_job = None
         self.selected_branch: int | None = None
         viewer.layers.events.inserted.connect(self._on_inserted)
 
@@ -68,24 +81,33 @@ class SpinetrackState:
         viewer = self.viewer
         if viewer is None:
             return None
-        for layer in viewer.layers:
+        for layer in reversed(viewer.layers):  # the newest, if a folder was opened twice
             if (layer.metadata or {}).get(META_KEY, {}).get("role") == role:
                 return layer
         return None
 
     def _on_inserted(self, event=None) -> None:
-        if self.project is None:
+        layer = getattr(event, "value", None)
+        info = (getattr(layer, "metadata", None) or {}).get(META_KEY, {})
+        if self.project is None or (info.get("role") == "spines" and info.get("project")
+                                    and str(self._folder()) != info["project"]):
             self.attach()
 
     def attach(self) -> bool:
-        """Open the project named by a spines layer that the reader added."""
+        """Open the project named by the newest spines layer (e.g. one the reader added)."""
         layer = self.layer("spines")
         if layer is None:
             return False
         folder = layer.metadata[META_KEY].get("project")
         if not folder or not Project.is_project(folder):
             return False
-        self.project = Project.open(folder)
+        from .._reader import take_opened
+
+        self.project = take_opened(folder) or Project.open(folder)
+        self.watch_points()
+        if self.layer("sessions") is not None:
+            _set_z_margin(self.viewer)
+        self.restore_view()
         self.changed.emit()
         return True
 
@@ -111,6 +133,7 @@ class SpinetrackState:
             getattr(viewer, f"add_{kind}")(data, **kwargs)
         if stack is not None:
             _set_z_margin(viewer)
+        self.watch_points()
         self.changed.emit()
 
     def refresh(self) -> None:
@@ -118,6 +141,17 @@ class SpinetrackState:
         viewer = self.viewer
         if self.project is None or viewer is None:
             return
+        self._refreshing = True
+        try:
+            self._refresh_layers()
+        finally:
+            self._refreshing = False
+        self.watch_points()
+        self.highlight_branch(self.selected_branch)
+        self.changed.emit()
+
+    def _refresh_layers(self) -> None:
+        viewer = self.viewer
         results, folder = self.project.results, self.project.folder
         points = self.layer("spines")
         if points is None:
@@ -146,8 +180,6 @@ class SpinetrackState:
             layer = viewer.add_tracks(built[0], **built[1])
             viewer.layers.move(viewer.layers.index(layer),
                                viewer.layers.index(self.layer("spines")))
-        self.highlight_branch(self.selected_branch)
-        self.changed.emit()
 
     def highlight_branch(self, branch_id: int | None) -> None:
         """Draw ``branch_id`` thicker and gold; None for no highlight."""
@@ -164,19 +196,111 @@ class SpinetrackState:
             shapes.edge_width = kwargs["edge_width"]
         self.branch_selected.emit(-1 if branch_id is None else int(branch_id))
 
+    # ------------------------------------------------------------------ napari's own tools
+    def watch_points(self) -> None:
+        """Turn napari's own point tools (add, delete, drag) on the spines layer into edits."""
+        layer = self.layer("spines")
+        if layer is None or layer is self._watched:
+            return
+        if self._watched is not None:
+            self._watched.events.data.disconnect(self._on_points_data)
+        layer.events.data.connect(self._on_points_data)
+        self._watched = layer
+
+    def _on_points_data(self, event) -> None:
+        if self._refreshing or self.project is None:
+            return
+        layer = self._watched
+        action = str(event.action)
+        feats = layer.features
+        if action == "removing":
+            self._removing = [(int(feats["spine_id"].iloc[i]), int(feats["session"].iloc[i]))
+                              for i in event.data_indices if 0 <= i < len(feats)]
+        elif action == "removed":
+            gone, self._removing = self._removing, []
+            self._native(lambda: [Edit.delete(self.project.spines, sid, s) for sid, s in gone])
+        elif action == "added":
+            n = len(layer.data)
+            new = [layer.data[i % n] for i in event.data_indices]
+            self._native(lambda: [Edit.add(int(round(p[0])), p[1:]) for p in new])
+        elif action == "changed":
+            self._moved.update(int(i) for i in event.data_indices)
+            self._settle_later()
+
+    def _settle_later(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        if self._timer is None:
+            self._timer = QTimer()
+            self._timer.setSingleShot(True)
+            self._timer.timeout.connect(self._apply_moves)
+        self._timer.start(self.DRAG_SETTLE_MS)
+
+    def _apply_moves(self) -> None:
+        layer, moved, self._moved = self._watched, sorted(self._moved), set()
+        if layer is None or self.project is None:
+            return
+        spines = self.project.results.spines.reset_index(drop=True)
+        keep = [i for i in moved if i < len(spines) and i < len(layer.data)]
+        targets = [(int(spines["spine_id"].iloc[i]), int(spines["session"].iloc[i]),
+                    np.array(layer.data[i][1:])) for i in keep]
+        self._native(lambda: [Edit.move(self.project.spines, sid, s, to)
+                              for sid, s, to in targets])
+
+    def _native(self, make) -> None:
+        """Apply edits made with napari's tools; on a refusal put the layer back and say why."""
+        try:
+            for e in make():
+                self.project.apply(e)
+        except (EditError, SpinetrackError, ValueError) as exc:
+            self.message.emit(str(exc))
+        self.refresh()
+
     # ------------------------------------------------------------------ editing
     def apply(self, edit: Edit) -> None:
-        """Apply one edit to the project (EditError propagates, nothing changes)."""
-        self.project.apply(edit)
+        """Apply one edit to the project (EditError propagates, nothing changes).
+
+        Spines and fates update at once; the branch statistics are recomputed in
+        a background thread (then the table updates and the project is saved),
+        or right away when jobs are synchronous.
+        """
+        background = not synchronous()
+        self.project.view = self.view_state()  # saved with the edit
+        self.project.apply(edit, statistics=not background)
         self.refresh()
+        if background:
+            self._start_statistics()
 
     def undo(self) -> Edit | None:
         if self.project is None:
             return None
-        last = self.project.undo()
+        background = not synchronous()
+        last = self.project.undo(statistics=not background)
         if last is not None:
             self.refresh()
+            if background and self.project.stats_pending:
+                self._start_statistics()
         return last
+
+    def _start_statistics(self) -> None:
+        """Recompute the branch statistics of the current edits off the GUI thread."""
+        if self._stats_job is not None:
+            self._stats_job.cancel()
+        project = self.project
+        snap = project.snapshot()
+        self.message.emit("updating branch statistics…")
+
+        def done(results) -> None:
+            if self.project is project and project.finish(snap, results):
+                self.changed.emit()
+                self.message.emit(f"{snap[3][-1].describe() if snap[3] else 'undo'}: done")
+
+        def failed(exc) -> None:
+            if not isinstance(exc, Cancelled):
+                self.message.emit(f"statistics not updated: {exc}")
+
+        self._stats_job = start_job(lambda progress: Project.compute(snap, progress),
+                                    lambda *a: None, done, failed)
 
     def current_session(self) -> int:
         """The session the viewer shows (its first dimension)."""
@@ -187,9 +311,11 @@ class SpinetrackState:
     def view_state(self) -> dict[str, Any]:
         viewer = self.viewer
         return {"point": [float(p) for p in viewer.dims.point],
-                "camera_center": [float(c) for c in viewer.camera.center],
-                "camera_zoom": float(viewer.camera.zoom),
-                "selected_branch": self.selected_branch}
+                "camera_center": [float(c) for c in _camera(viewer).center],
+                "camera_zoom": float(_camera(viewer).zoom),
+                "selected_branch": self.selected_branch,
+                "visible": {role: bool(layer.visible) for role in _ROLES
+                            if (layer := self.layer(role)) is not None}}
 
     def restore_view(self) -> None:
         """Put the viewer back where the project's ``view.json`` says it was."""
@@ -200,16 +326,27 @@ class SpinetrackState:
         point = view.get("point")
         if point and len(point) == viewer.dims.ndim:
             viewer.dims.point = point
+        camera = _camera(viewer)
         if view.get("camera_center"):
-            viewer.camera.center = view["camera_center"]
+            camera.center = view["camera_center"]
         if view.get("camera_zoom"):
-            viewer.camera.zoom = view["camera_zoom"]
+            camera.zoom = view["camera_zoom"]
         if view.get("selected_branch") is not None:
             self.highlight_branch(int(view["selected_branch"]))
+        for role, visible in (view.get("visible") or {}).items():
+            layer = self.layer(role)
+            if layer is not None:
+                layer.visible = bool(visible)
 
     def save(self, folder: str | Path | None = None) -> Path:
         self.project.view = self.view_state()
         return self.project.save(folder)
+
+
+def _camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9 on)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
 
 
 def _set_z_margin(viewer, margin_um: float = 1.0) -> None:

@@ -111,6 +111,14 @@ class RunWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        self.state.changed.connect(self._follow_project)
+        self._follow_project()
+
+    def _follow_project(self) -> None:
+        """Offer the open project's folder as the output (re-running keeps its edits)."""
+        project = self.state.project
+        if project is not None and project.folder is not None and not self.out.text().strip():
+            self.out.setText(str(project.folder))
 
     # ------------------------------------------------------------------ inputs
     def _browse_sessions(self) -> None:
