@@ -362,7 +362,14 @@ def _csv_series(path: Path, base: Path, rows: list[tuple[int, dict[str, str]]],
                                  "it must be the same in every row of a series")
     day_text = [row.get("day", "") for _, row in rows]
     days = None
-    if any(day_text):
+    if len(rows) == 1 and len(re.split(r"[\s;]+", day_text[0].strip())) > 1:
+        # one row for a whole series (a 4-D file or a folder): all its days in one cell
+        try:
+            values = [float(d) for d in re.split(r"[\s;]+", day_text[0].strip())]
+        except ValueError:
+            raise InputError(path, f"{where}: days {day_text[0]!r} are not all numbers") from None
+        days = _days(values, None, path, where)
+    elif any(day_text):
         if not all(day_text):
             raise InputError(path, f"{where}: day is given for some sessions only")
         try:

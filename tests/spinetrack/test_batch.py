@@ -158,6 +158,8 @@ def test_yaml_manifest(tmp_path):
     ("animal,condition,session\nm1,a,x.tif\nm1,b,y.tif\n", "line 3: condition 'b' differs"),
     ("animal,session,day\nm1,x.tif,0\nm1,y.tif,\n", "day is given for some sessions only"),
     ("animal,session,day\nm1,x.tif,zero\n", "are not all numbers"),
+    ("animal,session,day\nm1,x4d.tif,0 4 x\n", "days '0 4 x' are not all numbers"),
+    ("animal,session,day\nm1,x4d.tif,0 8 4\n", "must not decrease"),
     ("animal,session,voxel_z\nm1,x.tif,1\n", "needs all three columns"),
     ("animal,session,voxel_z,voxel_y,voxel_x\nm1,x.tif,1,0,0.1\n", "must be three positive"),
     ("animal,session,restore_radius_um\nm1,x.tif,far\n", "is not a float"),
@@ -457,6 +459,7 @@ def test_example_manifests_agree():
         assert c.files == y.files and c.condition == y.condition
         assert c.overrides.get("restore_radius_um") == y.overrides.get("restore_radius_um")
     assert csv_specs[2].overrides == {"restore_radius_um": 2.5}
+    assert csv_specs[1].days == yaml_specs[1].days == (0.0, 4.0, 8.0)
     if (fixtures / "tiny").is_dir():
         assert all(f.exists() for s in csv_specs for f in s.files)
 
