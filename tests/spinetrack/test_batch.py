@@ -597,3 +597,10 @@ def test_forced_rerun_keeps_a_persons_edits(tmp_path):
     assert (out / "m1" / "edits.json").read_bytes() == edits
     assert len(read_results(out / "m1" / "auto").spines) == n_auto
     assert len(read_results(out / "m1").spines) == n_auto - 1
+
+
+def test_paths_are_absolute_for_workers_elsewhere(cohort_dir, monkeypatch):
+    monkeypatch.chdir(cohort_dir.parent)
+    (task,) = plan(read_manifest(Path(cohort_dir.name)), "out")[:1]
+    assert all(f.is_absolute() and f.exists() for f in task.spec.files)
+    assert task.folder == (cohort_dir.parent / "out" / "m1").resolve()
