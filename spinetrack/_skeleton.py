@@ -143,22 +143,35 @@ def _order_pixels(pts: np.ndarray) -> np.ndarray:
 
 
 def prune_twigs(skel: np.ndarray, spacing: tuple[float, float],
-                twig_um: float, rounds: int = 3) -> np.ndarray:
-    """Remove terminal segments shorter than ``twig_um`` that hang off a junction."""
+                twig_um: float, rounds: int = 10) -> np.ndarray:
+    """Remove terminal segments shorter than ``twig_um`` that hang off a junction.
+
+    Only the shortest such twig at each junction goes in one round, so that
+    where a spine's twig meets the shaft near a dendrite's end, the twig goes
+    and the shaft's end piece (also terminal, but longer) joins the rest of
+    the shaft again after re-skeletonising.
+    """
     from skimage.morphology import skeletonize
 
     skel = np.asarray(skel, bool).copy()
     for _ in range(rounds):
-        changed = False
+        shortest: dict[int, tuple[float, Segment]] = {}
         for seg in skeleton_segments(skel):
             one_end = (seg.start_kind == "end") != (seg.end_kind == "end")
-            if one_end and seg.length(spacing) < twig_um:
-                body = seg.yx[1:] if seg.start_kind == "junction" else seg.yx[:-1]
-                iy, ix = np.round(body).astype(int).T
-                skel[iy, ix] = False
-                changed = True
-        if not changed:
+            if not one_end:
+                continue
+            length = seg.length(spacing)
+            if length >= twig_um:
+                continue
+            node = seg.start_node if seg.start_kind == "junction" else seg.end_node
+            if node not in shortest or length < shortest[node][0]:
+                shortest[node] = (length, seg)
+        if not shortest:
             break
+        for _, seg in shortest.values():
+            body = seg.yx[1:] if seg.start_kind == "junction" else seg.yx[:-1]
+            iy, ix = np.round(body).astype(int).T
+            skel[iy, ix] = False
         skel = skeletonize(skel)
     return skel
 

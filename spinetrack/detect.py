@@ -44,7 +44,7 @@ _Z_MIN_RESID = 0.3  # ... and stands out more than a lateral head must (the shaf
 _OPEN_UM = 2.0  # the shaft model along a branch ignores bumps narrower than this
 _CORRIDOR_UM = 0.4  # a neck may bend this far along the branch
 _SIG_Z_UM = 0.5  # smoothing along z of the straightened stack
-_PEAK_UM = 0.6  # a head is the brightest point within this (arc and offset) ...
+_PEAK_UM = 0.9  # a head is the brightest point within this (arc and offset) ...
 _PEAK_Z_UM = 3.0  # ... and this along z
 
 
@@ -201,6 +201,9 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
     else:
         shaft_model = np.minimum(vol, vol.min(axis=0, keepdims=True))
     resid = vol - shaft_model
+    # noise of the smoothed stack, from the background far out on both sides
+    far = vol[:, :, np.abs(offsets) >= 0.7 * np.abs(offsets).max()]
+    noise = 1.4826 * float(np.median(np.abs(far - np.median(far)))) if far.size else 0.0
     foot = (_odd(_PEAK_UM / step), min(_odd(_PEAK_Z_UM / voxel[0]), n_z), _odd(_PEAK_UM / step))
     peaks = (resid == ndi.maximum_filter(resid, size=foot, mode="nearest")) & (resid > _MIN_RESID)
     ia, iz, io = np.nonzero(peaks)
@@ -298,7 +301,7 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
         "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
         "value": vol[ia, iz, io], "resid": strength, "neck_min": neck_min,
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
-        "surface_um": surface, "slope": slope})
+        "surface_um": surface, "slope": slope, "noise": noise})
 
 
 def _walk_out(resid, ia, iz, io, centre, back, lateral):
@@ -337,6 +340,7 @@ def _walk_out(resid, ia, iz, io, centre, back, lateral):
 # (so independent of how bright a session is); calibrated on rr30a-dev and synthetic data
 _MIN_RESID = 0.08     # a head stands at least this far above the shaft model
 _INSIDE = 1.0  # residual peaks nearer the centre line than this × shaft radius are ignored
+_NECK_SNR = 3.0  # ... plus this many noise SDs of the straightened branch
 _MIN_NECK = 0.025     # the dimmest point between shaft surface and head (bouton gap test)
 _FILOPODIUM_CONTRAST = 1.25  # a long protrusion whose head is not this much brighter than its
                              # neck is a filopodium
@@ -362,9 +366,9 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     neck_min = cands["neck_min"].to_numpy()
     neck_mean = cands["neck_mean"].to_numpy()
     resid = cands["resid"].to_numpy()
-    keep = ((length + head_radius >= params.min_protrusion_um)
+    keep = ((length > 0) & (length + head_radius >= params.min_protrusion_um)
             & (length <= params.max_spine_length_um)
-            & (neck_min >= _MIN_NECK))
+            & (neck_min >= _MIN_NECK + _NECK_SNR * cands["noise"].to_numpy()))
     contrast = value / np.maximum(neck_mean, 1e-6)
     filo = (length >= _FILOPODIUM_MIN_UM) & (contrast < _FILOPODIUM_CONTRAST)
     t = np.column_stack([pts["ty"].to_numpy()[j], pts["tx"].to_numpy()[j]])
@@ -388,7 +392,8 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
                           dist_um=dist, radius_um=radius,
                           offset_um=cands["offset_um"].to_numpy(),
                           surface_um=cands["surface_um"].to_numpy(),
-                          slope=cands["slope"].to_numpy())
+                          slope=cands["slope"].to_numpy(),
+                          noise=cands["noise"].to_numpy())
     out = _dedupe(out[keep].reset_index(drop=True), voxel)
     out = _drop_on_filopodia(out)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)

@@ -182,6 +182,8 @@ def _empty(voxel, shape) -> Tracing:
 # that extends a dendrite; calibrated on rr30a-dev and the synthetic presets
 _RIDGE_HIGH = 0.2
 _RIDGE_LOW = 0.035
+_WEAK_MIN_UM = 15.0  # a dim piece without a seed is kept when its centre line is this long
+_WEAK_SNR = 4.0  # ... and its mean brightness is this many noise SDs above the median
 _SEED_SNR = 8.0  # seeds are at least this many robust noise SDs above the median
 
 
@@ -215,6 +217,14 @@ def _dendrite_mask(plane: np.ndarray, spacing, params) -> np.ndarray:
         return low
     seeded = np.zeros(n + 1, bool)
     seeded[np.unique(lab[seeds])] = True
+    # a dim dendrite without any bright stretch is still long and thin: keep
+    # unseeded pieces whose skeleton is long (puncta and haze are short)
+    from skimage.morphology import skeletonize
+
+    skel_len = np.bincount(lab[skeletonize(low)], minlength=n + 1) * px * 1.1
+    mean_level = ndi.mean(plane, lab, np.arange(n + 1))
+    seeded |= ((skel_len >= max(_WEAK_MIN_UM, params.min_branch_length_um))
+               & (np.asarray(mean_level) > centre + _WEAK_SNR * noise))
     seeded[0] = False
     return seeded[lab]
 

@@ -1,0 +1,230 @@
+"""Accuracy and speed of dendrite tracing and spine detection (``spinetrack.detect``).
+
+    python -m bench detect                  # full run (about 5 minutes on 2 cores)
+    python -m bench.bench_detect --quick    # one rr30a session, one seed, no timing
+
+Writes ``bench/results/detect.md``:
+
+1. Accuracy on rr30a-dev: precision, recall and F1 of the spine detections of
+   each session against the person's annotations, restricted to spines within
+   3 µm of the annotated centre lines (``compare(..., near_um=3)``; match within
+   1.2 µm laterally and 2.5 µm axially), and how much of the annotated centre
+   lines the tracing found.
+2. Accuracy on the synthetic ``realistic`` preset (one session, seeds 0–2):
+   against every truth spine, and against the spines the generator marks
+   ``visible`` (the others are counted as neither found nor missed).
+3. Speed: ``detect_session`` (trace + detect) on crops of rr30a session 0 of
+   three sizes, each in a fresh process, with its peak resident memory
+   (includes reading the stack); the full 70×1024×1024 stack is timed 3 times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def _rr30a() -> Path:
+    for candidate in (os.environ.get("SPINETRACK_RR30A"), REPO.parent / "shared" / "data" /
+                      "rr30a-dev", Path("/work/shared/data/rr30a-dev")):
+        if candidate and (Path(candidate) / "truth_spines.csv").exists():
+            return Path(candidate)
+    raise SystemExit("rr30a-dev not found; set SPINETRACK_RR30A")
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def rr30a_scores(sessions=(0, 1, 2)) -> list[dict]:
+    """Detection scores and centre-line coverage on each rr30a-dev session."""
+    from scipy.spatial import cKDTree
+
+    from spinetrack.compare import compare, load_truth
+    from spinetrack.detect import detect_session
+    from spinetrack.io import read_session
+    from spinetrack.params import Params
+
+    folder = _rr30a()
+    truth = load_truth(folder)
+    truth_lines = pd.read_csv(folder / "truth_lines.csv")
+    rows = []
+    for k in sessions:
+        session = read_session(folder / f"session{k}.tif")
+        tracing, found = detect_session(session, Params())
+        spines = found[found["kind"] == "spine"].assign(session=k)
+        total = compare(spines, truth, near_um=3, sessions=[k])["detection"]["total"]
+        lines = truth_lines[truth_lines["session"] == k]
+        d, _ = cKDTree(tracing.lines[["y_um", "x_um"]]).query(lines[["y_um", "x_um"]])
+        rows.append({"session": k, "tp": total["tp"], "fp": total["fp"], "fn": total["fn"],
+                     "precision": total["precision"], "recall": total["recall"],
+                     "f1": total["f1"], "lines_found": float((d < 1.0).mean()),
+                     "n_branches": tracing.n_branches,
+                     "n_filopodia": int((found["kind"] == "filopodium").sum())})
+    return rows
+
+
+def synthetic_scores(seeds=(0, 1, 2), preset: str = "realistic") -> list[dict]:
+    """Detection scores on one session of synthetic series (all and visible truth)."""
+    from spinetrack.compare import SeriesTables, compare
+    from spinetrack.detect import detect_session
+    from spinetrack.params import Params
+    from spinetrack.synth import make_series
+
+    rows = []
+    for seed in seeds:
+        syn = make_series(preset=preset, n_sessions=1, seed=seed)
+        _, found = detect_session(syn.series[0], Params())
+        spines = found[found["kind"] == "spine"].assign(session=0)
+        truth = syn.truth["spines"].query("session == 0")
+        row = {"seed": seed, "n_truth": len(truth), "n_visible": int(truth["visible"].sum())}
+        for name, t in (("all", truth), ("visible", truth.assign(is_bad=~truth["visible"]))):
+            total = compare(spines, SeriesTables.from_frames(t), sessions=[0])["detection"]["total"]
+            row.update({f"{name}_{key}": total[key]
+                        for key in ("tp", "fp", "fn", "precision", "recall", "f1")})
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- speed
+
+
+def _timing(path: str, shape: tuple[int, int, int]) -> dict:
+    """Run in a fresh process: read, crop, trace + detect; seconds and peak RSS."""
+    import resource
+
+    from spinetrack.detect import detect_session
+    from spinetrack.io import Session, read_session
+
+    session = read_session(path)
+    nz, ny, nx = shape
+    image = np.ascontiguousarray(session.image[:nz, :ny, :nx])
+    crop = Session(image=image, voxel_size_um=session.voxel_size_um, name=session.name)
+    t0 = time.perf_counter()
+    tracing, found = detect_session(crop)
+    seconds = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"shape": list(image.shape), "seconds": seconds, "peak_rss_mb": rss,
+            "n_branches": tracing.n_branches, "n_spines": int((found["kind"] == "spine").sum())}
+
+
+def _timed_subprocess(path: Path, shape) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.bench_detect", "--timing", str(path),
+                          *map(str, shape)], capture_output=True, text=True, check=True,
+                         cwd=REPO)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def speed(repeats: int = 3) -> tuple[list[dict], list[dict]]:
+    path = _rr30a() / "session0.tif"
+    full = [_timed_subprocess(path, (70, 1024, 1024)) for _ in range(repeats)]
+    sizes = [_timed_subprocess(path, shape) for shape in ((70, 384, 384), (70, 512, 1024))]
+    return full, sizes + [min(full, key=lambda r: r["seconds"])]
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(x, digits=3):
+    return "–" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
+
+
+def write_report(rr, syn, full, sizes, seconds_total: float) -> Path:
+    lines = [
+        "## detect",
+        "",
+        f"`python -m bench detect` ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{seconds_total:.0f} s). Default parameters throughout.",
+        "",
+        "### rr30a-dev (person's annotations, within 3 µm of the annotated centre lines)",
+        "",
+        "Match within 1.2 µm laterally and 2.5 µm axially; the annotated point is the "
+        "spine tip, the detection the head's brightness peak. `lines found`: fraction of "
+        "the annotated centre line with a traced line within 1 µm.",
+        "",
+        "| session | TP | FP | FN | precision | recall | F1 | lines found | branches | "
+        "filopodia |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rr:
+        lines.append(f"| {r['session']} | {r['tp']} | {r['fp']} | {r['fn']} | "
+                     f"{_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | "
+                     f"{_fmt(r['lines_found'], 2)} | {r['n_branches']} | {r['n_filopodia']} |")
+    if syn:
+        lines += [
+            "",
+            "### Synthetic `realistic` preset (one session per seed)",
+            "",
+            "`visible`: truth spines the generator marks not visible (noise-free head peak "
+            "below 4 noise SDs) are ignored.",
+            "",
+            "| seed | truth (visible) | F1 all | P all | R all | F1 visible | P visible | "
+            "R visible |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in syn:
+            lines.append(f"| {r['seed']} | {r['n_truth']} ({r['n_visible']}) | "
+                         f"{_fmt(r['all_f1'])} | {_fmt(r['all_precision'])} | "
+                         f"{_fmt(r['all_recall'])} | {_fmt(r['visible_f1'])} | "
+                         f"{_fmt(r['visible_precision'])} | {_fmt(r['visible_recall'])} |")
+        lines.append(f"| mean | | {_fmt(float(np.mean([r['all_f1'] for r in syn])))} | | | "
+                     f"{_fmt(float(np.mean([r['visible_f1'] for r in syn])))} | | |")
+    if full:
+        secs = [r["seconds"] for r in full]
+        lines += [
+            "",
+            "### Speed (trace + detect, one session, fresh process each)",
+            "",
+            f"Full rr30a session 0 (70×1024×1024 uint8), {len(full)} runs: median "
+            f"{np.median(secs):.1f} s (runs {', '.join(f'{s:.1f}' for s in secs)}), peak RSS "
+            f"{max(r['peak_rss_mb'] for r in full):.0f} MB (including the stack as read).",
+            "",
+            "| stack (z, y, x) | seconds | peak RSS MB | branches | spines |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in sizes:
+            lines.append(f"| {'×'.join(map(str, r['shape']))} | {r['seconds']:.1f} | "
+                         f"{r['peak_rss_mb']:.0f} | {r['n_branches']} | {r['n_spines']} |")
+    out = HERE / "results" / "detect.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_detect", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run, not for the record")
+    parser.add_argument("--timing", nargs=4, metavar=("PATH", "Z", "Y", "X"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.timing:
+        path, *shape = args.timing
+        print(json.dumps(_timing(path, tuple(int(s) for s in shape))))
+        return 0
+    t0 = time.perf_counter()
+    if args.quick:
+        for row in rr30a_scores((1,)) + synthetic_scores((0,)):
+            print(row)
+        return 0
+    rr = rr30a_scores()
+    syn = synthetic_scores()
+    full, sizes = speed()
+    out = write_report(rr, syn, full, sizes, time.perf_counter() - t0)
+    print(out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
