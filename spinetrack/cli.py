@@ -306,7 +306,8 @@ def _cmd_synth(args) -> int:
     out = Path(args.out)
     spines, fates = syn.truth["spines"], syn.truth["fates"]
     per = spines.groupby("session").size()
-    print(f"wrote {len(syn.series)} sessions to {out}: "
+    n = len(syn.series)
+    print(f"wrote {n} session{'s' if n != 1 else ''} to {out}: "
           + ", ".join(f"session{k}.tif" for k in range(len(syn.series))))
     print(f"truth in {out / 'truth'}: {len(syn.truth['branches'])} branches, "
           f"{fates['spine_id'].nunique()} spine identities, spines per session "
@@ -315,9 +316,14 @@ def _cmd_synth(args) -> int:
     print("fates: " + ", ".join(f"{f} {int(counts.get(f, 0))}" for f in
                                 ("stable", "lost", "formed", "transient", "restored")))
     stress = syn.info["stress_branches"]
-    print("losses: uniform (null)" if args.null else
-          f"losses cluster on branch(es) {' '.join(map(str, stress))} between sessions "
-          f"{syn.info['stress_transition']} and {syn.info['stress_transition'] + 1}")
+    if n < 2:
+        print("one session: no losses or formations")
+    elif args.null:
+        print("losses: uniform (null)")
+    else:
+        k = syn.info["stress_transition"]
+        print(f"losses cluster on branch(es) {' '.join(map(str, stress))} between sessions "
+              f"{k} and {k + 1}")
     return EXIT_OK
 
 
