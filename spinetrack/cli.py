@@ -68,6 +68,9 @@ def _add_compare(sub) -> None:
                         "lines of the same session (for partly annotated fields)")
     p.add_argument("--sessions", type=int, nargs="+", metavar="S",
                    help="score only these sessions (0-based); fates need all sessions")
+    p.add_argument("--visible-only", action="store_true",
+                   help="ignore truth spines a synthetic truth marks not visible (hidden behind "
+                        "the shaft in z or below the noise)")
     p.add_argument("--json", default=None, metavar="OUT.json",
                    help="where to write the scores (default RESULT_DIR/compare.json; not "
                         "written by default when RESULT_DIR is itself a truth folder)")
@@ -82,7 +85,8 @@ def _cmd_compare(args) -> int:
 
     result, truth = load_result(args.result), load_truth(args.truth)
     scores = compare(result, truth, lateral_um=args.lateral_um, axial_um=args.axial_um,
-                     near_um=args.near, sessions=args.sessions)
+                     near_um=args.near, sessions=args.sessions,
+                     visible_only=args.visible_only)
     print(format_scores(scores))
     if not args.json and result.format != "result":
         # never write into a truth folder (rr30a-dev, synthetic truth) uninvited
