@@ -25,7 +25,8 @@ from .progress import ProgressCallback, report, sub_progress
 from .register import Registration, register_series
 from .results import SPINE_COLUMNS
 
-__all__ = ["Tracked", "track_series", "place_spines", "link_placed", "SPINE_EXTRA_COLUMNS"]
+__all__ = ["Tracked", "track_series", "place_spines", "link_placed", "link_errors",
+           "SPINE_EXTRA_COLUMNS"]
 
 #: Columns of Tracked.spines after the contract's.
 SPINE_EXTRA_COLUMNS = ["side", "kind", "head_intensity", "head_radius_um", "score",
@@ -258,6 +259,97 @@ def track_series(series, tracings, detections, params: Params = Params(),
     return Tracked(spines=spines, fates=fates, lines=bmap.lines, branch_table=bmap.branch_table,
                    registration=registration, branch_map=bmap,
                    link_spread=spines.attrs.get("link_spread"))
+
+
+#: Columns of :func:`link_errors`.
+LINK_ERROR_COLUMNS = ["kind", "cause", "from_session", "index_a", "index_b", "branch_a",
+                      "branch_b", "arc_um", "d_arc_um", "d_head_arc_um", "d_lateral_um",
+                      "d_depth_um"]
+
+
+def link_errors(spines: pd.DataFrame, truth_spines: pd.DataFrame, lateral_um: float = 1.2,
+                axial_um: float = 2.5, reach_um: float | None = None) -> pd.DataFrame:
+    """Every link that disagrees with a truth, with what tells the two ends apart.
+
+    Result spines are matched to truth spines session by session
+    (:func:`spinetrack.compare.match_spines`); only links whose two ends were
+    both matched are looked at, as ``spinetrack compare`` scores them.
+
+    Parameters
+    ----------
+    spines : DataFrame
+        :attr:`Tracked.spines` (``session, spine_id, z_um, y_um, x_um`` and the
+        branch-frame columns ``branch_id, arc_um, head_arc_um, lateral_um,
+        depth_um``).
+    truth_spines : DataFrame
+        Truth spine table with ``session, spine_id, z_um, y_um, x_um``.
+    lateral_um, axial_um : float
+        Matching tolerances, µm (those of ``spinetrack compare``).
+    reach_um : float, optional
+        How far along the branch the linker may reach (e.g.
+        ``Tracked.link_spread["reach_along_branch_um"]``); missed links whose
+        ends are further apart are put down to ``beyond range``.
+
+    Returns
+    -------
+    DataFrame
+        :data:`LINK_ERROR_COLUMNS`, one row per wrong link. ``kind`` is
+        ``extra`` (linked, but two different truth spines) or ``missed`` (one
+        truth spine, not linked). ``cause`` of a missed link: ``other branch``
+        (its ends were placed on different global branches), ``beyond range``,
+        ``taken`` (an end was linked to another detection instead) or
+        ``unlinked``; of an extra link: ``neighbour`` (the truth spine of the
+        earlier end is also there in the later session) or ``replacement``
+        (it is not: the linker joined a lost and a new spine). ``index_a`` and
+        ``index_b`` are the rows of ``spines`` at the two ends; ``d_*`` are
+        changes from the earlier to the later end, µm.
+    """
+    from .compare import match_spines
+
+    pairs = match_spines(spines, truth_spines, lateral_um, axial_um)
+    tid = pd.Series(truth_spines["spine_id"].to_numpy()[
+        truth_spines.index.get_indexer(pairs["truth_index"])], index=pairs["result_index"])
+    r_of_t = dict(zip(pairs["truth_index"], pairs["result_index"]))
+    key = dict(zip(zip(spines["session"], spines["spine_id"]), spines.index))
+    truth_key = set(zip(truth_spines["session"], truth_spines["spine_id"]))
+    rows = []
+    for a in spines.index:
+        k, sid = spines.at[a, "session"], spines.at[a, "spine_id"]
+        b = key.get((k + 1, sid))
+        if b is None or a not in tid.index or b not in tid.index or tid[a] == tid[b]:
+            continue
+        cause = "neighbour" if (k + 1, tid[a]) in truth_key else "replacement"
+        rows.append(_error_row(spines, "extra", cause, a, b))
+    t_key = dict(zip(zip(truth_spines["session"], truth_spines["spine_id"]),
+                     truth_spines.index))
+    for (k, sid), ta in t_key.items():
+        tb = t_key.get((k + 1, sid))
+        if tb is None or ta not in r_of_t or tb not in r_of_t:
+            continue
+        a, b = r_of_t[ta], r_of_t[tb]
+        if spines.at[a, "spine_id"] == spines.at[b, "spine_id"]:
+            continue
+        row = _error_row(spines, "missed", "", a, b)
+        if row["branch_a"] != row["branch_b"]:
+            row["cause"] = "other branch"
+        elif reach_um is not None and abs(row["d_arc_um"]) > reach_um:
+            row["cause"] = "beyond range"
+        elif (k + 1, spines.at[a, "spine_id"]) in key or (k, spines.at[b, "spine_id"]) in key:
+            row["cause"] = "taken"
+        else:
+            row["cause"] = "unlinked"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=LINK_ERROR_COLUMNS)
+
+
+def _error_row(spines: pd.DataFrame, kind: str, cause: str, a, b) -> dict:
+    ra, rb = spines.loc[a], spines.loc[b]
+    return {"kind": kind, "cause": cause, "from_session": int(ra["session"]), "index_a": a,
+            "index_b": b, "branch_a": int(ra["branch_id"]), "branch_b": int(rb["branch_id"]),
+            "arc_um": float(ra["arc_um"]), "d_arc_um": float(rb["arc_um"] - ra["arc_um"]),
+            "d_head_arc_um": float(rb["head_arc_um"] - ra["head_arc_um"]),
+            "d_lateral_um": float(rb["lateral_um"] - ra["lateral_um"]),
+            "d_depth_um": float(rb["depth_um"] - ra["depth_um"])}
 
 
 # --------------------------------------------------------------------------- command line

@@ -211,3 +211,37 @@ def test_a_session_without_spines_splits_identities(rng):
     tracked = track_series(None, tracings, dets, Params())
     assert sorted(tracked.fates.present) == ["001", "100"]
     assert sorted(tracked.fates.fate) == ["lost", "restored"]
+
+
+def _row(session, sid, x, branch=0, arc=None):
+    arc = x if arc is None else arc
+    return {"session": session, "spine_id": sid, "z_um": 5.0, "y_um": 5.0, "x_um": x,
+            "branch_id": branch, "arc_um": arc, "head_arc_um": arc, "lateral_um": 1.0,
+            "depth_um": 0.0}
+
+
+def test_link_errors_names_every_kind_of_wrong_link():
+    from spinetrack.track import link_errors
+
+    # truth: A stays (x 10), B stays (x 20), C lost then D new at its site (x 30),
+    # E stays (x 40) but the result puts its second end on another branch,
+    # F stays (x 50 -> 55: far along the branch)
+    truth = pd.DataFrame([_row(0, 0, 10), _row(1, 0, 10), _row(0, 1, 20), _row(1, 1, 20),
+                          _row(0, 2, 30), _row(1, 3, 30), _row(0, 4, 40), _row(1, 4, 40),
+                          _row(0, 5, 50), _row(1, 5, 55)])
+    # result: A(0) -> B(1) (neighbour), B(0) unlinked while its partner is taken,
+    # C -> D (replacement), E's ends on branches 0 and 1, F's ends unlinked
+    result = pd.DataFrame([_row(0, 0, 10), _row(1, 0, 20), _row(0, 1, 20), _row(1, 9, 10),
+                           _row(0, 2, 30), _row(1, 2, 30), _row(0, 4, 40),
+                           _row(1, 7, 40, branch=1), _row(0, 5, 50), _row(1, 8, 55)])
+    result.index = result.index + 100                     # any index labels
+    err = link_errors(result, truth, reach_um=2.0)
+    got = sorted(zip(err.kind, err.cause))
+    assert got == sorted([("extra", "neighbour"), ("extra", "replacement"),
+                          ("missed", "taken"), ("missed", "taken"),
+                          ("missed", "other branch"), ("missed", "beyond range")])
+    far = err[err.cause == "beyond range"].iloc[0]
+    assert far.d_arc_um == pytest.approx(5.0)
+    assert (far.index_a, far.index_b) == (108, 109)
+    # a result equal to the truth has no wrong link
+    assert link_errors(truth.assign(spine_id=truth.spine_id), truth).empty
