@@ -15,6 +15,11 @@ Writes ``bench/results/track.md``:
    little noise (0.15 µm in y and x, 0.4 µm in z, head and base independently),
    and the truth centre lines, through ``track_series``; scored against the truth.
 3. Speed: linking and classifying 10,000 spine observations over 10 sessions.
+4. Wrong links on rr30a-dev (both inputs), counted by cause
+   (``spinetrack.track.link_errors``); ``--crops DIR`` also saves a PNG of the
+   registered maximum projections around each (see :func:`save_crops`), and a
+   global assignment (Hungarian, sum of scaled distances) is compared with
+   trackpy's on the same placed spines.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from spinetrack.fates import classify_fates
 from spinetrack.params import LinkParams, Params, RegisterParams
 from spinetrack.register import register_series
 from spinetrack.trace import tracing_from_lines
-from spinetrack.track import link_placed, track_series
+from spinetrack.track import link_errors, link_placed, track_series
 
 HERE = Path(__file__).resolve().parent
 RR30A = Path("/work/shared/data/rr30a-dev")
@@ -69,7 +74,7 @@ def _fmt(v) -> str:
 # --------------------------------------------------------------------------- rr30a
 
 
-def bench_rr30a(folder: Path) -> list[str]:
+def bench_rr30a(folder: Path, crops: Path | None = None) -> list[str]:
     from spinetrack.io import read_series
 
     series = read_series([folder / f"session{k}.tif" for k in range(3)])
@@ -112,12 +117,19 @@ def bench_rr30a(folder: Path) -> list[str]:
                    f"{_fmt(s['restored_r'])} | "
                    f"{'–' if not spread else format(spread['range'], '.1f')} |")
         print(out[-1], flush=True)
-    out += [""] + bench_rr30a_detected(series, truth, reg)
+    own = bench_rr30a_detected(series, truth)
+    out += [""] + own[0]
+    base_run = track_series(series, tracings, dets, base, registration=reg)
+    runs = {"person's spines and lines": (base_run, reg), "spinetrack's own": own[1]}
+    out += [""] + bench_wrong_links(series, truth, runs, crops)
     return out + [""]
 
 
-def bench_rr30a_detected(series, truth, reg) -> list[str]:
-    """The same with spinetrack's own tracing and detection (the `run` pipeline's inputs)."""
+def bench_rr30a_detected(series, truth) -> tuple[list[str], tuple]:
+    """The same with spinetrack's own tracing and detection (the `run` pipeline's inputs).
+
+    Returns the table's lines and (Tracked with default parameters, Registration).
+    """
     from spinetrack.detect import detect_session
 
     tracings, dets = [], []
@@ -142,7 +154,128 @@ def bench_rr30a_detected(series, truth, reg) -> list[str]:
                        f"{_fmt(sc['recall'])} | "
                        f"{'–' if not spread else format(spread['reach_along_branch_um'], '.2f')} |")
             print(out[-1], flush=True)
-    return out
+    default = track_series(series, tracings, dets, Params(), registration=reg)
+    return out, (default, reg)
+
+
+def global_assignment(spines: pd.DataFrame, coords, scale, reach: float) -> pd.DataFrame:
+    """Relink placed spines by one optimal assignment per branch and session pair.
+
+    The cost of a link is the distance in ``coords`` divided by ``scale`` (not
+    its square, as trackpy minimises); pairs further than ``reach`` cannot link;
+    the most links are made, then the smallest total cost (Hungarian method).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from spinetrack.link import split_gaps
+
+    sp = spines.reset_index(drop=True)
+    pos = sp[list(coords)].to_numpy(float) / np.asarray(scale, float)
+    ses, br = sp["session"].to_numpy(int), sp["branch_id"].to_numpy()
+    pid = np.arange(len(sp))
+    big = 1e9
+    for k in range(1, ses.max() + 1 if len(sp) else 0):
+        for g in np.unique(br):
+            a = np.flatnonzero((ses == k - 1) & (br == g))
+            b = np.flatnonzero((ses == k) & (br == g))
+            if not len(a) or not len(b):
+                continue
+            d = np.linalg.norm(pos[a][:, None] - pos[b][None], axis=2)
+            n, m = d.shape
+            cost = np.full((n + m, m + n), big)
+            cost[:n, :m] = np.where(d <= reach, d, big)
+            cost[:n, m:][np.eye(n, dtype=bool)] = 10 * reach   # leaving a spine unlinked
+            cost[n:, :m][np.eye(m, dtype=bool)] = 10 * reach
+            cost[n:, m:] = 0.0
+            rows, cols = linear_sum_assignment(cost)
+            for i, j in zip(rows, cols):
+                if i < n and j < m and d[i, j] <= reach:
+                    pid[b[j]] = pid[a[i]]
+    return sp.assign(spine_id=split_gaps(pid, ses))
+
+
+def save_crops(series, tracked, errors: pd.DataFrame, folder: Path, half_um: float = 8.0):
+    """PNG of session k and k+1 (registered max projections) around every wrong link.
+
+    Left: the earlier session, right: the later one, both warped onto session 0's
+    grid. Every spine of the earlier session is marked red, of the later green;
+    the two ends of the wrong link are circled (white).
+    """
+    from skimage.draw import circle_perimeter, disk
+    from skimage.io import imsave
+
+    folder.mkdir(parents=True, exist_ok=True)
+    reg, sp = tracked.registration, tracked.spines
+    vox = np.asarray(series[0].voxel_size_um, float)
+    mips = {}
+    for e in errors.itertuples():
+        k = e.from_session
+        for s in (k, k + 1):
+            if s not in mips:
+                img = series[s].image if s == 0 else reg.warp_image(
+                    s, series[s].image, series[s].voxel_size_um)
+                mips[s] = np.asarray(img, float).max(axis=0)
+        ends = sp.loc[[e.index_a, e.index_b], ["ref_y_um", "ref_x_um"]].to_numpy() / vox[1:]
+        cy, cx = ends.mean(axis=0).astype(int)
+        h = int(half_um / vox[1])
+        tiles = []
+        for s, colour in ((k, (1, 0, 0)), (k + 1, (0, 1, 0))):
+            crop = mips[s][max(cy - h, 0):cy + h, max(cx - h, 0):cx + h]
+            crop = np.clip(crop / max(np.percentile(crop, 99.5), 1e-9), 0, 1)
+            rgb = np.repeat(crop[..., None], 3, axis=2)
+            for ss, col in ((k, (1, 0, 0)), (k + 1, (0, 1, 0))):
+                here = sp[sp.session == ss][["ref_y_um", "ref_x_um"]].to_numpy() / vox[1:]
+                for y, x in here - [max(cy - h, 0), max(cx - h, 0)]:
+                    rr, cc = disk((y, x), 2, shape=crop.shape)
+                    rgb[rr, cc] = col
+            for y, x in ends - [max(cy - h, 0), max(cx - h, 0)]:
+                rr, cc = circle_perimeter(int(y), int(x), 6, shape=crop.shape)
+                rgb[rr, cc] = 1.0
+            tiles.append(rgb)
+        pic = np.kron(np.concatenate(tiles, axis=1), np.ones((3, 3, 1)))
+        name = f"{e.kind}_{e.cause.replace(' ', '-')}_s{k}_b{e.branch_a}_arc{e.arc_um:.0f}.png"
+        imsave(folder / name, (pic * 255).astype(np.uint8), check_contrast=False)
+
+
+def bench_wrong_links(series, truth, runs: dict, crops: Path | None) -> list[str]:
+    """Wrong links by cause, and global assignment against trackpy, for each input."""
+    from spinetrack.track import LINK_COORDS
+
+    out = ["Wrong links by cause (`spinetrack.track.link_errors`, default parameters; "
+           "*extra*: linked but two truth spines, *neighbour* if the earlier one is still "
+           "there, *replacement* if not; *missed*: one truth spine not linked, *taken* when "
+           "an end went to another detection):", "",
+           "| input | extra: neighbour | extra: replacement | missed: taken | "
+           "missed: beyond range | missed: other branch | missed: unlinked |",
+           "|---|---|---|---|---|---|---|"]
+    alt = ["", "Global assignment (Hungarian on the sum of scaled distances, same spreads and "
+           "reach) against trackpy (smallest sum of squared distances), same placed spines:",
+           "", "| input | trackpy P / R | global assignment P / R |", "|---|---|---|"]
+    for name, (tracked, reg) in runs.items():
+        near = None if name.startswith("person") else 3.0
+        err = link_errors(tracked.spines, truth.spines,
+                          reach_um=(tracked.link_spread or {}).get("reach_along_branch_um"))
+        n = err.groupby(["kind", "cause"]).size()
+        out.append(f"| {name} | " + " | ".join(str(int(n.get((kd, c), 0))) for kd, c in (
+            ("extra", "neighbour"), ("extra", "replacement"), ("missed", "taken"),
+            ("missed", "beyond range"), ("missed", "other branch"),
+            ("missed", "unlinked"))) + " |")
+        spread = tracked.link_spread
+        if spread:
+            relinked = global_assignment(tracked.spines, LINK_COORDS, spread["scale_um"],
+                                         spread["range"])
+            a = _link_pr(tracked.spines, tracked.fates, truth, near)
+            b = _link_pr(relinked, classify_fates(relinked, len(series)), truth, near)
+            alt.append(f"| {name} | {a} | {b} |")
+        if crops is not None:
+            save_crops(series, tracked, err, crops / name.split("'")[0].replace(" ", "_"))
+    return out + alt
+
+
+def _link_pr(spines, fates, truth, near) -> str:
+    s = compare(SeriesTables.from_frames(spines, fates, n_sessions=int(spines.session.max()) + 1),
+                truth, near_um=near)["links"]["total"]
+    return f"{_fmt(s['precision'])} / {_fmt(s['recall'])}"
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -273,6 +406,8 @@ def bench_speed(rng) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench track")
     parser.add_argument("--quick", action="store_true", help="rr30a and speed only")
+    parser.add_argument("--crops", type=Path, metavar="DIR",
+                        help="save a PNG around every wrong link on rr30a-dev in DIR")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     started = datetime.now(timezone.utc)
@@ -285,7 +420,7 @@ def main(argv=None) -> int:
            "were detected (here every spine is given, so all of them).", ""]
     folder = _find_rr30a()
     if folder is not None:
-        out += bench_rr30a(folder)
+        out += bench_rr30a(folder, args.crops)
     else:
         out += ["rr30a-dev not found (set SPINETRACK_RR30A).", ""]
     if not args.quick:
