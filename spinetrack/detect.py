@@ -301,7 +301,7 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
         "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
         "value": vol[ia, iz, io], "resid": strength, "neck_min": neck_min,
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
-        "surface_um": surface, "slope": slope, "noise": noise})
+        "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral})
 
 
 def _walk_out(resid, ia, iz, io, centre, back, lateral):
@@ -345,6 +345,8 @@ _MIN_NECK = 0.025     # the dimmest point between shaft surface and head (bouton
 _FILOPODIUM_CONTRAST = 1.25  # a long protrusion whose head is not this much brighter than its
                              # neck is a filopodium
 _FILOPODIUM_MIN_UM = 2.0
+_SURFACE_SLACK_UM = 0.15  # a lateral head may sit this far inside the shaft's half-maximum
+                          # surface
 _DEDUPE_UM = 0.6
 
 
@@ -366,7 +368,12 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     neck_min = cands["neck_min"].to_numpy()
     neck_mean = cands["neck_mean"].to_numpy()
     resid = cands["resid"].to_numpy()
-    keep = ((length > 0) & (length + head_radius >= params.min_protrusion_um)
+    # beyond the shaft's local half-maximum surface (measured on the shaft model at the
+    # head's plane), not only beyond the traced radius
+    surface = cands["surface_um"].to_numpy() - _SURFACE_SLACK_UM
+    beyond = ((np.abs(cands["offset_um"].to_numpy()) >= surface)
+              | ~cands["lateral"].to_numpy(bool))
+    keep = ((length > 0) & beyond & (length + head_radius >= params.min_protrusion_um)
             & (length <= params.max_spine_length_um)
             & (neck_min >= _MIN_NECK + _NECK_SNR * cands["noise"].to_numpy()))
     contrast = value / np.maximum(neck_mean, 1e-6)

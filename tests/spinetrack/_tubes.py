@@ -63,5 +63,6 @@ def tube_image(shape=(12, 140, 300), voxel=VOXEL, spines=(), boutons=(), filopod
     sig = (0.6 / voxel[0], 0.15 / voxel[1], 0.15 / voxel[2])
     img = ndi.gaussian_filter(img, sig) * 200.0 + 5.0
     img = img + rng.normal(0.0, noise, img.shape)
-    truth = {"heads_um": np.array(heads).reshape(-1, 3), "filopodia_um": np.array(tips).reshape(-1, 3)}
+    truth = {"heads_um": np.array(heads).reshape(-1, 3),
+             "filopodia_um": np.array(tips).reshape(-1, 3)}
     return np.clip(img, 0, 255).astype(np.uint8), truth
