@@ -131,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         "cohort tables and cohort report included).",
         "",
         "| workers | wall s | series done / failed | series per minute | speed-up | "
-        "median s per series | Σ s in series | peak RSS per worker | load before → after |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "median s per series | median CPU s per series | CPU share | peak RSS per worker | "
+        "load before → after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in runs:
         st = r["status"]
@@ -141,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         spm = done / (r["wall"] / 60) if r["wall"] else float("nan")
         secs = pd.to_numeric(st["seconds"], errors="coerce")
         rss = pd.to_numeric(st["worker_peak_rss_mb"], errors="coerce")
+        cpu = pd.to_numeric(st["cpu_seconds"], errors="coerce")
         lines.append(f"| {r['workers']} | {r['wall']:.0f} | {done} / {failed} | {spm:.2f} | "
                      f"{base['wall'] / r['wall']:.2f}× | {secs.median():.0f} | "
-                     f"{secs.sum():.0f} | {rss.max():.0f} MB | {r['load_before']:.1f} → {r['load_after']:.1f} |")
+                     f"{cpu.median():.0f} | {cpu.sum() / secs.sum():.0%} | {rss.max():.0f} MB | {r['load_before']:.1f} → {r['load_after']:.1f} |")
     lines.append("")
     for r in runs:
         bad = r["status"][r["status"]["status"] != "done"]
@@ -161,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         "Peak RSS per worker: the largest `worker_peak_rss_mb` in `batch_status.csv` (the "
         "worker process's peak resident memory after its last series). Speed-up is the 1-worker "
         "wall time over this run's; with 2 cores shared by several people, 2 workers cannot "
-        "reach 2×. Σ s in series: the series' own run times added up (busy worker time); "
-        "the rest of the wall time is start-up (cluster, imports) and the cohort tables.",
+        "reach 2×. CPU share: the series' CPU time over their wall time, added up over the "
+        "series: the fraction of a core a worker actually got (100% on an idle machine). A "
+        "series is one single-threaded task, so on an idle machine with at least as many free "
+        "cores as workers the wall time is about Σ CPU s / workers plus start-up.",
     ]
     text = "\n".join(lines) + "\n"
     if args.quick:

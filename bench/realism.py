@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -49,7 +48,6 @@ def find_rr30a() -> Path | None:
 
 def _window_max(image: np.ndarray, points_px: np.ndarray, radius_px=(1, 5, 5)) -> np.ndarray:
     """Brightest voxel within a box around each (z, y, x) point."""
-    size = tuple(2 * r + 1 for r in radius_px)
     idx = np.round(points_px).astype(int)
     for ax in range(3):
         idx[:, ax] = np.clip(idx[:, ax], 0, image.shape[ax] - 1)
@@ -57,7 +55,6 @@ def _window_max(image: np.ndarray, points_px: np.ndarray, radius_px=(1, 5, 5)) -
     for i, (z, y, x) in enumerate(idx):
         sl = tuple(slice(max(c - r, 0), c + r + 1) for c, r in zip((z, y, x), radius_px))
         out[i] = image[sl].max()
-    del size
     return out
 
 
@@ -148,7 +145,8 @@ def figure(real_mp, syn_mp, real_stats, syn_stats, voxel, out: Path, detail_yx=N
     table = ax.table(cellText=cells, colLabels=["statistic", "synthetic", "rr30a-dev"],
                      loc="center", cellLoc="center")
     table.scale(1, 1.1)
-    fig.suptitle("Same grey scale (0-255, gamma 0.6) and pixel size (0.12 µm) in both", fontsize=10)
+    fig.suptitle("Same grey scale (0-255, gamma 0.6) and pixel size (0.12 µm) in both",
+                 fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=70)

@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "batch_status.csv"
 STATUS_COLUMNS = ["key", "animal", "series", "condition", "status", "error", "seconds",
-                  "n_sessions", "worker_peak_rss_mb", "finished_utc", "folder"]
+                  "cpu_seconds", "n_sessions", "worker_peak_rss_mb", "finished_utc", "folder"]
 _PARTIAL = ".partial-"
 
 _CSV_FIXED = {"animal", "condition", "series", "session", "day", "name", "voxel_z", "voxel_y",
@@ -310,14 +310,15 @@ def _read_csv_manifest(path: Path) -> list[SeriesSpec]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot be read as text ({exc})") from None
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [(no, ln) for no, ln in enumerate(text.splitlines(), start=1)
+             if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise InputError(path, "is empty")
-    delimiter = "\t" if path.suffix.lower() == ".tsv" or ("\t" in lines[0] and
-                                                          "," not in lines[0]) else ","
-    reader = csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter)
-    rows = list(reader)
-    header = [_CSV_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in rows[0]]
+    delimiter = "\t" if path.suffix.lower() == ".tsv" or ("\t" in lines[0][1] and
+                                                          "," not in lines[0][1]) else ","
+    rows = [(no, next(csv.reader([ln], delimiter=delimiter))) for no, ln in lines]
+    header_line, header_row = rows[0]
+    header = [_CSV_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header_row]
     if len(set(header)) != len(header):
         raise InputError(path, f"has repeated columns {header}")
     for need in ("animal", "session"):
@@ -333,15 +334,15 @@ def _read_csv_manifest(path: Path) -> list[SeriesSpec]:
         raise InputError(path, "needs all three columns voxel_z, voxel_y, voxel_x (µm) or none")
     base = path.parent
     groups: dict[tuple[str, str], list[tuple[int, dict[str, str]]]] = {}
-    for line_no, raw in enumerate(rows[1:], start=2):
+    for line_no, raw in rows[1:]:
         if len(raw) != len(header):
-            raise InputError(path, f"row {line_no}: {len(raw)} fields, the header has "
-                             f"{len(header)}")
+            raise InputError(path, f"line {line_no}: {len(raw)} fields, the header (line "
+                             f"{header_line}) has {len(header)}")
         row = {h: v.strip() for h, v in zip(header, raw)}
         if not row["animal"]:
-            raise InputError(path, f"row {line_no}: empty animal")
+            raise InputError(path, f"line {line_no}: empty animal")
         if not row["session"]:
-            raise InputError(path, f"row {line_no}: empty session file")
+            raise InputError(path, f"line {line_no}: empty session file")
         groups.setdefault((row["animal"], row.get("series", "")), []).append((line_no, row))
     return [_csv_series(path, base, rows_, types) for rows_ in groups.values()]
 
@@ -349,15 +350,15 @@ def _read_csv_manifest(path: Path) -> list[SeriesSpec]:
 def _csv_series(path: Path, base: Path, rows: list[tuple[int, dict[str, str]]],
                 types: dict) -> SeriesSpec:
     first_line, first = rows[0]
-    where = (f"rows {first_line}-{rows[-1][0]}" if len(rows) > 1 else f"row {first_line}")
+    where = (f"lines {first_line}-{rows[-1][0]}" if len(rows) > 1 else f"line {first_line}")
     where += f" (animal {first['animal']}" + (f", series {first['series']})"
                                                 if first.get("series") else ")")
     per_series = [h for h in first if h not in ("session", "day", "name")]
     for line_no, row in rows[1:]:
         for h in per_series:
             if row[h] != first[h]:
-                raise InputError(path, f"row {line_no}: {h} {row[h]!r} differs from "
-                                 f"{first[h]!r} in row {first_line} of the same series; "
+                raise InputError(path, f"line {line_no}: {h} {row[h]!r} differs from "
+                                 f"{first[h]!r} on line {first_line} of the same series; "
                                  "it must be the same in every row of a series")
     day_text = [row.get("day", "") for _, row in rows]
     days = None
@@ -621,7 +622,7 @@ def run_task(task: Task, runner: Callable | None = None,
 
     runner = runner or _default_runner()
     spec = task.spec
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     row: dict[str, Any] = {"key": task.key, "animal": spec.animal, "series": spec.series,
                            "condition": spec.condition, "status": "failed", "error": "",
                            "n_sessions": None, "folder": task.folder.name}
@@ -652,6 +653,7 @@ def run_task(task: Task, runner: Callable | None = None,
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     row["seconds"] = round(time.perf_counter() - t0, 2)
+    row["cpu_seconds"] = round(time.process_time() - cpu0, 2)
     row["worker_peak_rss_mb"] = round(_peak_rss_mb(), 1)
     row["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     return row
@@ -705,7 +707,7 @@ class _StatusBook:
         self.path = out / STATUS_FILE
         self.rows = {t.key: {"key": t.key, "animal": t.spec.animal, "series": t.spec.series,
                              "condition": t.spec.condition, "status": "not run", "error": "",
-                             "seconds": None, "n_sessions": None, "worker_peak_rss_mb": None,
+                             "seconds": None, "cpu_seconds": None, "n_sessions": None, "worker_peak_rss_mb": None,
                              "finished_utc": "", "folder": t.folder.name} for t in tasks}
 
     def update(self, row: dict[str, Any], write: bool = True) -> None:
@@ -922,7 +924,7 @@ def _run_dask(tasks: Sequence[Task], book: _StatusBook, runner, bar, workers: in
             fut = client.submit(run_task, t, runner, key=f"spinetrack-series-{t.key}-"
                                 f"{os.getpid()}-{time.time_ns()}", pure=False, retries=0)
             futures[fut] = t
-            book.update({"key": t.key, "status": "running"}, write=False)
+            book.update({"key": t.key, "status": "submitted"}, write=False)
         book.write()
         for fut in as_completed(list(futures)):
             t = futures[fut]
@@ -935,7 +937,7 @@ def _run_dask(tasks: Sequence[Task], book: _StatusBook, runner, bar, workers: in
             _finish(book, row, bar)
     except BaseException:
         for t in tasks:
-            if book.rows[t.key]["status"] == "running":
+            if book.rows[t.key]["status"] == "submitted":
                 book.rows[t.key]["status"] = "not run"
         for fut in futures:
             fut.cancel()

@@ -270,8 +270,8 @@ def _add_synth(sub) -> None:
     p = sub.add_parser(
         "synth", help="generate a synthetic series with known spines, fates and motion",
         description="Write OUT/session0.tif ... (ImageJ hyperstacks with voxel size) and "
-                    "OUT/truth/ (spines, fates, lines, branches, sessions, filopodia tables "
-                    "and truth.json) for a synthetic two-photon series of dendrites with "
+                    "OUT/truth/ (spines, fates, lines, branches, sessions, filopodia and "
+                    "puncta tables, truth.json) for a synthetic two-photon series of dendrites with "
                     "spines that are lost, formed and restored between sessions, with drift "
                     "and noise. Score a result with 'spinetrack compare RESULT OUT/truth'. "
                     "Details: docs/synth.md.")

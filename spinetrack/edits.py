@@ -60,6 +60,10 @@ EDIT_KINDS = ("add", "delete", "move", "join", "split", "set_fate")
 EDITS_FILE = "edits.json"
 EDITS_VERSION = 1
 
+#: Detector columns that describe a spine at its detected place (stale once it is moved).
+_STALE_AFTER_MOVE = ("session_branch_id", "session_arc_um", "head_arc_um", "lateral_um",
+                     "depth_um", "side", "head_intensity", "head_radius_um", "score")
+
 #: A recorded spine is found again if a spine of that session lies this close (µm).
 DEFAULT_TOLERANCE_UM = 1.0
 
@@ -517,6 +521,11 @@ def apply_edit(results: Results, spines: pd.DataFrame, fate_overrides: dict[int,
             if col in sp.columns and sp[col].dtype.kind in "iub" and not float(value).is_integer():
                 sp[col] = sp[col].astype(float)
             sp.loc[idx, col] = value
+        for col in _STALE_AFTER_MOVE:  # measured at the old place: unknown now
+            if col in sp.columns:
+                if sp[col].dtype.kind in "iub":
+                    sp[col] = sp[col].astype(float)
+                sp.loc[idx, col] = np.nan
         return sp
     if edit.kind == "split":
         k = int(sp.at[idx, "session"])

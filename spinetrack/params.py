@@ -142,10 +142,11 @@ class RegisterParams(_Section):
 class LinkParams(_Section):
     """Linking spines across sessions."""
 
-    search_range_um: float = param(2.5, "largest distance a spine may move between sessions "
+    search_range_um: float = param(2.0, "largest distance a spine may move between sessions "
                                    "after registration, measured along the branch and out from "
-                                   "the shaft (the first linking, and the only one without "
-                                   "--adaptive-range)", "µm", min=0.05, max=20.0,
+                                   "the shaft (the first linking; the measured range never "
+                                   "reaches further along the branch)", "µm", min=0.05,
+                                   max=20.0,
                                    flag="--search-range")
     adaptive_range: bool = param(True, "measure how far linked spines move (each coordinate's "
                                  "spread) and link again with every coordinate scaled by its "

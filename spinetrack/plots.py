@@ -151,33 +151,56 @@ def _wilson(k: int, n: int) -> tuple[float, float]:
 
 def loss_fraction_figure(branches: pd.DataFrame, summary: dict[str, Any],
                          alpha: float = 0.05) -> Figure:
-    """Loss fraction per branch with 95% intervals, the overall fraction and q-values."""
+    """Loss fraction per branch with 95% intervals, the overall fraction and q-values.
+
+    Branches without session-0 spines have no loss fraction and are left out.
+    Up to 10 branches are drawn as columns; more as rows, so labels stay legible.
+    """
     br = branches.sort_values("branch_id")
+    br = br[br["n_spines_s0"] > 0]
     n0 = br["n_spines_s0"].to_numpy()
     nl = br["n_lost"].to_numpy()
     frac = br["loss_fraction"].to_numpy(dtype=float)
     ci = np.array([_wilson(k, n) for k, n in zip(nl, n0)]).reshape(-1, 2)
     q = br["loss_q"].to_numpy(dtype=float)
     x = np.arange(len(br))
-    fig = Figure(figsize=(max(5.0, 0.8 * len(br) + 2.5), 3.6))
-    ax = fig.add_subplot()
     colours = ["#D55E00" if np.isfinite(v) and v < alpha else "#f0b48c" for v in q]
-    ax.bar(x, np.nan_to_num(frac), color=colours, width=0.65, zorder=2)
-    err = np.abs(np.stack([frac - ci[:, 0], ci[:, 1] - frac]))
-    ax.errorbar(x, frac, yerr=np.nan_to_num(err), fmt="none", ecolor="#444", lw=1, capsize=3,
-                zorder=3)
+    err = np.nan_to_num(np.abs(np.stack([frac - ci[:, 0], ci[:, 1] - frac])))
     overall = summary.get("loss_clustering", {}).get("loss_fraction")
-    if overall is not None:
-        ax.axhline(overall, color="#333", ls=":", lw=1.2, zorder=1)
-        ax.text(len(br) - 0.5, overall, f" all branches {overall:.0%}", va="bottom",
-                ha="right", fontsize=8, color="#333")
-    for xi, (k, n, qi) in enumerate(zip(nl, n0, q)):
-        label = f"{k}/{n}" + (f"\nq={qi:.2g}" if np.isfinite(qi) else "")
-        ax.text(xi, 1.02, label, ha="center", va="bottom", fontsize=8,
-                transform=ax.get_xaxis_transform())
-    ax.set_xticks(x, [f"branch {b}" for b in br["branch_id"]], fontsize=9)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("fraction of session-0 spines lost", fontsize=9)
+    names = [f"branch {b}" for b in br["branch_id"]]
+    labels = [f"{k}/{n}" + (f"  q={qi:.2g}" if np.isfinite(qi) else "")
+              for k, n, qi in zip(nl, n0, q)]
+    if len(br) <= 10:
+        fig = Figure(figsize=(max(5.0, 0.8 * len(br) + 2.5), 3.6))
+        ax = fig.add_subplot()
+        ax.bar(x, np.nan_to_num(frac), color=colours, width=0.65, zorder=2)
+        ax.errorbar(x, frac, yerr=err, fmt="none", ecolor="#444", lw=1, capsize=3, zorder=3)
+        if overall is not None:
+            ax.axhline(overall, color="#333", ls=":", lw=1.2, zorder=1)
+            ax.text(len(br) - 0.5, overall, f" all branches {overall:.0%}", va="bottom",
+                    ha="right", fontsize=8, color="#333")
+        for xi, label in enumerate(labels):
+            ax.text(xi, 1.02, label.replace("  ", "\n"), ha="center", va="bottom",
+                    fontsize=8, transform=ax.get_xaxis_transform())
+        ax.set_xticks(x, names, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("fraction of session-0 spines lost", fontsize=9)
+    else:
+        fig = Figure(figsize=(6.4, 0.28 * len(br) + 1.3))
+        ax = fig.add_subplot()
+        ax.barh(x, np.nan_to_num(frac), color=colours, height=0.65, zorder=2)
+        ax.errorbar(frac, x, xerr=err, fmt="none", ecolor="#444", lw=1, capsize=2, zorder=3)
+        if overall is not None:
+            ax.axvline(overall, color="#333", ls=":", lw=1.2, zorder=1)
+            ax.text(overall, -0.9, f"all branches {overall:.0%}", va="bottom", ha="center",
+                    fontsize=8, color="#333")
+        for xi, label in enumerate(labels):
+            ax.text(1.02, xi, label, ha="left", va="center", fontsize=8,
+                    transform=ax.get_yaxis_transform())
+        ax.set_yticks(x, names, fontsize=8)
+        ax.set_ylim(len(br) - 0.5, -1.2)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("fraction of session-0 spines lost", fontsize=9)
     _style(ax)
     fig.tight_layout()
     return fig
@@ -202,7 +225,11 @@ def survival_figure(branches: pd.DataFrame, summary: dict[str, Any]) -> Figure:
     if not days:
         ax.set_xticks(x)
     ax.set_ylabel("session-0 spines still present", fontsize=9)
-    ax.legend(fontsize=7, frameon=False, loc="lower left")
+    if len(branches) <= 10:
+        ax.legend(fontsize=7, frameon=False, loc="lower left")
+    else:  # a legend of dozens of branches hides the curves; name the thick line only
+        ax.legend(ax.lines[-1:], ["all branches (thin lines: one per branch)"], fontsize=7,
+                  frameon=False, loc="lower left")
     _style(ax)
     fig.tight_layout()
     return fig

@@ -164,8 +164,9 @@ def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.D
     ``params.search_range_um`` corrects the drift along each branch
     (:func:`spinetrack.link.link_refined`). With ``params.adaptive_range`` the
     links found are then measured (:func:`spinetrack.link.measure_spread`) and
-    the spines linked again with every coordinate (plus ``length_um`` when the
-    detections have it) divided by its spread, within the measured range. The
+    the spines linked again with every coordinate divided by its spread, within
+    the measured range (adding ``length_um`` as a coordinate did not help: see
+    docs/tracking.md). The
     measurement is kept in ``result.attrs["link_spread"]``.
     """
     linked = link_refined(placed, params.search_range_um, coords=LINK_COORDS,
@@ -174,14 +175,15 @@ def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.D
     spread = None
     if params.adaptive_range:
         coords = LINK_COORDS
-        if "length_um" in linked.columns and linked["length_um"].notna().all():
-            coords = (*LINK_COORDS, "length_um")
         spread = measure_spread(linked, coords)
         if spread is not None:
             inv = [1.0 / sc for c, sc in zip(coords, spread["scale_um"])
                    if c in ("arc_um", "head_arc_um")]
-            spread["reach_along_branch_um"] = float(spread["range"] / np.sqrt(np.sum(
-                np.square(inv))))
+            along = float(np.sqrt(np.sum(np.square(inv))))
+            if spread["range"] > params.search_range_um * along:  # never reach further
+                spread["range"] = params.search_range_um * along
+                spread["capped"] = True
+            spread["reach_along_branch_um"] = float(spread["range"] / along)
             linked = link_spines(linked.drop(columns=["spine_id"]), spread["range"],
                                  coords=coords, weights=tuple(1.0 / np.asarray(
                                      spread["scale_um"])))
@@ -237,6 +239,9 @@ def track_series(series, tracings, detections, params: Params = Params(),
     bmap = match_branches(tracings, registration,
                           match_distance_um=min(2.0, params.register.match_distance_um))
     report(progress, "branches", 1, 1)
+    if not bmap.branch_ids and any(len(d) for d in detections):
+        raise InputError(None, "no dendrite was traced in any session, so the spines cannot "
+                         "be placed on branches and linked")
     placed = []
     for k in range(n):
         report(progress, "link", k, n + 1)

@@ -242,6 +242,32 @@ def _warp_plane(reg, k: int, image: np.ndarray, voxel_um, z: int, shape, ref_vox
                                    cval=0).astype(image.dtype)
 
 
+class _PlaneCache:
+    """Registered planes, resampled on first use and kept (least recently used dropped)."""
+
+    def __init__(self, reg, images, voxels, shape, ref_voxel_um, max_planes: int = 96):
+        from collections import OrderedDict
+        from threading import Lock
+
+        self.reg, self.images, self.voxels = reg, images, voxels
+        self.shape, self.ref_voxel_um, self.max_planes = shape, ref_voxel_um, max_planes
+        self._planes: OrderedDict = OrderedDict()
+        self._lock = Lock()
+
+    def __call__(self, k: int, z: int) -> np.ndarray:
+        with self._lock:
+            if (k, z) in self._planes:
+                self._planes.move_to_end((k, z))
+                return self._planes[(k, z)]
+        plane = _warp_plane(self.reg, k, self.images[k], self.voxels[k], z, self.shape,
+                            self.ref_voxel_um)
+        with self._lock:
+            self._planes[(k, z)] = plane
+            while len(self._planes) > self.max_planes:
+                self._planes.popitem(last=False)
+        return plane
+
+
 def session_stack(images: list[np.ndarray], voxels: list, transform: dict | None = None,
                   progress=None):
     """Stack session images into one (session, z, y, x) array on session 0's grid.
@@ -273,11 +299,11 @@ def session_stack(images: list[np.ndarray], voxels: list, transform: dict | None
     import dask.array as da
 
     ref_vox = tuple(float(v) for v in voxels[0])
+    planes_of = _PlaneCache(reg, images, voxels, ref_shape, ref_vox)
     sessions = [da.from_array(images[0], chunks=(1,) + ref_shape[1:])]
     for k in range(1, len(images)):
-        planes = [da.from_delayed(dask.delayed(_warp_plane)(reg, k, images[k], voxels[k], z,
-                                                            ref_shape, ref_vox),
-                                  shape=ref_shape[1:], dtype=images[k].dtype)
+        planes = [da.from_delayed(dask.delayed(planes_of)(k, z), shape=ref_shape[1:],
+                                  dtype=images[k].dtype)
                   for z in range(ref_shape[0])]
         sessions.append(da.stack(planes))
     report(progress, "align sessions", 1, 1)

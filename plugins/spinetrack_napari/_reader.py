@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 
 from spinetrack.errors import InputError
 from spinetrack.io import read_series, read_session, session_paths

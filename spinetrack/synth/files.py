@@ -14,7 +14,7 @@ from ..io import write_session
 
 __all__ = ["write_synth", "read_truth", "read_truth_info", "TRUTH_TABLES"]
 
-TRUTH_TABLES = ("spines", "fates", "lines", "branches", "sessions", "filopodia")
+TRUTH_TABLES = ("spines", "fates", "lines", "branches", "sessions", "filopodia", "puncta")
 
 
 def write_synth(syn, out_dir, compression: str | None = "zlib") -> list[Path]:
@@ -25,7 +25,7 @@ def write_synth(syn, out_dir, compression: str | None = "zlib") -> list[Path]:
     syn : SynthSeries
     out_dir : path
         Gets ``session0.tif ...`` (ImageJ hyperstacks with voxel size) and
-        ``truth/{spines,fates,lines,branches,sessions,filopodia}.csv`` plus
+        ``truth/{spines,fates,lines,branches,sessions,filopodia,puncta}.csv`` plus
         ``truth/truth.json``. Every file is written atomically; truth.json last.
     compression : str or None
         TIFF compression (zlib by default).
@@ -79,7 +79,7 @@ def read_truth(path) -> dict[str, pd.DataFrame]:
     Returns
     -------
     dict of DataFrame
-        ``spines, fates, lines, branches, sessions, filopodia``; ``present`` is
+        ``spines, fates, lines, branches, sessions, filopodia, puncta``; ``present`` is
         read as text, ``restored_from`` as a nullable integer.
     """
     folder = _truth_dir(path)

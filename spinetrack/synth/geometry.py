@@ -35,7 +35,8 @@ def _curve(rng, start_yx, heading, z0, slope, box, max_len, wiggle=0.35):
     periods = rng.uniform(25.0, 70.0, 2)
     phases = rng.uniform(0, 2 * np.pi, 2)
     amps = rng.uniform(0.1, wiggle, 2)
-    theta = heading + sum(a * np.sin(2 * np.pi * s / p + f) for a, p, f in zip(amps, periods, phases))
+    theta = heading + sum(a * np.sin(2 * np.pi * s / p + f)
+                          for a, p, f in zip(amps, periods, phases))
     step_h = STEP_UM / np.sqrt(1.0 + slope ** 2)
     y = start_yx[0] + np.concatenate([[0.0], np.cumsum(step_h * np.sin(theta[:-1]))])
     x = start_yx[1] + np.concatenate([[0.0], np.cumsum(step_h * np.cos(theta[:-1]))])
@@ -190,7 +191,8 @@ def make_branches(cfg: SynthConfig, rng: np.random.Generator, box, n_target: int
         r0 = rng.uniform(*cfg.shaft_radius_um)
         if k0 == "junction" and dend == 0 and bid > n_junctions:  # side branches are thinner
             r0 = max(cfg.shaft_radius_um[0], 0.8 * r0)
-        radius = r0 * (1 + 0.1 * np.sin(2 * np.pi * arc / rng.uniform(10, 30) + rng.uniform(0, 6.3)))
+        wave = np.sin(2 * np.pi * arc / rng.uniform(10, 30) + rng.uniform(0, 6.3))
+        radius = r0 * (1 + 0.1 * wave)
         rows.append(pd.DataFrame({
             "branch_id": bid, "point": np.arange(len(pts)), "z_um": pts[:, 0], "y_um": pts[:, 1],
             "x_um": pts[:, 2], "arc_um": arc, "radius_um": radius}))
@@ -235,12 +237,17 @@ def branch_frame(lines: pd.DataFrame, branch_id: np.ndarray, arc: np.ndarray):
 
 
 def _left_normal(tangent):
-    """Unit vector in the (y, x) plane, 90° to the left of the tangent's (x, y) direction."""
+    """Unit (z, y, x) vectors in the image plane: left of the tangent, and along it.
+
+    "Left" as the image is displayed (y pointing down): the side where
+    ``ty * vx - tx * vy > 0`` for the tangent (ty, tx) and a vector (vy, vx).
+    """
     ty, tx = tangent[:, 1], tangent[:, 2]
     h = np.hypot(ty, tx)
     h = np.where(h < 1e-9, 1.0, h)
-    return np.column_stack([np.zeros(len(ty)), tx / h, -ty / h]), np.column_stack(
-        [np.zeros(len(ty)), ty / h, tx / h])
+    zero = np.zeros(len(ty))
+    return (np.column_stack([zero, -tx / h, ty / h]),
+            np.column_stack([zero, ty / h, tx / h]))
 
 
 def spine_shapes(lines, spines: pd.DataFrame) -> pd.DataFrame:

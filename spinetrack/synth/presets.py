@@ -111,7 +111,7 @@ class SynthConfig:
     head_radius_um: tuple[float, float] = (0.4, 0.9)
     neck_radius_um: tuple[float, float] = (0.1, 0.18)
     spine_density_per_um: tuple[float, float] = (0.3, 0.6)
-    spine_length_um: tuple[float, float] = (0.7, 2.6)
+    spine_length_um: tuple[float, float] = (0.45, 1.8)
     z_spine_fraction: float = 0.15
     dim_spine_fraction: float = 0.1
     filopodia_per_um: float = 0.02

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["tube_points", "ball_points", "deposit", "blur", "haze", "neuropil", "upsample", "add_upsampled",
+__all__ = ["tube_points", "ball_points", "deposit", "blur", "haze", "neuropil", "upsample",
+           "add_upsampled",
            "to_counts", "compound_photon_noise",
            "head_peak_fraction", "POINTS_PER_UM3"]
 

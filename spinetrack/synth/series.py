@@ -104,7 +104,7 @@ def _draw_spine_shapes(cfg: SynthConfig, rng, n: int) -> pd.DataFrame:
     elevation = np.where(zspine, rng.choice([-1, 1], n) * rng.uniform(60, 80, n),
                          rng.uniform(-35, 35, n))
     lo, hi = cfg.head_radius_um
-    head = lo + (hi - lo) * rng.random(n) ** 2  # most heads small, a few large
+    head = lo + (hi - lo) * rng.random(n) ** 3  # most heads small, a few large
     lo, hi = cfg.spine_length_um
     length = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
     length = np.maximum(length, 0.8 * head + 0.35)
@@ -180,7 +180,8 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, se
         pts.append(p), wts.append(w)
     if len(puncta):
         p, w, _ = render.ball_points(rng, puncta[["z_um", "y_um", "x_um"]].to_numpy(),
-                                     puncta["radius_um"].to_numpy(), puncta["brightness"].to_numpy())
+                                     puncta["radius_um"].to_numpy(),
+                                     puncta["brightness"].to_numpy())
         pts.append(p), wts.append(w)
     world = np.concatenate(pts)
     weights = np.concatenate(wts)
@@ -200,6 +201,57 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, se
         np.float32)[:, None, None]
     return render.to_counts(rng, signal, cfg.read_noise, cfg.gain, cfg.offset, cfg.dtype,
                             cfg.gain_shape, cfg.noise_corr_px)
+
+
+def _clutter(cfg, rng, extent, outer, avoid, n_sessions):
+    """Puncta (bright boutons, dim neuropil puncta, boutons on axons), axons, neuropil.
+
+    Returns
+    -------
+    puncta : DataFrame
+        ``punctum_id, z_um, y_um, x_um, radius_um, brightness, kind`` (world frame).
+    present : (n_puncta, n_sessions) bool array
+    axon_points : (points, weights) filling the axons
+    neuropil : coarse volume or None
+    """
+    area = extent[1] * extent[2] / 1000.0
+    bright = make_puncta(cfg, rng, extent, avoid, rng.poisson(cfg.puncta_per_1000um2 * area))
+    dim = make_puncta(cfg, rng, extent, avoid, rng.poisson(cfg.dim_puncta_per_1000um2 * area))
+    dim["radius_um"] = rng.uniform(0.15, 0.35, len(dim))
+    dim["brightness"] = rng.uniform(0.5, 2.0, len(dim))
+    axons, boutons = make_axons(rng, outer, rng.poisson(cfg.axons_per_100um * extent[2] / 100.0),
+                                avoid)
+    puncta = pd.concat([bright.assign(kind="bouton"), dim.assign(kind="neuropil"),
+                        boutons.assign(kind="axon bouton")], ignore_index=True)
+    puncta["punctum_id"] = np.arange(len(puncta))
+    present = rng.random((len(puncta), n_sessions)) < 0.85
+    if len(axons):
+        ap, aw, _ = render.tube_points(rng, axons[:, 0], axons[:, 1],
+                                       rng.uniform(0.1, 0.15, len(axons)), 1.0)
+    else:
+        ap, aw = np.zeros((0, 3)), np.zeros(0)
+    neuropil = (render.neuropil(rng, cfg.shape, voxel_um(cfg), n_blobs=cfg.neuropil_cover)
+                * cfg.neuropil if cfg.neuropil > 0 else None)
+    return puncta, present, (ap, aw), neuropil
+
+
+def voxel_um(cfg: SynthConfig) -> np.ndarray:
+    """Voxel size of a configuration as an array (z, y, x), µm."""
+    return np.asarray(cfg.voxel_size_um, float)
+
+
+def _puncta_table(puncta: pd.DataFrame, present, k: int, tf, voxel, shape) -> pd.DataFrame:
+    """Puncta present in session k and inside its image, in that session's frame."""
+    pk = puncta[present[:, k]]
+    um = tf.apply(pk[["z_um", "y_um", "x_um"]].to_numpy())
+    px = um / voxel
+    inside = np.all((px >= 0) & (px <= np.asarray(shape) - 1), axis=1)
+    out = pd.DataFrame({"punctum_id": pk["punctum_id"].to_numpy(dtype=int)[inside],
+                        "session": k})
+    _px_columns(out, um[inside], voxel)
+    out["radius_um"] = pk["radius_um"].to_numpy(dtype=float)[inside]
+    out["kind"] = pk["kind"].to_numpy()[inside]
+    return out
 
 
 def _shaft_points(cfg, rng, lines, stubs):
@@ -268,7 +320,56 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
     SynthSeries
     """
     cfg, n_sessions, days = _check_args(preset, n_sessions, days, shape)
-    voxel = np.asarray(cfg.voxel_size_um, float)
+    report(progress, "synth: geometry", 0, n_sessions + 1)
+    world = _build_world(cfg, seed, n_sessions, null)
+    report(progress, "synth: geometry", 1, n_sessions + 1)
+    voxel = voxel_um(cfg)
+    sessions, rows = [], {"spines": [], "lines": [], "filopodia": [], "puncta": []}
+    for k in range(n_sessions):
+        image, tables = _session(world, cfg, k, _rng(seed, _SESSION + k))
+        sessions.append(Session(image=image, voxel_size_um=tuple(float(v) for v in voxel),
+                                name=f"session{k}", path=None, day=days[k]))
+        for name, table in tables.items():
+            rows[name].append(table)
+        report(progress, "synth: render", k + 1, n_sessions)
+    report(progress, "synth: geometry", n_sessions + 1, n_sessions + 1)
+
+    truth_spines = pd.concat(rows["spines"], ignore_index=True)
+    fates = classify_fates(truth_spines, n_sessions, RESTORE_RADIUS_UM)
+    truth = {
+        "spines": truth_spines,
+        "fates": fates,
+        "lines": pd.concat(rows["lines"], ignore_index=True),
+        "branches": _branch_table(world.branches),
+        "sessions": _sessions_table(n_sessions, days, voxel),
+        "filopodia": pd.concat(rows["filopodia"], ignore_index=True),
+        "puncta": pd.concat(rows["puncta"], ignore_index=True),
+    }
+    info = _info(preset, seed, null, cfg, days, world, fates)
+    return SynthSeries(Series(tuple(sessions)), truth, info, world.transforms)
+
+
+@dataclass
+class _World:
+    """Everything that does not depend on a session's noise (world frame, µm)."""
+
+    lines: pd.DataFrame
+    branches: pd.DataFrame
+    spines: pd.DataFrame
+    instances: dict
+    filopodia: pd.DataFrame
+    shaft: tuple
+    puncta: pd.DataFrame
+    puncta_present: np.ndarray
+    neuropil: np.ndarray | None
+    transforms: list
+    gains: np.ndarray
+    dynamics: dict
+
+
+def _field_box(cfg: SynthConfig):
+    """(box, outer): where the truth lives, and the whole field (plus 2 µm) for stubs."""
+    voxel = voxel_um(cfg)
     extent = np.asarray(cfg.shape) * voxel
     lat, ax = _margins(cfg, extent)
     if min(extent[1], extent[2]) - 2 * lat < _MIN_BOX_UM:
@@ -276,45 +377,37 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
         raise InputError(None, f"shape {tuple(cfg.shape)} is too small for this preset's drift "
                          f"and rotation: give at least {need} pixels in y and x")
     box = ((ax, extent[0] - ax), (lat, extent[1] - lat), (lat, extent[2] - lat))
-    report(progress, "synth: geometry", 0, n_sessions + 1)
-
-    g = _rng(seed, _GEOMETRY)
-    n_target = int(g.integers(cfg.n_branches[0], cfg.n_branches[1] + 1))
-    area = (extent[1] - 2 * lat) * (extent[2] - 2 * lat)
-    if area < 0.25 * _REF_AREA_UM2:  # small fields hold fewer branches
-        n_target = int(max(3, min(n_target, round(n_target * area / (0.25 * _REF_AREA_UM2)))))
     outer = (box[0], (-2.0, extent[1] + 2.0), (-2.0, extent[2] + 2.0))
-    lines, branches, stubs = make_branches(cfg, g, box, n_target, outer)
+    return box, outer
+
+
+def _n_branches(cfg: SynthConfig, rng, box) -> int:
+    n = int(rng.integers(cfg.n_branches[0], cfg.n_branches[1] + 1))
+    area = (box[1][1] - box[1][0]) * (box[2][1] - box[2][0])
+    if area < 0.25 * _REF_AREA_UM2:  # small fields hold fewer branches
+        n = int(max(3, min(n, round(n * area / (0.25 * _REF_AREA_UM2)))))
+    return n
+
+
+def _build_world(cfg: SynthConfig, seed: int, n_sessions: int, null: bool) -> _World:
+    """Branches, spines and their lives, filopodia, clutter, session motion and gains."""
+    extent = np.asarray(cfg.shape) * voxel_um(cfg)
+    box, outer = _field_box(cfg)
+    g = _rng(seed, _GEOMETRY)
+    lines, branches, stubs = make_branches(cfg, g, box, _n_branches(cfg, g, box), outer)
 
     life, dyn_info = simulate_presence(cfg, branches, n_sessions, _rng(seed, _DYNAMICS), null)
     shapes = _draw_spine_shapes(cfg, _rng(seed, _SHAPES), len(life))
     spines = spine_shapes(lines, pd.concat([life, shapes], axis=1))
     inst = _session_instances(cfg, spines, n_sessions, _rng(seed, _SHAPES + 10))
     filo = _filopodia(cfg, _rng(seed, _SHAPES + 20), branches, lines, n_sessions)
-
     shaft = _shaft_points(cfg, _rng(seed, _SHAFT), lines, stubs)
 
-    pr = _rng(seed, _PUNCTA)
-    n_puncta = pr.poisson(cfg.puncta_per_1000um2 * extent[1] * extent[2] / 1000.0)
     avoid = np.concatenate([lines[["z_um", "y_um", "x_um"]].to_numpy(), _xyz(spines, "h")])
-    puncta = make_puncta(cfg, pr, extent, avoid, n_puncta)
-    n_dim = pr.poisson(cfg.dim_puncta_per_1000um2 * extent[1] * extent[2] / 1000.0)
-    dim = make_puncta(cfg, pr, extent, avoid, n_dim)
-    dim["radius_um"] = pr.uniform(0.15, 0.35, len(dim))
-    dim["brightness"] = pr.uniform(0.5, 2.0, len(dim))
-    dim["punctum_id"] += len(puncta)
-    puncta = pd.concat([puncta, dim], ignore_index=True)
-    n_axons = pr.poisson(cfg.axons_per_100um * extent[2] / 100.0)
-    axons, boutons = make_axons(pr, outer, n_axons, avoid)
-    puncta = pd.concat([puncta, boutons.assign(punctum_id=np.arange(len(boutons)) + len(puncta))],
-                       ignore_index=True)
-    puncta_present = pr.random((len(puncta), n_sessions)) < 0.85
-    if len(axons):
-        ap, aw, _ = render.tube_points(pr, axons[:, 0], axons[:, 1],
-                                       pr.uniform(0.1, 0.15, len(axons)), 1.0)
-        shaft = (np.concatenate([shaft[0], ap]), np.concatenate([shaft[1], aw]))
-    neuropil = (render.neuropil(pr, cfg.shape, voxel, n_blobs=cfg.neuropil_cover) * cfg.neuropil
-                if cfg.neuropil > 0 else None)
+    puncta, present, axon_points, neuropil = _clutter(
+        cfg, _rng(seed, _PUNCTA), extent, outer, avoid, n_sessions)
+    shaft = (np.concatenate([shaft[0], axon_points[0]]),
+             np.concatenate([shaft[1], axon_points[1]]))
 
     tr = _rng(seed, _TRANSFORM)
     centre = extent / 2.0
@@ -322,59 +415,63 @@ def make_series(preset: str | SynthConfig = "realistic", n_sessions: int = 4, se
         random_transform(tr, centre, cfg.drift_um, cfg.rotation_deg, cfg.warp_um)
         for _ in range(n_sessions - 1)]
     gains = np.concatenate([[1.0], 1 + tr.uniform(-1, 1, n_sessions - 1) * cfg.brightness_change])
-    report(progress, "synth: geometry", 1, n_sessions + 1)
+    return _World(lines, branches, spines, inst, filo, shaft, puncta, present, neuropil,
+                  transforms, gains, dyn_info)
 
-    sessions, spine_rows, line_rows, filo_rows = [], [], [], []
-    for k, tf in enumerate(transforms):
-        alive = np.flatnonzero((spines["first_session"] <= k) & (spines["last_session"] >= k))
-        sk = spines.iloc[alive].copy()
-        head_w = _xyz(sk, "h") + inst["jitter"][alive, k]
-        sk["head_radius_k"] = sk["head_radius_um"].to_numpy() * inst["head_scale"][alive, k]
-        sk["bright_k"] = sk["brightness"].to_numpy() * inst["bright_scale"][alive, k]
-        fk = filo[(filo["first_session"] <= k) & (filo["last_session"] >= k)]
-        image = _render_session(cfg, tf, shaft, sk, head_w, fk, puncta[puncta_present[:, k]],
-                                neuropil, _rng(seed, _SESSION + k), gains[k])
-        sessions.append(Session(image=image, voxel_size_um=tuple(float(v) for v in voxel),
-                                name=f"session{k}", path=None, day=days[k]))
-        head_s = tf.apply(head_w)
-        base_s = tf.apply(_xyz(sk, "b"))
-        visible = _visible(cfg, sk, head_w, head_s, gains[k])
-        spine_rows.append(_spine_table(sk, k, head_s, base_s, head_w, voxel, visible))
-        line_rows.append(_line_table(lines, k, tf.apply(lines[["z_um", "y_um", "x_um"]].to_numpy()),
-                                     voxel))
-        filo_rows.append(_filo_table(fk, k, tf, voxel))
-        report(progress, "synth: render", k + 1, n_sessions)
-    report(progress, "synth: geometry", n_sessions + 1, n_sessions + 1)
 
-    truth_spines = pd.concat(spine_rows, ignore_index=True)
-    fates = classify_fates(truth_spines, n_sessions, RESTORE_RADIUS_UM)
-    truth = {
-        "spines": truth_spines,
-        "fates": fates,
-        "lines": pd.concat(line_rows, ignore_index=True),
-        "branches": _branch_table(branches),
-        "sessions": pd.DataFrame({
-            "session": np.arange(n_sessions), "name": [f"session{k}" for k in range(n_sessions)],
-            "file": [f"session{k}.tif" for k in range(n_sessions)], "day": days,
-            "voxel_z_um": voxel[0], "voxel_y_um": voxel[1], "voxel_x_um": voxel[2]}),
-        "filopodia": pd.concat(filo_rows, ignore_index=True),
+def _session(world: _World, cfg: SynthConfig, k: int, rng):
+    """Image of session k and its truth rows (spines, lines, filopodia, puncta)."""
+    voxel = voxel_um(cfg)
+    tf = world.transforms[k]
+    spines, inst = world.spines, world.instances
+    alive = np.flatnonzero((spines["first_session"] <= k) & (spines["last_session"] >= k))
+    sk = spines.iloc[alive].copy()
+    head_w = _xyz(sk, "h") + inst["jitter"][alive, k]
+    sk["head_radius_k"] = sk["head_radius_um"].to_numpy() * inst["head_scale"][alive, k]
+    sk["bright_k"] = sk["brightness"].to_numpy() * inst["bright_scale"][alive, k]
+    filo = world.filopodia
+    fk = filo[(filo["first_session"] <= k) & (filo["last_session"] >= k)]
+    image = _render_session(cfg, tf, world.shaft, sk, head_w, fk,
+                            world.puncta[world.puncta_present[:, k]], world.neuropil, rng,
+                            world.gains[k])
+    head_s = tf.apply(head_w)
+    visible = _visible(cfg, sk, head_w, head_s, world.gains[k])
+    lines = world.lines
+    tables = {
+        "spines": _spine_table(sk, k, head_s, tf.apply(_xyz(sk, "b")), head_w, voxel, visible),
+        "lines": _line_table(lines, k, tf.apply(lines[["z_um", "y_um", "x_um"]].to_numpy()),
+                             voxel),
+        "filopodia": _filo_table(fk, k, tf, voxel),
+        "puncta": _puncta_table(world.puncta, world.puncta_present, k, tf, voxel, cfg.shape),
     }
-    name = preset if isinstance(preset, str) else "custom"
-    info = {
-        "preset": name, "seed": int(seed), "null": bool(null), "n_sessions": n_sessions,
-        "shape": list(cfg.shape), "voxel_size_um": voxel.tolist(), "days": days,
+    return image, tables
+
+
+def _sessions_table(n_sessions: int, days, voxel) -> pd.DataFrame:
+    return pd.DataFrame({
+        "session": np.arange(n_sessions), "name": [f"session{k}" for k in range(n_sessions)],
+        "file": [f"session{k}.tif" for k in range(n_sessions)], "day": days,
+        "voxel_z_um": voxel[0], "voxel_y_um": voxel[1], "voxel_x_um": voxel[2]})
+
+
+def _info(preset, seed, null, cfg: SynthConfig, days, world: _World, fates) -> dict:
+    """The contents of truth.json."""
+    dyn = world.dynamics
+    return {
+        "preset": preset if isinstance(preset, str) else "custom", "seed": int(seed),
+        "null": bool(null), "n_sessions": len(world.transforms), "shape": list(cfg.shape),
+        "voxel_size_um": voxel_um(cfg).tolist(), "days": days,
         "restore_radius_um": RESTORE_RADIUS_UM,
-        "stress_transition": dyn_info["stress_transition"],
-        "stress_branches": dyn_info["stress_branches"],
+        "stress_transition": dyn["stress_transition"],
+        "stress_branches": dyn["stress_branches"],
         "loss_probability": {str(k): {str(b): p for b, p in v.items()}
-                             for k, v in dyn_info["loss_probability"].items()},
-        "session_brightness": gains.tolist(),
-        "transforms": [dict(session=k, **tf.to_dict()) for k, tf in enumerate(transforms)],
-        "n_puncta": int(len(puncta)),
+                             for k, v in dyn["loss_probability"].items()},
+        "session_brightness": world.gains.tolist(),
+        "transforms": [dict(session=k, **tf.to_dict()) for k, tf in enumerate(world.transforms)],
+        "n_puncta": int(len(world.puncta)),
         "fate_counts": {f: int(n) for f, n in fates["fate"].value_counts().sort_index().items()},
         "params": cfg.to_dict(),
     }
-    return SynthSeries(Series(tuple(sessions)), truth, info, transforms)
 
 
 def _px_columns(df: pd.DataFrame, um: np.ndarray, voxel, prefix: str = "") -> None:

@@ -57,3 +57,17 @@ def test_tracks_only_for_spines_seen_twice(tiny_results_fn):
     data, _, _ = tracks_layer(res)
     ids, counts = np.unique(data[:, 0], return_counts=True)
     assert set(ids) == {0, 1, 3, 4} and (counts >= 2).all()
+
+
+def test_registered_planes_are_resampled_once(rng, monkeypatch):
+    import spinetrack_napari._convert as convert
+
+    shape, voxel = (3, 20, 20), (1.0, 0.2, 0.2)
+    images = [rng.integers(0, 200, shape).astype(np.uint8) for _ in range(2)]
+    calls = []
+    real = convert._warp_plane
+    monkeypatch.setattr(convert, "_warp_plane", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    stack = session_stack(images, [voxel, voxel], shifted_registration(shape, voxel).to_dict())
+    first = np.asarray(stack[1, 1])
+    np.testing.assert_array_equal(np.asarray(stack[1, 1]), first)
+    assert calls == [1]

@@ -155,15 +155,16 @@ def test_yaml_manifest(tmp_path):
     ("animal,file\n", "lists no series"),
     ("animal,condition\nm1,c\n", "lacks the column 'session'"),
     ("animal,session,colour\nm1,a.tif,red\n", "unknown columns ['colour']"),
-    ("animal,condition,session\nm1,a,x.tif\nm1,b,y.tif\n", "row 3: condition 'b' differs"),
+    ("animal,condition,session\nm1,a,x.tif\nm1,b,y.tif\n", "line 3: condition 'b' differs"),
     ("animal,session,day\nm1,x.tif,0\nm1,y.tif,\n", "day is given for some sessions only"),
     ("animal,session,day\nm1,x.tif,zero\n", "are not all numbers"),
     ("animal,session,voxel_z\nm1,x.tif,1\n", "needs all three columns"),
     ("animal,session,voxel_z,voxel_y,voxel_x\nm1,x.tif,1,0,0.1\n", "must be three positive"),
     ("animal,session,restore_radius_um\nm1,x.tif,far\n", "is not a float"),
     ("animal,session,params\nm1,x.tif,{\"bogus\": 1}\n", "unknown parameter 'bogus'"),
-    ("animal,session\nm1,x.tif,extra\n", "row 2: 3 fields"),
-    ("animal,session\n,x.tif\n", "row 2: empty animal"),
+    ("animal,session\nm1,x.tif,extra\n", "line 2: 3 fields"),
+    ("animal,session\n,x.tif\n", "line 2: empty animal"),
+    ("# a comment\n\nanimal,session\n,x.tif\n", "line 4: empty animal"),
     ("animal,series,session\nm/1,,x.tif\nm 1,,y.tif\n", "series folder 'm-1' is also used"),
 ])
 def test_csv_manifest_errors_are_one_line(tmp_path, text, problem):
@@ -295,6 +296,8 @@ def test_dask_local_cluster_two_workers(cohort_dir, tmp_path):
     assert status["status"].to_dict() == {"m1": "done", "m2": "done", "m3": "failed"}
     assert "no such file" in status.loc["m3", "error"]
     assert (status.loc[["m1", "m2"], "worker_peak_rss_mb"] > 10).all()
+    assert (status.loc[["m1", "m2"], "cpu_seconds"] > 0).all()
+    assert (status.loc[["m1", "m2"], "cpu_seconds"] <= status.loc[["m1", "m2"], "seconds"] + 1).all()
     # same numbers as a serial run
     serial = tmp_path / "serial"
     run_batch(_tasks(cohort_dir, serial), serial, serial=True, runner=fake_run_and_write)

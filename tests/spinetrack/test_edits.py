@@ -200,3 +200,15 @@ def test_snap_to_branch_interpolates_arc(res):
     assert snap["arc_um"] == pytest.approx(3.1 - 1.0)
     assert snap["distance_um"] == pytest.approx(1.0)
     assert snap_to_branch(res.lines, 5, (0, 0, 0)) is None
+
+
+def test_move_forgets_what_the_detector_measured_at_the_old_place(res):
+    from dataclasses import replace
+
+    scored = replace(res, spines=res.spines.assign(score=2.5, side=1))
+    before = scored.spines[(scored.spines["spine_id"] == 4) & (scored.spines["session"] == 2)]
+    to = before[["ref_z_um", "ref_y_um", "ref_x_um"]].iloc[0].to_numpy() + [0, 0, 0.5]
+    out = apply_edits(scored, [Edit.move(scored.spines, 4, 2, to)])
+    moved = (out.spines["spine_id"] == 4) & (out.spines["session"] == 2)
+    assert out.spines.loc[moved, ["score", "side"]].isna().all().all()
+    assert (out.spines.loc[~moved, "score"] == 2.5).all()

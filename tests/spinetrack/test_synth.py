@@ -143,6 +143,7 @@ def test_cli_writes_series_and_reports_counts(tmp_path, capsys):
     assert status == 0
     text = capsys.readouterr().out
     assert "fates:" in text and str(out) in text
+    assert (out / "truth" / "puncta.csv").exists()
     assert (out / "session1.tif").exists() and (out / "truth" / "truth.json").exists()
     assert read_truth(out)["sessions"]["day"].tolist() == [0.0, 3.0]
 
@@ -158,7 +159,8 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
 
 
 def test_presets_differ_in_motion():
-    assert PRESETS["hard"].drift_um[1] > PRESETS["realistic"].drift_um[1] > PRESETS["easy"].drift_um[1]
+    drift = [PRESETS[p].drift_um[1] for p in ("easy", "realistic", "hard")]
+    assert drift == sorted(drift) and drift[0] < drift[2]
     assert PRESETS["realistic"].dtype == "uint8"
 
 
@@ -229,3 +231,27 @@ def test_progress_is_reported_and_cancel_stops():
     token.cancel()
     with pytest.raises(Cancelled):
         make_series("easy", n_sessions=2, seed=0, shape=(8, 200, 200), progress=token.wrap())
+
+
+def test_truth_lies_inside_every_session_image(realistic):
+    shape = np.asarray(realistic.series[0].shape)
+    for name in ("spines", "lines", "filopodia"):
+        table = realistic.truth[name]
+        pos = table[["z", "y", "x"]].to_numpy()
+        assert (pos >= -0.5).all() and (pos <= shape - 0.5).all(), name
+
+
+def test_side_follows_the_displayed_left_right_rule(small):
+    """side = sign(ty*vx - tx*vy), branch direction (ty, tx), spine direction (vy, vx)."""
+    spines = small.truth["spines"]
+    lines = small.truth["lines"]
+    s0 = spines[(spines["session"] == 0) & (spines["side"] != 0)]
+    assert len(s0) >= 5
+    for _, sp in s0.iterrows():
+        ln = lines[(lines["session"] == 0) & (lines["branch_id"] == sp["branch_id"])]
+        i = int(np.argmin(np.abs(ln["arc_um"].to_numpy() - sp["arc_um"])))
+        j = min(i + 4, len(ln) - 1)
+        i = max(j - 8, 0)
+        ty, tx = ln["y"].iloc[j] - ln["y"].iloc[i], ln["x"].iloc[j] - ln["x"].iloc[i]
+        vy, vx = sp["y"] - sp["base_y"], sp["x"] - sp["base_x"]
+        assert np.sign(ty * vx - tx * vy) == sp["side"]

@@ -202,3 +202,12 @@ def test_measured_range_tells_a_replaced_spine_from_the_same_one(rng):
                          registration=tracked.registration)
     sp = _truth_of(fixed, dets)
     assert sp.loc[sp.truth_id.isin([100, 101]), "spine_id"].nunique() == 1
+
+
+def test_a_session_without_spines_splits_identities(rng):
+    plan = {0: [(0, 0, 10.0, 1, 1.5)], 1: [], 2: [(0, 0, 10.0, 1, 1.5)]}
+    tracings, dets = _scene(lambda k: plan[k], 3, rng)
+    dets[1] = dets[1].reindex(columns=dets[0].columns)
+    tracked = track_series(None, tracings, dets, Params())
+    assert sorted(tracked.fates.present) == ["001", "100"]
+    assert sorted(tracked.fates.fate) == ["lost", "restored"]

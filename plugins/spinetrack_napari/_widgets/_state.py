@@ -26,6 +26,7 @@ from .._convert import (META_KEY, branches_layer, fate_colors, results_layers, s
 __all__ = ["SpinetrackState", "state_for"]
 
 _STATES: dict[int, SpinetrackState] = {}
+_ROLES = ("sessions", "branches", "identities", "spines")
 
 
 def state_for(viewer) -> SpinetrackState:
@@ -80,17 +81,20 @@ class SpinetrackState:
         viewer = self.viewer
         if viewer is None:
             return None
-        for layer in viewer.layers:
+        for layer in reversed(viewer.layers):  # the newest, if a folder was opened twice
             if (layer.metadata or {}).get(META_KEY, {}).get("role") == role:
                 return layer
         return None
 
     def _on_inserted(self, event=None) -> None:
-        if self.project is None:
+        layer = getattr(event, "value", None)
+        info = (getattr(layer, "metadata", None) or {}).get(META_KEY, {})
+        if self.project is None or (info.get("role") == "spines" and info.get("project")
+                                    and str(self._folder()) != info["project"]):
             self.attach()
 
     def attach(self) -> bool:
-        """Open the project named by a spines layer that the reader added."""
+        """Open the project named by the newest spines layer (e.g. one the reader added)."""
         layer = self.layer("spines")
         if layer is None:
             return False
@@ -101,6 +105,9 @@ class SpinetrackState:
 
         self.project = take_opened(folder) or Project.open(folder)
         self.watch_points()
+        if self.layer("sessions") is not None:
+            _set_z_margin(self.viewer)
+        self.restore_view()
         self.changed.emit()
         return True
 
@@ -195,6 +202,8 @@ class SpinetrackState:
         layer = self.layer("spines")
         if layer is None or layer is self._watched:
             return
+        if self._watched is not None:
+            self._watched.events.data.disconnect(self._on_points_data)
         layer.events.data.connect(self._on_points_data)
         self._watched = layer
 
@@ -256,6 +265,7 @@ class SpinetrackState:
         or right away when jobs are synchronous.
         """
         background = not synchronous()
+        self.project.view = self.view_state()  # saved with the edit
         self.project.apply(edit, statistics=not background)
         self.refresh()
         if background:
@@ -303,7 +313,9 @@ class SpinetrackState:
         return {"point": [float(p) for p in viewer.dims.point],
                 "camera_center": [float(c) for c in _camera(viewer).center],
                 "camera_zoom": float(_camera(viewer).zoom),
-                "selected_branch": self.selected_branch}
+                "selected_branch": self.selected_branch,
+                "visible": {role: bool(layer.visible) for role in _ROLES
+                            if (layer := self.layer(role)) is not None}}
 
     def restore_view(self) -> None:
         """Put the viewer back where the project's ``view.json`` says it was."""
@@ -321,6 +333,10 @@ class SpinetrackState:
             camera.zoom = view["camera_zoom"]
         if view.get("selected_branch") is not None:
             self.highlight_branch(int(view["selected_branch"]))
+        for role, visible in (view.get("visible") or {}).items():
+            layer = self.layer(role)
+            if layer is not None:
+                layer.visible = bool(visible)
 
     def save(self, folder: str | Path | None = None) -> Path:
         self.project.view = self.view_state()

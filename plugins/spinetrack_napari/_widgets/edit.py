@@ -19,6 +19,7 @@ from spinetrack.fates import FATES
 
 from .._convert import FATE_COLORS
 from ._close_guard import ask_unsaved, install_close_guard
+from ._jobs import start_job
 from ._state import state_for
 
 __all__ = ["EditWidget"]
@@ -66,8 +67,13 @@ class EditWidget(QWidget):
         save.clicked.connect(self.save_project)
         save_as = QPushButton("Save as…")
         save_as.clicked.connect(self._save_as)
+        report = QPushButton("Write report")
+        report.setToolTip("rewrite report.html and figures/ in the project folder from the "
+                          "corrected tables")
+        report.clicked.connect(self.write_report)
+        self.buttons["report"] = report
         save_row = QHBoxLayout()
-        for w in (self.autosave, save, save_as):
+        for w in (self.autosave, save, save_as, report):
             save_row.addWidget(w)
 
         self.status = QLabel("")
@@ -202,6 +208,24 @@ class EditWidget(QWidget):
             self._say(f"not saved: {exc}")
             return False
         self._say(f"saved to {where}")
+        return True
+
+    def write_report(self) -> bool:
+        """Save, then write ``report.html`` for the corrected results (in the background)."""
+        if self.state.project is None or not self.save_project():
+            return False
+        project = self.state.project
+        results, folder = project.results, project.folder
+
+        def work(progress):
+            from spinetrack.report import write_report
+
+            return write_report(results, folder, progress=progress)
+
+        self._say("writing the report…")
+        start_job(work, lambda *a: None,
+                  lambda written: self._say(f"report written: {written[-1]}"),
+                  lambda exc: self._say(f"report not written: {exc}"))
         return True
 
     def _save_as(self) -> bool:
