@@ -214,7 +214,7 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
     off = offsets[io]
     lateral = np.abs(off) >= _INSIDE * radius
     # heads above or below the shaft (spines pointing along z)
-    above = (~lateral & (np.abs(dz[iz]) * voxel[0] >= _Z_OUTSIDE_UM)
+    above = (params.z_spines & ~lateral & (np.abs(dz[iz]) * voxel[0] >= _Z_OUTSIDE_UM)
              & (resid[ia, iz, io] >= _Z_MIN_RESID))
     keep = lateral | above
     ia, iz, io, radius, off, lateral = (a[keep] for a in (ia, iz, io, radius, off, lateral))
