@@ -182,6 +182,7 @@ def _empty(voxel, shape) -> Tracing:
 # that extends a dendrite; calibrated on rr30a-dev and the synthetic presets
 _RIDGE_HIGH = 0.2
 _RIDGE_LOW = 0.035
+_COARSE = 1.5  # the ridge filter also runs at this multiple of shaft_sigma_um (thick shafts)
 _WEAK_MIN_UM = 15.0  # a dim piece without a seed is kept when its centre line is this long
 _WEAK_SNR = 4.0  # ... and its mean brightness is this many noise SDs above the median
 _SEED_SNR = 8.0  # seeds are at least this many robust noise SDs above the median
@@ -205,7 +206,7 @@ def _dendrite_mask(plane: np.ndarray, spacing, params) -> np.ndarray:
 
     px = float(np.mean(spacing))
     ridge = np.zeros_like(plane)
-    for sigma_um in (params.shaft_sigma_um, 2.0 * params.shaft_sigma_um):
+    for sigma_um in (params.shaft_sigma_um, _COARSE * params.shaft_sigma_um):
         np.maximum(ridge, ridge_2d(plane, sigma_um / px), out=ridge)
     # seeds must also stand clear of the noise (a stack of pure noise has ridges too)
     centre = float(np.median(plane))
@@ -357,5 +358,8 @@ def _half_max_radius(plane: np.ndarray, yx: np.ndarray, spacing, max_um: float =
         first = np.where(below.any(axis=1), below.argmax(axis=1), len(offsets) - 1)
         radius[k] = offsets[first] * px
     r = np.clip(np.min(radius, axis=0), 0.5 * px, max_um)
-    step = max(1, int(round(1.0 / px)))
-    return ndi.median_filter(r, size=step | 1, mode="nearest")
+    # spine heads close to the shaft widen the profile locally; the shaft's own width
+    # changes slowly, so take a low percentile over 4 µm of line
+    window = max(1, int(round(4.0 / px))) | 1
+    r = ndi.percentile_filter(r, 25, size=window, mode="nearest")
+    return ndi.uniform_filter1d(r, max(1, int(round(1.0 / px))) | 1, mode="nearest")
