@@ -332,7 +332,7 @@ def _read_csv_manifest(path: Path) -> list[SeriesSpec]:
     voxel_cols = [c for c in ("voxel_z", "voxel_y", "voxel_x") if c in header]
     if voxel_cols and len(voxel_cols) != 3:
         raise InputError(path, "needs all three columns voxel_z, voxel_y, voxel_x (µm) or none")
-    base = path.parent
+    base = path.resolve().parent  # absolute: workers elsewhere have another cwd
     groups: dict[tuple[str, str], list[tuple[int, dict[str, str]]]] = {}
     for line_no, raw in rows[1:]:
         if len(raw) != len(header):
@@ -362,7 +362,14 @@ def _csv_series(path: Path, base: Path, rows: list[tuple[int, dict[str, str]]],
                                  "it must be the same in every row of a series")
     day_text = [row.get("day", "") for _, row in rows]
     days = None
-    if any(day_text):
+    if len(rows) == 1 and len(re.split(r"[\s;]+", day_text[0].strip())) > 1:
+        # one row for a whole series (a 4-D file or a folder): all its days in one cell
+        try:
+            values = [float(d) for d in re.split(r"[\s;]+", day_text[0].strip())]
+        except ValueError:
+            raise InputError(path, f"{where}: days {day_text[0]!r} are not all numbers") from None
+        days = _days(values, None, path, where)
+    elif any(day_text):
         if not all(day_text):
             raise InputError(path, f"{where}: day is given for some sessions only")
         try:
@@ -436,7 +443,7 @@ def _yaml_series(path: Path, index: int, entry: Any, defaults: dict) -> SeriesSp
         sessions = [sessions]
     if not sessions or not isinstance(sessions, list):
         raise InputError(path, f"{where}: sessions must list the session files")
-    base = path.parent
+    base = path.resolve().parent  # absolute: workers elsewhere have another cwd
     files = tuple(_resolve(s, base) for s in sessions)
     n = len(files) if len(files) > 1 else None
     days = _days(merged.get("days"), n, path, where)
@@ -531,7 +538,7 @@ def plan(specs: Sequence[SeriesSpec], out_dir: str | Path, base: Params | None =
         Named in error messages.
     """
     base = base or Params()
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # absolute: workers elsewhere have another cwd
     tasks = []
     for spec in specs:
         try:
@@ -738,8 +745,10 @@ class _Lock:
         self.fh = None
 
     def __enter__(self):
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform (Windows): no lock
+            return self
         self.fh = open(self.path, "a+")
         try:
             fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -750,6 +759,8 @@ class _Lock:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.fh is None:
+            return
         import fcntl
 
         fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)

@@ -68,6 +68,9 @@ def _add_compare(sub) -> None:
                         "lines of the same session (for partly annotated fields)")
     p.add_argument("--sessions", type=int, nargs="+", metavar="S",
                    help="score only these sessions (0-based); fates need all sessions")
+    p.add_argument("--visible-only", action="store_true",
+                   help="ignore truth spines a synthetic truth marks not visible (hidden behind "
+                        "the shaft in z or below the noise)")
     p.add_argument("--json", default=None, metavar="OUT.json",
                    help="where to write the scores (default RESULT_DIR/compare.json; not "
                         "written by default when RESULT_DIR is itself a truth folder)")
@@ -82,7 +85,8 @@ def _cmd_compare(args) -> int:
 
     result, truth = load_result(args.result), load_truth(args.truth)
     scores = compare(result, truth, lateral_um=args.lateral_um, axial_um=args.axial_um,
-                     near_um=args.near, sessions=args.sessions)
+                     near_um=args.near, sessions=args.sessions,
+                     visible_only=args.visible_only)
     print(format_scores(scores))
     if not args.json and result.format != "result":
         # never write into a truth folder (rr30a-dev, synthetic truth) uninvited
@@ -306,7 +310,8 @@ def _cmd_synth(args) -> int:
     out = Path(args.out)
     spines, fates = syn.truth["spines"], syn.truth["fates"]
     per = spines.groupby("session").size()
-    print(f"wrote {len(syn.series)} sessions to {out}: "
+    n = len(syn.series)
+    print(f"wrote {n} session{'s' if n != 1 else ''} to {out}: "
           + ", ".join(f"session{k}.tif" for k in range(len(syn.series))))
     print(f"truth in {out / 'truth'}: {len(syn.truth['branches'])} branches, "
           f"{fates['spine_id'].nunique()} spine identities, spines per session "
@@ -315,9 +320,14 @@ def _cmd_synth(args) -> int:
     print("fates: " + ", ".join(f"{f} {int(counts.get(f, 0))}" for f in
                                 ("stable", "lost", "formed", "transient", "restored")))
     stress = syn.info["stress_branches"]
-    print("losses: uniform (null)" if args.null else
-          f"losses cluster on branch(es) {' '.join(map(str, stress))} between sessions "
-          f"{syn.info['stress_transition']} and {syn.info['stress_transition'] + 1}")
+    if n < 2:
+        print("one session: no losses or formations")
+    elif args.null:
+        print("losses: uniform (null)")
+    else:
+        k = syn.info["stress_transition"]
+        print(f"losses cluster on branch(es) {' '.join(map(str, stress))} between sessions "
+              f"{k} and {k + 1}")
     return EXIT_OK
 
 

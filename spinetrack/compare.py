@@ -625,6 +625,7 @@ def compare(
     near_um: float | None = None,
     sessions: list[int] | None = None,
     progress: ProgressCallback | None = None,
+    visible_only: bool = False,
 ) -> dict[str, Any]:
     """Score a result against truth: detection, links, fates, restorations.
 
@@ -648,6 +649,10 @@ def compare(
         consecutive selected sessions; fates and restorations need all sessions.
     progress : callable, optional
         ``progress(stage, done, total)``.
+    visible_only : bool
+        Also ignore truth spines a synthetic truth marks ``visible=False``
+        (hidden behind the shaft in z, or below the noise), which a detector is
+        allowed to miss.
 
     Returns
     -------
@@ -719,7 +724,12 @@ def compare(
     r_match[pi] = pj
     t_match[pj] = pi
 
-    t_counted = ~ts["is_bad"].to_numpy(dtype=bool) & t_near
+    t_ignored = ts["is_bad"].to_numpy(dtype=bool)
+    if visible_only and "visible" in ts.columns:
+        hidden = ~_truthy(ts["visible"]) & t_sel
+        t_ignored = t_ignored | hidden
+        notes.append(f"{int(hidden.sum())} truth spines marked not visible are ignored")
+    t_counted = ~t_ignored & t_near
     # status: 1 true positive, 2 false positive / miss, 0 ignored
     t_stat = np.where(t_counted, np.where(t_match >= 0, 1, 2), 0)
     t_stat[~t_sel] = 0
@@ -777,6 +787,7 @@ def compare(
 
     return to_jsonable({
         "settings": {"lateral_um": lateral_um, "axial_um": axial_um, "near_um": near_um,
+                     "visible_only": bool(visible_only),
                      "sessions": sessions},
         "inputs": {"result": None if r_tab.path is None else str(r_tab.path),
                    "result_format": r_tab.format,

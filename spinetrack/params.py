@@ -183,7 +183,7 @@ class StatsParams(_Section):
                                       "restoration chance level, they avoid this distance along "
                                       "the branch around spines present since session 0", "µm",
                                       min=0.0, max=5.0, flag="--occupied-radius")
-    relink_radius_um: float = param(1.5, "random new spines first seen in session k also avoid "
+    relink_radius_um: float = param(2.0, "random new spines first seen in session k also avoid "
                                     "this distance around spines last seen in session k-1 (a "
                                     "spine reappearing there would have been linked as the same "
                                     "spine; keep it equal to --search-range, 0 to disable)", "µm",

@@ -138,6 +138,7 @@ def simulate_presence(cfg: SynthConfig, branches: pd.DataFrame, n_sessions: int,
                                         "last_session", "restored_site"])
     for c in ("spine_id", "branch_id", "first_session", "last_session", "restored_site"):
         out[c] = out[c].astype(int)
-    info = {"stress_transition": stress_k, "stress_branches": [] if null else stressed,
+    info = {"stress_transition": stress_k,
+            "stress_branches": [] if null or n_sessions < 2 else stressed,
             "loss_probability": loss_prob, "null": bool(null)}
     return out, info

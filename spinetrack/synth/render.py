@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["tube_points", "ball_points", "deposit", "blur", "haze", "neuropil", "upsample",
+__all__ = ["tube_points", "ball_points", "deposit", "blur", "haze", "neuropil", "upsample", "coarse_step", "move_coarse",
            "add_upsampled",
            "to_counts", "compound_photon_noise",
            "head_peak_fraction", "POINTS_PER_UM3"]
@@ -165,6 +165,25 @@ def add_upsampled(out: np.ndarray, small: np.ndarray, scale: float = 1.0) -> np.
         tmp = small[z][:, lo_x] * (1 - f_x) + small[z][:, hi_x] * f_x  # (y', x)
         out[z] += tmp[lo_y] * (1 - f_y) + tmp[hi_y] * f_y
     return out
+
+
+def coarse_step(shape, voxel_um, factor: int = 8) -> np.ndarray:
+    """(z, y, x) size in µm of a voxel of the coarse grid used by :func:`haze`."""
+    fy, fx = _coarse_factors(shape, factor)
+    return np.array([voxel_um[0], voxel_um[1] * fy, voxel_um[2] * fx])
+
+
+def move_coarse(coarse: np.ndarray, matrix, translation_um, centre_um, step_um) -> np.ndarray:
+    """Resample a coarse world-frame volume into a session frame (rigid part of its motion).
+
+    A world point p appears at ``matrix @ (p - centre) + centre + translation``.
+    """
+    rinv = np.asarray(matrix, float).T
+    step = np.asarray(step_um, float)
+    c = np.asarray(centre_um, float)
+    m = (rinv * step[None, :]) / step[:, None]
+    offset = (c - rinv @ (c + np.asarray(translation_um, float))) / step
+    return ndi.affine_transform(coarse, m, offset=offset, order=1, mode="nearest")
 
 
 def neuropil(rng, shape, voxel_um, factor: int = 8, n_blobs: float = 1.0) -> np.ndarray:

@@ -192,8 +192,9 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, se
     del volume
     if cfg.haze_fraction > 0 or neuropil is not None:
         coarse = np.float32(cfg.haze_fraction) * render.haze(signal, voxel, coarse=True)
-        if neuropil is not None:
-            coarse += neuropil
+        if neuropil is not None:  # the out-of-focus tissue moves with the field
+            coarse += render.move_coarse(neuropil, tf.matrix, tf.translation_um, tf.centre_um,
+                                         render.coarse_step(cfg.shape, voxel))
         render.add_upsampled(signal, coarse)
     signal *= np.float32(cfg.photons * gain_k)
     z_um = np.arange(cfg.shape[0]) * voxel[0]

@@ -158,6 +158,8 @@ def test_yaml_manifest(tmp_path):
     ("animal,condition,session\nm1,a,x.tif\nm1,b,y.tif\n", "line 3: condition 'b' differs"),
     ("animal,session,day\nm1,x.tif,0\nm1,y.tif,\n", "day is given for some sessions only"),
     ("animal,session,day\nm1,x.tif,zero\n", "are not all numbers"),
+    ("animal,session,day\nm1,x4d.tif,0 4 x\n", "days '0 4 x' are not all numbers"),
+    ("animal,session,day\nm1,x4d.tif,0 8 4\n", "must not decrease"),
     ("animal,session,voxel_z\nm1,x.tif,1\n", "needs all three columns"),
     ("animal,session,voxel_z,voxel_y,voxel_x\nm1,x.tif,1,0,0.1\n", "must be three positive"),
     ("animal,session,restore_radius_um\nm1,x.tif,far\n", "is not a float"),
@@ -227,22 +229,22 @@ def test_serial_batch_with_a_failing_series(cohort_dir, tmp_path):
 
 def test_rerun_skips_complete_series_and_redoes_changed_ones(cohort_dir, tmp_path):
     out = tmp_path / "out"
-    run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write)
+    run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write, cohort=False)
     first = (out / "m1" / "spines.csv").read_bytes()
-    outcome = run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write)
+    outcome = run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write, cohort=False)
     assert outcome.count("skipped") == 3 and outcome.count("done") == 0
     # a changed parameter redoes every series; --force redoes them too
     tasks = _tasks(cohort_dir, out, restore_radius_um=2.5)
     assert not any(is_complete(t) for t in tasks)
     outcome = run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write,
-                        force=True)
+                        force=True, cohort=False)
     assert outcome.count("done") == 3
     assert (out / "m1" / "spines.csv").read_bytes() == first
     # a changed input file redoes only its series
     img = cohort_dir.parent / "data" / "m3" / "s2.tif"
     write_session(img, np.full((3, 16, 16), 9, np.uint8) + np.eye(16, dtype=np.uint8),
                   (1.0, 0.12, 0.12))
-    outcome = run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write)
+    outcome = run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write, cohort=False)
     assert outcome.status.set_index("key")["status"].to_dict() == {
         "m1": "skipped", "m2": "skipped", "m3": "done"}
 
@@ -250,7 +252,7 @@ def test_rerun_skips_complete_series_and_redoes_changed_ones(cohort_dir, tmp_pat
 def test_interrupted_batch_loses_nothing_finished(cohort_dir, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        run_batch(_tasks(cohort_dir, out), out, serial=True, runner=Interrupt(1))
+        run_batch(_tasks(cohort_dir, out), out, serial=True, runner=Interrupt(1), cohort=False)
     status = _status(out)
     assert status["status"].to_dict() == {"m1": "done", "m2": "not run", "m3": "not run"}
     assert (out / "m1" / "params.json").exists() and not (out / "m2").exists()
@@ -260,7 +262,7 @@ def test_interrupted_batch_loses_nothing_finished(cohort_dir, tmp_path):
     (out / "m2").mkdir()
     (out / "m2" / "spines.csv").write_text("half")
     (out / "m2" / "notes.txt").write_text("a person's notes")
-    outcome = run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write)
+    outcome = run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write, cohort=False)
     assert outcome.status.set_index("key")["status"].to_dict() == {
         "m1": "skipped", "m2": "done", "m3": "done"}
     assert not (out / ".m3.partial-abc").exists()
@@ -270,37 +272,40 @@ def test_interrupted_batch_loses_nothing_finished(cohort_dir, tmp_path):
 
 def test_failed_run_keeps_previous_results(cohort_dir, tmp_path):
     out = tmp_path / "out"
-    run_batch(_tasks(cohort_dir, out)[:1], out, serial=True, runner=fake_run_and_write)
+    run_batch(_tasks(cohort_dir, out)[:1], out, serial=True, runner=fake_run_and_write, cohort=False)
     before = {p.name: p.read_bytes() for p in (out / "m1").iterdir()}
     img = cohort_dir.parent / "data" / "m1" / "s0.tif"
     img.write_bytes(b"not a tiff")
     outcome = run_batch(_tasks(cohort_dir, out)[:1], out, serial=True,
-                        runner=fake_run_and_write, force=True)
+                        runner=fake_run_and_write, force=True, cohort=False)
     assert outcome.count("failed") == 1
     assert {p.name: p.read_bytes() for p in (out / "m1").iterdir()} == before
 
 
-def test_dask_local_cluster_two_workers(cohort_dir, tmp_path):
+def test_existing_scheduler_with_a_failing_series(cohort_dir, tmp_path):
+    """--scheduler ADDRESS: a running (here in-process) dask cluster; one series fails."""
     cloudpickle = pytest.importorskip("cloudpickle")
-    pytest.importorskip("distributed")
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    distributed = pytest.importorskip("distributed")
     bad = cohort_dir.parent / "data" / "m3" / "s0.tif"
     bad.unlink()
     out = tmp_path / "out"
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        outcome = run_batch(_tasks(cohort_dir, out), out, workers=2, runner=fake_run_and_write,
-                            memory_limit=None)
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                      dashboard_address=None) as cluster:
+            outcome = run_batch(_tasks(cohort_dir, out), out,
+                                scheduler=cluster.scheduler_address,
+                                runner=fake_run_and_write, cohort=False)
+            assert len(cluster.workers) == 2  # the batch leaves a cluster it did not start
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     status = outcome.status.set_index("key")
     assert status["status"].to_dict() == {"m1": "done", "m2": "done", "m3": "failed"}
     assert "no such file" in status.loc["m3", "error"]
-    assert (status.loc[["m1", "m2"], "worker_peak_rss_mb"] > 10).all()
-    assert (status.loc[["m1", "m2"], "cpu_seconds"] > 0).all()
-    assert (status.loc[["m1", "m2"], "cpu_seconds"] <= status.loc[["m1", "m2"], "seconds"] + 1).all()
     # same numbers as a serial run
     serial = tmp_path / "serial"
-    run_batch(_tasks(cohort_dir, serial), serial, serial=True, runner=fake_run_and_write)
+    run_batch(_tasks(cohort_dir, serial), serial, serial=True, runner=fake_run_and_write,
+              cohort=False)
     for name in ("m1", "m2"):
         assert ((out / name / "fates.csv").read_text()
                 == (serial / name / "fates.csv").read_text())
@@ -311,7 +316,7 @@ def test_second_batch_into_the_same_folder_is_refused(cohort_dir, tmp_path):
     out.mkdir()
     with batch_mod._Lock(out):
         with pytest.raises(InputError, match="another spinetrack batch"):
-            run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write)
+            run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write, cohort=False)
 
 
 # --------------------------------------------------------------------------- cohort tables
@@ -454,32 +459,42 @@ def test_example_manifests_agree():
         assert c.files == y.files and c.condition == y.condition
         assert c.overrides.get("restore_radius_um") == y.overrides.get("restore_radius_um")
     assert csv_specs[2].overrides == {"restore_radius_um": 2.5}
+    assert csv_specs[1].days == yaml_specs[1].days == (0.0, 4.0, 8.0)
     if (fixtures / "tiny").is_dir():
         assert all(f.exists() for s in csv_specs for f in s.files)
 
 
 def test_example_cohort_with_the_real_pipeline_on_two_workers(tmp_path, check_contract):
-    """The README quick start: fixtures/cohort.csv on a LocalCluster with two workers."""
+    """The README quick start on a LocalCluster with two worker processes, plus a bad series."""
     pytest.importorskip("distributed")
     for module in ("spinetrack.detect", "spinetrack.track"):
         pytest.importorskip(module)
     fixtures = Path(__file__).resolve().parents[2] / "fixtures"
     if not (fixtures / "tiny").is_dir():
         pytest.skip("fixtures/tiny not found")
+    manifest = tmp_path / "cohort.csv"
+    text = (fixtures / "cohort.csv").read_text().replace(",tiny", f",{fixtures}/tiny")
+    manifest.write_text(text + "m4,lesion,,missing.tif,,\n")
     out = tmp_path / "cohort"
-    tasks = plan(read_manifest(fixtures / "cohort.csv"), out,
-                 Params().replace(n_permutations=N_PERM), report_html=False)
+    tasks = plan(read_manifest(manifest), out, Params().replace(n_permutations=N_PERM),
+                 report_html=False)
     outcome = run_batch(tasks, out, workers=2, memory_limit=None)
     status = outcome.status.set_index("key")
-    assert (status["status"] == "done").all(), status["error"].to_dict()
+    assert status["status"].to_dict() == {"m1": "done", "m2": "done", "m3": "done",
+                                          "m4": "failed"}, status["error"].to_dict()
+    assert "missing.tif: no such file" in status.loc["m4", "error"]
+    done = status.loc[["m1", "m2", "m3"]]
+    assert (done["worker_peak_rss_mb"] > 50).all() and (done["cpu_seconds"] > 0).all()
+    assert (done["cpu_seconds"] <= done["seconds"] + 1).all()
     for key in ("m1", "m2", "m3"):
         assert check_contract(out / key, 3) == []
-    # the same images as three files or as one 4-D file give the same spines
+    # the same images as three files or as one 4-D file, in different worker processes
     assert ((out / "m1" / "spines.csv").read_text() == (out / "m2" / "spines.csv").read_text())
     summary = pd.read_csv(out / "cohort_summary.csv")
     assert set(summary.loc[summary["level"] == "condition", "condition"]) == {"control",
                                                                              "lesion"}
     assert int(summary.loc[summary["key"] == "m1", "n_spines_s0"].iloc[0]) > 0
+    assert "m4" in (out / "cohort_report.html").read_text()
 
 
 def test_killed_batch_process_resumes(cohort_dir, tmp_path):
@@ -500,8 +515,8 @@ def test_killed_batch_process_resumes(cohort_dir, tmp_path):
         "    time.sleep(30)  # killed here, with the results in the temporary folder\n"
         "    return res\n"
         f"tasks = tb._tasks({str(cohort_dir)!r}, {str(out)!r})\n"
-        "tb.run_batch(tasks[:1], sys.argv[1], serial=True, runner=tb.fake_run_and_write)\n"
-        "tb.run_batch(tasks, sys.argv[1], serial=True, runner=slow)\n")
+        "tb.run_batch(tasks[:1], sys.argv[1], serial=True, runner=tb.fake_run_and_write, cohort=False)\n"
+        "tb.run_batch(tasks, sys.argv[1], serial=True, runner=slow, cohort=False)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env)
     try:
@@ -519,7 +534,7 @@ def test_killed_batch_process_resumes(cohort_dir, tmp_path):
         proc.wait()
     assert (out / "m1" / "params.json").exists() and not (out / "m2").exists()
     assert list(out.glob(".m2.partial-*"))
-    outcome = run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write)
+    outcome = run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write, cohort=False)
     assert outcome.status.set_index("key")["status"].to_dict() == {
         "m1": "skipped", "m2": "done", "m3": "done"}
     assert not list(out.glob(".*.partial-*"))
@@ -570,15 +585,22 @@ def test_forced_rerun_keeps_a_persons_edits(tmp_path):
     out = tmp_path / "cohort"
     tasks = plan(read_manifest(fixtures / "cohort.csv")[:1], out,
                  Params().replace(n_permutations=N_PERM), report_html=False)
-    assert run_batch(tasks, out, serial=True).count("done") == 1
+    assert run_batch(tasks, out, serial=True, cohort=False).count("done") == 1
     project = Project.open(out / "m1")
     first = project.results.spines.iloc[0]
     project.apply(Edit.delete(project.results.spines, int(first["spine_id"]),
                               int(first["session"])))
     edits = (out / "m1" / "edits.json").read_bytes()
     n_auto = len(read_results(out / "m1" / "auto").spines)
-    outcome = run_batch(tasks, out, serial=True, force=True)
+    outcome = run_batch(tasks, out, serial=True, force=True, cohort=False)
     assert outcome.count("done") == 1
     assert (out / "m1" / "edits.json").read_bytes() == edits
     assert len(read_results(out / "m1" / "auto").spines) == n_auto
     assert len(read_results(out / "m1").spines) == n_auto - 1
+
+
+def test_paths_are_absolute_for_workers_elsewhere(cohort_dir, monkeypatch):
+    monkeypatch.chdir(cohort_dir.parent)
+    (task,) = plan(read_manifest(Path(cohort_dir.name)), "out")[:1]
+    assert all(f.is_absolute() and f.exists() for f in task.spec.files)
+    assert task.folder == (cohort_dir.parent / "out" / "m1").resolve()

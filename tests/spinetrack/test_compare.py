@@ -541,7 +541,7 @@ def test_cli_prints_table_and_writes_json(tmp_path, capsys):
                  "--lateral-um", "1.0", "--axial-um", "2.0", "--sessions", "0", "1"]) == 0
     saved = json.loads(other.read_text())
     assert saved["settings"] == {"lateral_um": 1.0, "axial_um": 2.0, "near_um": None,
-                                 "sessions": [0, 1]}
+                                 "visible_only": False, "sessions": [0, 1]}
     assert not list(other.parent.glob(".*.tmp"))
 
 
@@ -600,3 +600,14 @@ def test_rr30a_perturbed_copy(rng):
     assert total["fp"] == 0
     assert total["tp"] == 379 - int((~keep & ~spines["is_bad"].to_numpy()).sum())
     assert 0.85 < total["recall"] < 0.95
+
+
+def test_visible_only_ignores_hidden_truth_spines():
+    truth = pd.DataFrame({"spine_id": [0, 1, 2], "session": [0, 0, 0], "z_um": [5.0] * 3,
+                          "y_um": [10.0, 20.0, 30.0], "x_um": [10.0] * 3,
+                          "visible": [True, True, False]})
+    result = truth.iloc[:2].drop(columns="visible")
+    assert compare(result, truth)["detection"]["total"]["recall"] < 1
+    scores = compare(result, truth, visible_only=True)
+    assert scores["detection"]["total"]["recall"] == 1.0
+    assert scores["settings"]["visible_only"] is True

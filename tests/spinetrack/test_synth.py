@@ -255,3 +255,19 @@ def test_side_follows_the_displayed_left_right_rule(small):
         ty, tx = ln["y"].iloc[j] - ln["y"].iloc[i], ln["x"].iloc[j] - ln["x"].iloc[i]
         vy, vx = sp["y"] - sp["base_y"], sp["x"] - sp["base_x"]
         assert np.sign(ty * vx - tx * vy) == sp["side"]
+
+
+def test_out_of_focus_patches_move_with_the_field():
+    from scipy import ndimage as ndi
+
+    from spinetrack.synth.render import move_coarse
+    from spinetrack.synth.transform import random_transform
+
+    coarse = np.zeros((20, 40, 40), np.float32)
+    coarse[10, 20, 20] = 1.0
+    step = np.array([1.0, 0.96, 0.96])
+    tf = random_transform(np.random.default_rng(1), [10.0, 19.2, 19.2], (2, 3, 3), 2.0, 0.0)
+    moved = move_coarse(coarse, tf.matrix, tf.translation_um, tf.centre_um, step)
+    got = np.array(ndi.center_of_mass(moved)) * step
+    want = tf.apply(np.array([[10.0, 20 * 0.96, 20 * 0.96]]))[0]
+    np.testing.assert_allclose(got, want, atol=0.05)
