@@ -347,6 +347,7 @@ _FILOPODIUM_CONTRAST = 1.25  # a long protrusion whose head is not this much bri
 _FILOPODIUM_MIN_UM = 2.0
 _SURFACE_SLACK_UM = 0.15  # a lateral head may sit this far inside the shaft's half-maximum
                           # surface
+_CENTRE_FRAC = 0.25  # the head centre is at least this fraction of min_protrusion_um outside
 _DEDUPE_UM = 0.6
 
 
@@ -373,7 +374,8 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     surface = cands["surface_um"].to_numpy() - _SURFACE_SLACK_UM
     beyond = ((np.abs(cands["offset_um"].to_numpy()) >= surface)
               | ~cands["lateral"].to_numpy(bool))
-    keep = ((length > 0) & beyond & (length + head_radius >= params.min_protrusion_um)
+    keep = ((length > _CENTRE_FRAC * params.min_protrusion_um) & beyond
+            & (length + head_radius >= params.min_protrusion_um)
             & (length <= params.max_spine_length_um)
             & (neck_min >= _MIN_NECK + _NECK_SNR * cands["noise"].to_numpy()))
     contrast = value / np.maximum(neck_mean, 1e-6)
