@@ -285,6 +285,10 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
         # head width along the arc at half the residual maximum
         row = resid[max(ia[m] - 10, 0):ia[m] + 11, iz[m], io[m]]
         width[m] = (row >= 0.5 * resid[ia[m], iz[m], io[m]]).sum() * step
+    # brightness just beyond the head, relative to the head: a head falls off to the
+    # background, haze beside a dendrite does not
+    beyond_o = np.clip(io + np.sign(io - centre) * _odd(0.6 / step), 0, n_off - 1)
+    outer = vol[ia, iz, beyond_o] / np.maximum(vol[ia, iz, io], 1e-6)
     a_int = np.clip(np.round(pos[:, 0]).astype(int), 0, n_arc - 1)
     frac = pos[:, 0] - np.floor(pos[:, 0])
     a0 = np.clip(np.floor(pos[:, 0]).astype(int), 0, n_arc - 1)
@@ -301,7 +305,8 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
         "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
         "value": vol[ia, iz, io], "resid": strength, "neck_min": neck_min,
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
-        "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral})
+        "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral,
+        "outer": outer})
 
 
 def _walk_out(resid, ia, iz, io, centre, back, lateral):
@@ -348,6 +353,7 @@ _FILOPODIUM_MIN_UM = 2.0
 _SURFACE_SLACK_UM = 0.15  # a lateral head may sit this far inside the shaft's half-maximum
                           # surface
 _CENTRE_FRAC = 0.25  # the head centre is at least this fraction of min_protrusion_um outside
+_MAX_OUTER = 0.6  # 0.6 µm beyond a lateral head the signal is below this fraction of the head
 _DEDUPE_UM = 0.6
 
 
@@ -377,6 +383,7 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     keep = ((length > _CENTRE_FRAC * params.min_protrusion_um) & beyond
             & (length + head_radius >= params.min_protrusion_um)
             & (length <= params.max_spine_length_um)
+            & ((cands["outer"].to_numpy() <= _MAX_OUTER) | ~cands["lateral"].to_numpy(bool))
             & (neck_min >= _MIN_NECK + _NECK_SNR * cands["noise"].to_numpy()))
     contrast = value / np.maximum(neck_mean, 1e-6)
     filo = (length >= _FILOPODIUM_MIN_UM) & (contrast < _FILOPODIUM_CONTRAST)
