@@ -367,7 +367,10 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     base = frame.zyx[j]
     radius = pts["radius_um"].to_numpy()[j]
     d_um = (head - base) * voxel
-    dist = np.sqrt((d_um[:, 1:] ** 2).sum(axis=1) + (_Z_WEIGHT * d_um[:, 0]) ** 2)
+    # lateral heads: z counts half (axial blur); heads along z: their z offset is the point
+    lateral_head = cands["lateral"].to_numpy(bool)
+    z_weight = np.where(lateral_head, _Z_WEIGHT, 1.0)
+    dist = np.sqrt((d_um[:, 1:] ** 2).sum(axis=1) + (z_weight * d_um[:, 0]) ** 2)
     length = dist - radius
     head_radius = np.clip(cands["width_um"].to_numpy() / 2, 0.5 * params.head_sigma_um,
                           3 * params.head_sigma_um)
