@@ -36,7 +36,7 @@ demo: install
 	@echo
 	@echo "Demo done. Generated series and its truth: $(DEMO)/series (truth in $(DEMO)/series/truth)"
 	@echo "Results (contract tables, summary.json, report.html): $(DEMO)/results"
-	@echo "Open $(DEMO)/results/report.html in a browser; in napari: $(VENV)/bin/napari $(DEMO)/results"
+	@echo "Open $(DEMO)/results/report.html in a browser; in napari: $(VENV)/bin/napari --plugin spinetrack $(DEMO)/results"
 
 test: install-test
 	@./.ci/system-deps

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["binned_smoothed", "robust_scale", "sigma_px", "smooth", "ridge_2d", "max_projection"]
+__all__ = ["binned_smoothed", "bin_factor", "robust_scale", "ridge_2d", "max_projection"]
 
 
 def robust_scale(image: np.ndarray, low: float = 50.0, high: float = 99.9,
@@ -40,19 +40,6 @@ def robust_scale(image: np.ndarray, low: float = 50.0, high: float = 99.9,
     if not np.isfinite(span) or span <= 0:
         span = float(values.max() - lo) or 1.0
     return float(lo), span
-
-
-def sigma_px(sigma_um, voxel_size_um) -> tuple[float, ...]:
-    """Per-axis Gaussian sigma in pixels from a sigma in µm (scalar or per axis)."""
-    sig = np.broadcast_to(np.asarray(sigma_um, float), (len(voxel_size_um),))
-    return tuple(float(s / v) for s, v in zip(sig, voxel_size_um))
-
-
-def smooth(image: np.ndarray, sigma_um, voxel_size_um, truncate: float = 3.0) -> np.ndarray:
-    """Gaussian smoothing with sigma in µm (per axis); axes of size 1 are left alone."""
-    sig = [0.0 if n == 1 else s for n, s in zip(image.shape, sigma_px(sigma_um, voxel_size_um))]
-    return ndi.gaussian_filter(np.asarray(image, np.float32), sig, truncate=truncate,
-                               mode="nearest")
 
 
 def max_projection(image: np.ndarray) -> np.ndarray:

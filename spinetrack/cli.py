@@ -129,7 +129,7 @@ def _cmd_report(args) -> int:
 
     from .params import Params, params_from_args
     from .progress import TqdmProgress
-    from .report import findings, rebuild_report
+    from .report import rebuild_report
 
     stored = Path(args.results_dir) / "params.json"
     params = params_from_args(args, Params.load(stored) if stored.exists() else Params())
@@ -140,10 +140,7 @@ def _cmd_report(args) -> int:
                                       title=args.title)
     finally:
         bar.close()
-    for line in findings(res.summary, res.branches):
-        print(line)
-    for w in res.summary.get("warnings", []):
-        log.warning("warning: %s", w)
+    _print_findings(res)
     log.info("wrote %d files; open %s", len(written), written[-1])
     return EXIT_OK
 
@@ -190,7 +187,6 @@ def _cmd_run(args) -> int:
     from .params import Params, params_from_args
     from .pipeline import run_and_write
     from .progress import TqdmProgress
-    from .report import findings
 
     base = Params.load(args.params) if args.params else Params()
     params = params_from_args(args, base)
@@ -206,10 +202,7 @@ def _cmd_run(args) -> int:
                             report_html=not args.no_report)
     finally:
         bar.close()
-    for line in findings(res.summary, res.branches):
-        print(line)
-    for w in res.summary.get("warnings", []):
-        log.warning("warning: %s", w)
+    _print_findings(res)
     out = Path(args.out)
     log.info("done in %.0f s; results in %s%s", time.perf_counter() - t0, out,
              "" if args.no_report else f" (open {out / 'report.html'})")
@@ -393,6 +386,16 @@ COMMANDS: list[Callable] = [_add_info, _add_run, _add_detect, _add_compare, _add
 
 
 # --------------------------------------------------------------------------- shared options
+
+
+def _print_findings(res) -> None:
+    """Print a run's findings in a few lines; its warnings go to the log."""
+    from .report import findings
+
+    for line in findings(res.summary, res.branches):
+        print(line)
+    for w in res.summary.get("warnings", []):
+        log.warning("warning: %s", w)
 
 
 def _fill(text: str) -> str:

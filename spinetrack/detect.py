@@ -214,7 +214,7 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
     off = offsets[io]
     lateral = np.abs(off) >= _INSIDE * radius
     # heads above or below the shaft (spines pointing along z)
-    above = (~lateral & (np.abs(dz[iz]) * voxel[0] >= _Z_OUTSIDE_UM)
+    above = (params.z_spines & ~lateral & (np.abs(dz[iz]) * voxel[0] >= _Z_OUTSIDE_UM)
              & (resid[ia, iz, io] >= _Z_MIN_RESID))
     keep = lateral | above
     ia, iz, io, radius, off, lateral = (a[keep] for a in (ia, iz, io, radius, off, lateral))
@@ -285,6 +285,10 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
         # head width along the arc at half the residual maximum
         row = resid[max(ia[m] - 10, 0):ia[m] + 11, iz[m], io[m]]
         width[m] = (row >= 0.5 * resid[ia[m], iz[m], io[m]]).sum() * step
+    # brightness just beyond the head, relative to the head: a head falls off to the
+    # background, haze beside a dendrite does not
+    beyond_o = np.clip(io + np.sign(io - centre) * _odd(0.6 / step), 0, n_off - 1)
+    outer = vol[ia, iz, beyond_o] / np.maximum(vol[ia, iz, io], 1e-6)
     a_int = np.clip(np.round(pos[:, 0]).astype(int), 0, n_arc - 1)
     frac = pos[:, 0] - np.floor(pos[:, 0])
     a0 = np.clip(np.floor(pos[:, 0]).astype(int), 0, n_arc - 1)
@@ -301,7 +305,8 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
         "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
         "value": vol[ia, iz, io], "resid": strength, "neck_min": neck_min,
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
-        "surface_um": surface, "slope": slope, "noise": noise})
+        "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral,
+        "outer": outer})
 
 
 def _walk_out(resid, ia, iz, io, centre, back, lateral):
@@ -345,6 +350,10 @@ _MIN_NECK = 0.025     # the dimmest point between shaft surface and head (bouton
 _FILOPODIUM_CONTRAST = 1.25  # a long protrusion whose head is not this much brighter than its
                              # neck is a filopodium
 _FILOPODIUM_MIN_UM = 2.0
+_SURFACE_SLACK_UM = 0.15  # a lateral head may sit this far inside the shaft's half-maximum
+                          # surface
+_CENTRE_FRAC = 0.25  # the head centre is at least this fraction of min_protrusion_um outside
+_MAX_OUTER = 0.6  # 0.6 µm beyond a lateral head the signal is below this fraction of the head
 _DEDUPE_UM = 0.6
 
 
@@ -358,7 +367,10 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     base = frame.zyx[j]
     radius = pts["radius_um"].to_numpy()[j]
     d_um = (head - base) * voxel
-    dist = np.sqrt((d_um[:, 1:] ** 2).sum(axis=1) + (_Z_WEIGHT * d_um[:, 0]) ** 2)
+    # lateral heads: z counts half (axial blur); heads along z: their z offset is the point
+    lateral_head = cands["lateral"].to_numpy(bool)
+    z_weight = np.where(lateral_head, _Z_WEIGHT, 1.0)
+    dist = np.sqrt((d_um[:, 1:] ** 2).sum(axis=1) + (z_weight * d_um[:, 0]) ** 2)
     length = dist - radius
     head_radius = np.clip(cands["width_um"].to_numpy() / 2, 0.5 * params.head_sigma_um,
                           3 * params.head_sigma_um)
@@ -366,8 +378,15 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     neck_min = cands["neck_min"].to_numpy()
     neck_mean = cands["neck_mean"].to_numpy()
     resid = cands["resid"].to_numpy()
-    keep = ((length > 0) & (length + head_radius >= params.min_protrusion_um)
+    # beyond the shaft's local half-maximum surface (measured on the shaft model at the
+    # head's plane), not only beyond the traced radius
+    surface = cands["surface_um"].to_numpy() - _SURFACE_SLACK_UM
+    beyond = ((np.abs(cands["offset_um"].to_numpy()) >= surface)
+              | ~cands["lateral"].to_numpy(bool))
+    keep = ((length > _CENTRE_FRAC * params.min_protrusion_um) & beyond
+            & (length + head_radius >= params.min_protrusion_um)
             & (length <= params.max_spine_length_um)
+            & ((cands["outer"].to_numpy() <= _MAX_OUTER) | ~cands["lateral"].to_numpy(bool))
             & (neck_min >= _MIN_NECK + _NECK_SNR * cands["noise"].to_numpy()))
     contrast = value / np.maximum(neck_mean, 1e-6)
     filo = (length >= _FILOPODIUM_MIN_UM) & (contrast < _FILOPODIUM_CONTRAST)

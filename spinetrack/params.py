@@ -120,6 +120,9 @@ class DetectParams(_Section):
                                        min=0.1, max=20.0)
     head_sigma_um: float = param(0.3, "scale of the blob filter that finds spine heads", "µm",
                                  min=0.05, max=2.0)
+    z_spines: bool = param(True, "also detect spines pointing up or down along z (heads at "
+                           "least 1.5 µm straight above or below the shaft that stand out "
+                           "clearly); turn off for annotations that only mark lateral spines")
 
 
 @dataclass(frozen=True)

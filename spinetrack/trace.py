@@ -182,6 +182,8 @@ def _empty(voxel, shape) -> Tracing:
 # that extends a dendrite; calibrated on rr30a-dev and the synthetic presets
 _RIDGE_HIGH = 0.2
 _RIDGE_LOW = 0.035
+_Z_JUMP_COST = 0.05  # depth along a centre line: cost of 1 µm of z change per µm of line
+_COARSE = 1.5  # the ridge filter also runs at this multiple of shaft_sigma_um (thick shafts)
 _WEAK_MIN_UM = 15.0  # a dim piece without a seed is kept when its centre line is this long
 _WEAK_SNR = 4.0  # ... and its mean brightness is this many noise SDs above the median
 _SEED_SNR = 8.0  # seeds are at least this many robust noise SDs above the median
@@ -205,7 +207,7 @@ def _dendrite_mask(plane: np.ndarray, spacing, params) -> np.ndarray:
 
     px = float(np.mean(spacing))
     ridge = np.zeros_like(plane)
-    for sigma_um in (params.shaft_sigma_um, 2.0 * params.shaft_sigma_um):
+    for sigma_um in (params.shaft_sigma_um, _COARSE * params.shaft_sigma_um):
         np.maximum(ridge, ridge_2d(plane, sigma_um / px), out=ridge)
     # seeds must also stand clear of the noise (a stack of pure noise has ridges too)
     centre = float(np.median(plane))
@@ -320,7 +322,7 @@ class _ZProfile:
         # along the branch too: a dim stretch borrows its depth from its neighbours
         step = float(np.mean(self.voxel[1:]))
         prof = ndi.gaussian_filter1d(prof, 0.5 / step, axis=1, mode="nearest")
-        k = np.argmax(prof, axis=0)
+        k = _continuous_argmax(prof, _Z_JUMP_COST * self.voxel[0] / step)
         z = k.astype(float)
         inner = (k > 0) & (k < nz - 1)
         cols = np.nonzero(inner)[0]
@@ -332,6 +334,37 @@ class _ZProfile:
         window = max(1, int(round(2.0 / step)))
         z = ndi.median_filter(z, size=window | 1, mode="nearest")
         return ndi.gaussian_filter1d(z, 1.0 / step, mode="nearest")
+
+
+def _continuous_argmax(prof: np.ndarray, jump_cost: float) -> np.ndarray:
+    """Brightest plane per point (columns of ``prof``), kept continuous along the line.
+
+    Dynamic programming over the points: each point scores its profile value
+    (scaled to the line's median peak and capped at 1)
+    and every plane of change from one point to the next costs ``jump_cost``.
+    Where the line passes over or under another bright structure, its depth
+    stays with the dendrite instead of jumping to the other structure.
+    """
+    nz, n = prof.shape
+    if n == 0 or nz == 1:
+        return np.zeros(n, int)
+    # scaled to the line's typical peak and capped: a brighter structure crossing over
+    # or under gains nothing by being brighter, a dim stretch still has its own peak
+    peaks = prof.max(axis=0)
+    score = np.minimum(prof / max(float(np.median(peaks)), 1e-12), 1.0)
+    planes = np.arange(nz)
+    penalty = jump_cost * np.abs(planes[:, None] - planes[None, :])
+    best = score[:, 0].copy()
+    back = np.zeros((n, nz), int)
+    for i in range(1, n):
+        total = best[None, :] - penalty  # [to, from]
+        back[i] = np.argmax(total, axis=1)
+        best = total[planes, back[i]] + score[:, i]
+    path = np.empty(n, int)
+    path[-1] = int(np.argmax(best))
+    for i in range(n - 1, 0, -1):
+        path[i - 1] = back[i, path[i]]
+    return path
 
 
 def _half_max_radius(plane: np.ndarray, yx: np.ndarray, spacing, max_um: float = 3.0
@@ -357,5 +390,8 @@ def _half_max_radius(plane: np.ndarray, yx: np.ndarray, spacing, max_um: float =
         first = np.where(below.any(axis=1), below.argmax(axis=1), len(offsets) - 1)
         radius[k] = offsets[first] * px
     r = np.clip(np.min(radius, axis=0), 0.5 * px, max_um)
-    step = max(1, int(round(1.0 / px)))
-    return ndi.median_filter(r, size=step | 1, mode="nearest")
+    # spine heads close to the shaft widen the profile locally; the shaft's own width
+    # changes slowly, so take a low percentile over 4 µm of line
+    window = max(1, int(round(4.0 / px))) | 1
+    r = ndi.percentile_filter(r, 25, size=window, mode="nearest")
+    return ndi.uniform_filter1d(r, max(1, int(round(1.0 / px))) | 1, mode="nearest")

@@ -45,9 +45,11 @@ def tube_image(shape=(12, 140, 300), voxel=VOXEL, spines=(), boutons=(), filopod
         img = np.maximum(img, 1.0 * (_segment_distance(zz, yy, xx, a, b) <= shaft_radius_um))
     heads = []
     for x_um, side, length in spines:
-        y_head = shaft_y_um - side * (shaft_radius_um + length)
         base = (shaft_z_um, shaft_y_um, x_um)
-        head = (shaft_z_um, y_head, x_um)
+        if side == 0:  # straight up along z
+            head = (shaft_z_um + shaft_radius_um + length, shaft_y_um, x_um)
+        else:
+            head = (shaft_z_um, shaft_y_um - side * (shaft_radius_um + length), x_um)
         img = np.maximum(img, 0.5 * (_segment_distance(zz, yy, xx, base, head) <= 0.12))
         img = np.maximum(img, 0.9 * (_segment_distance(zz, yy, xx, head, head) <= 0.35))
         heads.append(head)
@@ -63,5 +65,6 @@ def tube_image(shape=(12, 140, 300), voxel=VOXEL, spines=(), boutons=(), filopod
     sig = (0.6 / voxel[0], 0.15 / voxel[1], 0.15 / voxel[2])
     img = ndi.gaussian_filter(img, sig) * 200.0 + 5.0
     img = img + rng.normal(0.0, noise, img.shape)
-    truth = {"heads_um": np.array(heads).reshape(-1, 3), "filopodia_um": np.array(tips).reshape(-1, 3)}
+    truth = {"heads_um": np.array(heads).reshape(-1, 3),
+             "filopodia_um": np.array(tips).reshape(-1, 3)}
     return np.clip(img, 0, 255).astype(np.uint8), truth

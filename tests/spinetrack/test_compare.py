@@ -1,5 +1,6 @@
 """The scorer: exact numbers on hand-built series, rr30a truth against itself, CLI."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -24,9 +25,12 @@ from spinetrack.compare import (
 from spinetrack.errors import InputError
 from spinetrack.fates import classify_fates
 
-# ../shared/data/rr30a-dev beside the checkout (or beside the worktrees' folder)
-RR30A = next((p / "shared" / "data" / "rr30a-dev" for p in Path(__file__).resolve().parents
-              if (p / "shared" / "data" / "rr30a-dev").is_dir()), Path("rr30a-dev-not-found"))
+# the real data, found as the conftest's ``rr30a`` fixture finds it
+_conftest = importlib.util.spec_from_file_location(
+    "_st_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
+_module = importlib.util.module_from_spec(_conftest)
+_conftest.loader.exec_module(_module)
+RR30A = _module.find_rr30a() or Path("rr30a-dev-not-found")
 needs_rr30a = pytest.mark.skipif(not (RR30A / "truth_spines.csv").exists(),
                                  reason="rr30a-dev data not available")
 VOXEL = (1.0, 0.12, 0.12)

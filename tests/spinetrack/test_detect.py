@@ -157,3 +157,15 @@ def test_rr30a_session_finds_most_annotated_spines(rr30a):
     spines = found[found["kind"] == "spine"].assign(session=1)
     scores = compare(spines, load_truth(rr30a), near_um=3, sessions=[1])
     assert scores["detection"]["total"]["f1"] >= 0.6
+
+
+def test_spine_along_z_is_found_unless_turned_off():
+    img, truth = tube_image(shape=(16, 140, 300), spines=[(10.0, 0, 1.8), (20.0, 1, 1.0)])
+    p = Params()
+    tracing = trace_dendrites(img, VOXEL, p.trace)
+    found = detect_spines(img, VOXEL, tracing, p.detect)
+    assert _matched(found, truth["heads_um"][:1], tol_um=0.8) == 1
+    assert found.loc[(found["x_um"] - 10.0).abs() < 0.6, "side"].tolist() == [0]
+    lateral_only = detect_spines(img, VOXEL, tracing, p.detect.__class__(z_spines=False))
+    assert _matched(lateral_only, truth["heads_um"][:1], tol_um=0.8) == 0
+    assert _matched(lateral_only, truth["heads_um"][1:]) == 1

@@ -106,3 +106,14 @@ def test_rr30a_centre_lines_are_found(rr30a):
     assert (d < 1.0).mean() > 0.95
     dz = np.abs(truth["z_um"].to_numpy() - tracing.lines["z_um"].to_numpy()[i])
     assert np.median(dz[d < 1.0]) < 1.0
+
+
+def test_depth_stays_with_the_dendrite_under_a_crossing():
+    from spinetrack.trace import _continuous_argmax
+
+    z = np.arange(20)[:, None]
+    prof = np.exp(-0.5 * ((z - 8) / 1.5) ** 2) * np.ones((1, 60))
+    prof[:, 25:32] += 2.0 * np.exp(-0.5 * ((z - 15) / 1.5) ** 2)  # brighter, 7 planes deeper
+    path = _continuous_argmax(prof, jump_cost=0.2)
+    assert np.all(path == 8)
+    assert np.argmax(prof[:, 28]) == 15
