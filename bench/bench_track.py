@@ -219,7 +219,7 @@ def save_crops(series, tracked, errors: pd.DataFrame, folder: Path, half_um: flo
         cy, cx = ends.mean(axis=0).astype(int)
         h = int(half_um / vox[1])
         tiles = []
-        for s, colour in ((k, (1, 0, 0)), (k + 1, (0, 1, 0))):
+        for s in (k, k + 1):
             crop = mips[s][max(cy - h, 0):cy + h, max(cx - h, 0):cx + h]
             crop = np.clip(crop / max(np.percentile(crop, 99.5), 1e-9), 0, 1)
             rgb = np.repeat(crop[..., None], 3, axis=2)
