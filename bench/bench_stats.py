@@ -52,7 +52,8 @@ def simulate_series(
     n_spines: tuple[int, int] = (20, 40), length_um: tuple[float, float] = (60.0, 90.0),
     p_loss: float = 0.15, p_form: float = 0.08, p_new_loss: float = 0.4,
     restore_fraction: float = 0.0, hot_zone_um: float = 0.0, hot_factor: float = 3.0,
-    occupied_um: float = 0.25, relink_um: float = 1.5, radius_um: float = 2.0,
+    occupied_um: float = StatsParams().occupied_radius_um,
+    relink_um: float = StatsParams().relink_radius_um, radius_um: float = 2.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A random series: spines table (spine_id, session, branch_id, arc_um) and branch table.
 
@@ -292,9 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "5–8 branches of 60–90 µm, 20–40 session-0 spines each, each lost per interval with "
         "probability 0.15; new spines Poisson(0.08 × spines present) per interval, lost per "
-        "interval with probability 0.4, placed uniformly outside 0.25 µm of the session-0 "
-        "spines present and 1.5 µm of session-0 spines last seen just before (the chance "
-        "model). `classify_fates`, then `branch_statistics` with default parameters. Tests "
+        "interval with probability 0.4, placed uniformly outside "
+        f"{StatsParams().occupied_radius_um:g} µm of the session-0 spines present and "
+        f"{StatsParams().relink_radius_um:g} µm of session-0 spines last seen just before (the "
+        "chance model). `classify_fates`, then `branch_statistics` with default parameters. Tests "
         "that cannot be done (e.g. no new spines) are left out of the denominator.",
         "",
         "| test | rejects at 5% under the null |",
