@@ -252,6 +252,7 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
     width = np.empty(len(ia), np.float32)
     surface = np.empty(len(ia), np.float32)
     slope = np.empty(len(ia), np.float32)
+    xwidth = np.zeros(len(ia), np.float32)
     z_line = n_z // 2
     for m in range(len(ia)):
         if not lateral[m]:  # along z, from the centre line's plane to the head
@@ -263,6 +264,8 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
             slope[m] = 0.0
             row = resid[max(ia[m] - 10, 0):ia[m] + 11, iz[m], io[m]]
             width[m] = (row >= 0.5 * resid[ia[m], iz[m], io[m]]).sum() * step
+            xwidth[m] = _run_length(resid[ia[m], iz[m]], int(io[m]),
+                                    0.5 * resid[ia[m], iz[m], io[m]]) * step
             continue
         # shaft surface on this side: where the shaft model falls to half its centre value
         prof_model = shaft_model[ia[m], iz[m]]
@@ -306,7 +309,19 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
         "value": vol[ia, iz, io], "resid": strength, "neck_min": neck_min,
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
         "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral,
-        "outer": outer})
+        "outer": outer, "xwidth_um": xwidth})
+
+
+def _run_length(row, i, level):
+    """Length of the run of ``row >= level`` that contains index ``i``."""
+    above = row >= level
+    lo = i
+    while lo > 0 and above[lo - 1]:
+        lo -= 1
+    hi = i
+    while hi < len(row) - 1 and above[hi + 1]:
+        hi += 1
+    return hi - lo + 1
 
 
 def _walk_out(resid, ia, iz, io, centre, back, lateral):
@@ -355,6 +370,10 @@ _SURFACE_SLACK_UM = 0.15  # a lateral head may sit this far inside the shaft's h
 _CENTRE_FRAC = 0.25  # the head centre is at least this fraction of min_protrusion_um outside
 _MAX_OUTER = 0.6  # 0.6 µm beyond a lateral head the signal is below this fraction of the head
 _DEDUPE_UM = 0.6
+_Z_MAX_WIDTH_UM = 2.0  # a head above or below the shaft is no wider than this across the
+                       # branch (a neurite crossing above is)
+_Z_MAX_GAP = 1.1  # ... and no brighter than this × the dimmest point between it and the
+                  # shaft's plane (else a dim gap separates it: another structure)
 
 
 def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
@@ -387,7 +406,9 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
             & (length + head_radius >= params.min_protrusion_um)
             & (length <= params.max_spine_length_um)
             & ((cands["outer"].to_numpy() <= _MAX_OUTER) | ~cands["lateral"].to_numpy(bool))
-            & (neck_min >= _MIN_NECK + _NECK_SNR * cands["noise"].to_numpy()))
+            & (neck_min >= _MIN_NECK + _NECK_SNR * cands["noise"].to_numpy())
+            & (lateral_head | ((cands["xwidth_um"].to_numpy() <= _Z_MAX_WIDTH_UM)
+                               & (value <= _Z_MAX_GAP * neck_min))))
     contrast = value / np.maximum(neck_mean, 1e-6)
     filo = (length >= _FILOPODIUM_MIN_UM) & (contrast < _FILOPODIUM_CONTRAST)
     t = np.column_stack([pts["ty"].to_numpy()[j], pts["tx"].to_numpy()[j]])
@@ -412,7 +433,8 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
                           offset_um=cands["offset_um"].to_numpy(),
                           surface_um=cands["surface_um"].to_numpy(),
                           slope=cands["slope"].to_numpy(),
-                          noise=cands["noise"].to_numpy())
+                          noise=cands["noise"].to_numpy(),
+                          xwidth_um=cands["xwidth_um"].to_numpy())
     out = _dedupe(out[keep].reset_index(drop=True), voxel)
     out = _drop_on_filopodia(out)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)

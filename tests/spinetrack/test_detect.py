@@ -169,3 +169,17 @@ def test_spine_along_z_is_found_unless_turned_off():
     lateral_only = detect_spines(img, VOXEL, tracing, p.detect.__class__(z_spines=False))
     assert _matched(lateral_only, truth["heads_um"][:1], tol_um=0.8) == 0
     assert _matched(lateral_only, truth["heads_um"][1:]) == 1
+
+
+def test_neurite_crossing_above_the_shaft_is_not_a_spine_along_z():
+    # a thin neurite 2 µm above the dendrite, crossing it at x = 15 µm; only the
+    # dendrite is given as a centre line, so the crossing must be rejected by its
+    # shape (wider across the branch than a head), not as another branch's shaft
+    img, truth = tube_image(shape=(16, 140, 300), spines=[(20.0, 1, 1.0)],
+                            extra_shafts=[((5.0, 0.5, 15.0), (5.0, 13.5, 15.0))])
+    xs = np.arange(10, 290, dtype=float)
+    lines = pd.DataFrame({"branch_id": 0, "z": 3.0 / VOXEL[0], "y": 7.0 / VOXEL[1], "x": xs})
+    tracing = tracing_from_lines(lines, VOXEL, img.shape, radius_um=0.45)
+    found = detect_spines(img, VOXEL, tracing, Params().detect)
+    assert not ((found["x_um"] - 15.0).abs() < 1.0).any()
+    assert _matched(found[found["kind"] == "spine"], truth["heads_um"]) == 1
