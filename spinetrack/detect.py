@@ -46,6 +46,7 @@ _CORRIDOR_UM = 0.4  # a neck may bend this far along the branch
 _SIG_Z_UM = 0.5  # smoothing along z of the straightened stack
 _PEAK_UM = 0.9  # a head is the brightest point within this (arc and offset) ...
 _PEAK_Z_UM = 3.0  # ... and this along z
+_WALK_FRAC = 0.5  # a protrusion is followed outward while its residual stays above this × the peak
 
 
 def empty_detections() -> pd.DataFrame:
@@ -342,7 +343,7 @@ def _walk_out(resid, ia, iz, io, centre, back, lateral):
         if not lateral[m]:
             continue
         a, o, z = int(ia[m]), int(io[m]), int(iz[m])
-        half = 0.5 * resid[a, z, o]
+        half = _WALK_FRAC * resid[a, z, o]
         step = 1 if o > centre else -1
         path = [(a, o)]
         while 0 <= o + step < n_off:
@@ -359,7 +360,9 @@ def _walk_out(resid, ia, iz, io, centre, back, lateral):
 # thresholds in units of the session's median shaft brightness above background
 # (so independent of how bright a session is); calibrated on rr30a-dev and synthetic data
 _MIN_RESID = 0.08     # a head stands at least this far above the shaft model
-_INSIDE = 1.0  # residual peaks nearer the centre line than this × shaft radius are ignored
+_INSIDE = 0.5  # residual peaks nearer the centre line than this × shaft radius are the
+               # shaft (farther in, up to the radius, they are often a spine's base: the
+               # walk out and the tests below decide)
 _NECK_SNR = 3.0  # ... plus this many noise SDs of the straightened branch
 _MIN_NECK = 0.025     # the dimmest point between shaft surface and head (bouton gap test)
 _FILOPODIUM_CONTRAST = 1.25  # a long protrusion whose head is not this much brighter than its
