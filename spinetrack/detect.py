@@ -372,7 +372,7 @@ _SURFACE_SLACK_UM = 0.15  # a lateral head may sit this far inside the shaft's h
                           # surface
 _CENTRE_FRAC = 0.25  # the head centre is at least this fraction of min_protrusion_um outside
 _MAX_OUTER = 0.6  # 0.6 µm beyond a lateral head the signal is below this fraction of the head
-_DEDUPE_UM = 0.6
+_DEDUPE_UM = 0.7  # of detections closer than this (z counts half) the best is kept
 _Z_MAX_WIDTH_UM = 2.0  # a head above or below the shaft is no wider than this across the
                        # branch (a neurite crossing above is)
 _Z_MAX_GAP = 1.1  # ... and no brighter than this × the dimmest point between it and the
