@@ -163,7 +163,10 @@ def _branch_paths(results: Results) -> tuple[list[np.ndarray], list[int]]:
             g = g[g["session"] == first]
         else:
             first = 0
-        g = g.sort_values("point") if "point" in g.columns else g
+        # a global branch may join several traced pieces, each numbering its points from 0:
+        # the shared arc frame orders them along the branch
+        order = "arc_um" if "arc_um" in g.columns else ("point" if "point" in g.columns else None)
+        g = g.sort_values(order, kind="stable") if order else g
         pts = g[["z_um", "y_um", "x_um"]].to_numpy(float)
         if first != 0 and results.transform:
             if frames is None:
