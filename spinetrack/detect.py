@@ -39,7 +39,7 @@ DETECTION_COLUMNS = ["z", "y", "x", "z_um", "y_um", "x_um", "branch_id", "arc_um
 _Z_WEIGHT = 0.5  # z distances count half when finding the nearest shaft point (axial blur)
 _Z_REACH_UM = 2.5  # heads are searched this far above and below the centre line
 _Z_OUTSIDE_UM = 1.5  # a head straight above or below the shaft is at least this far from it
-_Z_MIN_RESID = 0.3  # ... and stands out more than a lateral head must (the shaft's axial
+_Z_MIN_RESID = 0.5  # ... and stands out more than a lateral head must (the shaft's axial
                     # blur varies along the shaft)
 _OPEN_UM = 2.0  # the shaft model along a branch ignores bumps narrower than this
 _CORRIDOR_UM = 0.4  # a neck may bend this far along the branch
