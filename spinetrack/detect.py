@@ -364,7 +364,7 @@ _INSIDE = 0.5  # residual peaks nearer the centre line than this × shaft radius
                # shaft (farther in, up to the radius, they are often a spine's base: the
                # walk out and the tests below decide)
 _NECK_SNR = 3.0  # ... plus this many noise SDs of the straightened branch
-_MIN_NECK = 0.025     # the dimmest point between shaft surface and head (bouton gap test)
+_MIN_NECK = 0.04      # the dimmest point between shaft surface and head (bouton gap test)
 _FILOPODIUM_CONTRAST = 1.25  # a long protrusion whose head is not this much brighter than its
                              # neck is a filopodium
 _FILOPODIUM_MIN_UM = 2.0
