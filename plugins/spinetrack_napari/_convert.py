@@ -104,6 +104,10 @@ def _meta(role: str, folder: str | Path | None, **extra) -> dict[str, Any]:
                        **extra}}
 
 
+LABELS_UP_TO = 150
+"""Spine ids are shown by default when no session has more spines than this."""
+
+
 def spines_layer(results: Results, folder: str | Path | None = None) -> LayerData:
     """Points at the spines' registered positions, coloured by fate, labelled by spine_id.
 
@@ -117,6 +121,7 @@ def spines_layer(results: Results, folder: str | Path | None = None) -> LayerDat
     data = np.column_stack([sp["session"].to_numpy(float), pos]) if len(sp) \
         else np.zeros((0, 4))
     feats = spine_features(results)
+    per_session = int(sp.groupby("session").size().max()) if len(sp) else 0
     kwargs = {
         "name": "spines",
         "features": feats,
@@ -125,8 +130,11 @@ def spines_layer(results: Results, folder: str | Path | None = None) -> LayerDat
         "border_width": 0.18,
         "symbol": [SOURCE_SYMBOLS.get(s, "disc") for s in feats["source"]] or "disc",
         "size": SPINE_SIZE_UM,
+        # ids are legible for a few dozen spines; hundreds in a full field hide the image, so
+        # they start hidden there ("display text" in the layer controls shows them)
         "text": {"string": "{spine_id}", "size": 7, "color": "white",
-                 "anchor": "upper_left", "translation": [0, 0, -0.3, 0.3]},
+                 "anchor": "upper_left", "translation": [0, 0, -0.3, 0.3],
+                 "visible": per_session <= LABELS_UP_TO},
         "metadata": _meta("spines", folder, n_sessions=results.n_sessions),
         "projection_mode": "all",
     }
