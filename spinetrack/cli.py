@@ -376,9 +376,60 @@ def _cmd_detect(args) -> int:
 
 
 def _add_track(sub) -> None:
-    from .track import add_track_command
+    from .params import add_arguments
 
-    add_track_command(sub)
+    p = sub.add_parser(
+        "track", help="register sessions and link spines already detected in each session",
+        description="Register every session to the first, match branches across sessions, "
+                    "link the spines found by 'spinetrack detect' (DETECTIONS/<name>_spines.csv "
+                    "and <name>_lines.csv per session), classify fates and write a results "
+                    "folder (spines.csv, fates.csv, branches.csv, summary.json, lines.csv, "
+                    "registration.csv/.json, sessions.csv, params.json). docs/tracking.md "
+                    "explains the method and every parameter.")
+    p.add_argument("sessions", nargs="+", metavar="SESSION",
+                   help="session TIFFs in chronological order (their images are registered)")
+    p.add_argument("--detections", required=True, metavar="DIR",
+                   help="folder written by 'spinetrack detect' for every session")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder (created)")
+    p.add_argument("--names", nargs="+", metavar="NAME",
+                   help="file prefix of each session in DIR (default: the TIFF file stems)")
+    _voxel_option(p)
+    add_arguments(p, ("register", "link", "fates", "stats"))
+    p.set_defaults(func=_cmd_track)
+
+
+def _cmd_track(args) -> int:
+    from .io import read_series
+    from .params import params_from_args
+    from .pipeline import results_from_tracked
+    from .progress import TqdmProgress
+    from .results import write_results
+    from .track import read_detections, track_series
+
+    params = params_from_args(args)
+    series = read_series(args.sessions, voxel_size_um=args.voxel_size, names=args.names)
+    tracings, detections = [], []
+    for s in series:
+        tracing, det = read_detections(args.detections, s.name, s)
+        tracings.append(tracing)
+        detections.append(det)
+    bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
+    try:
+        tracked = track_series(series, tracings, detections, params, progress=bar)
+        res = results_from_tracked(series, tracked, params, progress=bar)
+    finally:
+        bar.close()
+    write_results(res, args.out)
+    counts = res.fates["fate"].value_counts()
+    print(f"{res.fates.shape[0]} spines tracked over {len(series)} sessions: "
+          + ", ".join(f"{f} {int(counts.get(f, 0))}" for f in
+                      ("stable", "lost", "formed", "transient", "restored")))
+    for r in res.registration.itertuples():
+        log.info("session %d: shift (z, y, x) %.2f %.2f %.2f µm, rotation %.2f°, centre-line "
+                 "residual %.2f µm", r.session, r.shift_z_um, r.shift_y_um, r.shift_x_um,
+                 r.rotation_deg, r.residual_um)
+    log.info("results in %s", args.out)
+    return EXIT_OK
 
 
 COMMANDS: list[Callable] = [_add_info, _add_run, _add_detect, _add_compare, _add_report,

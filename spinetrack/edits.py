@@ -616,7 +616,7 @@ def recompute_results(results: Results, spines: pd.DataFrame,
     out.spines = _ordered(out.spines, SPINE_COLUMNS)
     out.fates = _ordered(out.fates, FATE_COLUMNS)
     out.branches = _ordered(out.branches, BRANCH_COLUMNS)
-    summary = {**results.summary, **out.summary}
+    summary = dict(out.summary)  # recompute keeps the summary keys it does not produce
     skipped = list(skipped or [])
     summary["edits"] = {"applied": len(edits or []) - len(skipped), "skipped": len(skipped)}
     summary["warnings"] = list(out.summary.get("warnings", [])) + skipped

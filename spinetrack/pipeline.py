@@ -28,7 +28,8 @@ from .params import Params
 from .progress import ProgressCallback, report, sub_progress
 from .results import Results, write_results
 
-__all__ = ["STAGES", "run_series", "run_and_write", "sessions_table", "recompute"]
+__all__ = ["STAGES", "run_series", "run_and_write", "results_from_tracked",
+           "sessions_table", "recompute"]
 
 log = logging.getLogger(__name__)
 
@@ -49,32 +50,83 @@ def sessions_table(series: Series) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def recompute(results: Results, progress: ProgressCallback | None = None,
-              fates: bool = True) -> Results:
-    """Re-classify fates (optionally) and recompute branch statistics of ``results``.
+def _n_sessions(res) -> int:
+    if res.sessions is not None and len(res.sessions):
+        return len(res.sessions)
+    if res.summary.get("n_sessions"):
+        return int(res.summary["n_sessions"])
+    if len(res.fates):
+        return int(res.fates["present"].astype(str).str.len().max())
+    return int(res.spines["session"].max()) + 1 if len(res.spines) else 1
 
-    Used after spines were edited by hand. ``results.branches`` must hold the
-    branch lengths (``branch_id, length_um`` and optionally ``arc_start_um,
-    arc_end_um``); ``results.lines`` is used instead when present.
+
+def _session_days(res, n_sessions: int) -> list | None:
+    if res.sessions is not None and "day" in res.sessions.columns:
+        days = pd.to_numeric(res.sessions["day"], errors="coerce")
+        if days.notna().any():
+            return [None if pd.isna(d) else float(d) for d in days]
+    days = res.summary.get("days")
+    return days if days and len(days) == n_sessions else None
+
+
+def _voxel_size(res) -> Any:
+    if res.summary.get("voxel_size_um") is not None:
+        return res.summary["voxel_size_um"]
+    s = res.sessions
+    cols = ["voxel_z_um", "voxel_y_um", "voxel_x_um"]
+    if s is not None and all(c in s.columns for c in cols) and len(s):
+        sizes = s[cols].to_numpy(dtype=float)
+        return sizes[0].tolist() if (sizes == sizes[0]).all() else sizes.tolist()
+    return None
+
+
+def _stored_branch_table(res) -> pd.DataFrame | None:
+    from .stats import BRANCH_TABLE_COLUMNS, branch_table_from_lines
+
+    b = res.branches
+    if all(c in b.columns for c in BRANCH_TABLE_COLUMNS) and len(b) and \
+            b[BRANCH_TABLE_COLUMNS].notna().all().all():
+        return b[BRANCH_TABLE_COLUMNS]
+    if res.lines is not None and len(res.lines):
+        return branch_table_from_lines(res.lines)
+    return None
+
+
+def recompute(results: Results, progress: ProgressCallback | None = None,
+              fates: bool = True, params: Params | None = None) -> Results:
+    """Re-classify fates (optionally) and recompute the branch statistics of ``results``.
+
+    Used after spines were edited (napari corrections, ``spinetrack report``).
+    The branch stretches (``length_um, arc_start_um, arc_end_um``) come from
+    ``results.branches`` when it has them, else from ``results.lines``, else
+    from the range of spine positions. Summary keys the statistics do not
+    produce (e.g. ``edits``) are kept.
+
+    Parameters
+    ----------
+    results : Results
+    progress : callable, optional
+    fates : bool
+        Re-classify the fates from the spines first (default); ``False`` keeps
+        ``results.fates``.
+    params : Params, optional
+        Default: ``results.params``.
     """
     from .fates import classify_fates
-    from .stats import add_run_metadata, branch_statistics, branch_table_from_lines
+    from .stats import add_run_metadata, branch_statistics
 
-    n = results.n_sessions
-    params = results.params
-    fate_table = (classify_fates(results.spines, n, params.fates.restore_radius_um)
-                  if fates else results.fates)
-    if results.lines is not None and len(results.lines):
-        table = branch_table_from_lines(results.lines, n)
-    else:
-        cols = [c for c in ("branch_id", "length_um", "arc_start_um", "arc_end_um")
-                if c in results.branches.columns]
-        table = results.branches[cols] if cols else None
-    days = results.summary.get("days")
+    params = params or results.params
+    n = _n_sessions(results)
+    fate_table = results.fates
+    if fates:
+        report(progress, "report: fates", 0, 1)
+        fate_table = classify_fates(results.spines, n, params.fates.restore_radius_um)
+        report(progress, "report: fates", 1, 1)
     branches, summary = branch_statistics(
-        results.spines, fate_table, table, n, params.stats, days=days,
-        restore_radius_um=params.fates.restore_radius_um, progress=progress)
-    summary = add_run_metadata(summary, results.summary.get("voxel_size_um"), params)
+        results.spines, fate_table, _stored_branch_table(results), n, params,
+        days=_session_days(results, n), progress=progress)
+    old = {k: v for k, v in results.summary.items() if k not in summary}
+    summary = add_run_metadata({**old, **summary}, _voxel_size(results), params)
     return Results(spines=results.spines, fates=fate_table, branches=branches, summary=summary,
                    lines=results.lines, registration=results.registration,
                    sessions=results.sessions, params=params, transform=results.transform)
@@ -101,7 +153,6 @@ def run_series(series: Series, params: Params = Params(),
         the registration report and transform, and the sessions table.
     """
     from .detect import detect_session
-    from .stats import add_run_metadata, branch_statistics
     from .track import track_series
 
     n = len(series)
@@ -120,22 +171,30 @@ def run_series(series: Series, params: Params = Params(),
 
     tracked = track_series(series, tracings, detections, params,
                            progress=sub_progress(progress, "track"))
-    spines = tracked.spines
-    if "kind" in spines.columns:
-        spines = spines[spines["kind"] != "filopodium"].reset_index(drop=True)
+    return results_from_tracked(series, tracked, params, sub_progress(progress, "statistics"))
 
+
+def results_from_tracked(series: Series, tracked, params: Params = Params(),
+                         progress: ProgressCallback | None = None) -> Results:
+    """Branch statistics of a tracked series, gathered into :class:`Results`.
+
+    ``tracked`` is what :func:`spinetrack.track.track_series` returns; used by
+    :func:`run_series` and by ``spinetrack track`` (detections read from files).
+    """
+    from .stats import add_run_metadata, branch_statistics
+
+    n = len(series)
     branches, summary = branch_statistics(
-        spines, tracked.fates, tracked.branch_table, n, params.stats, days=series.days,
-        restore_radius_um=params.fates.restore_radius_um,
-        progress=sub_progress(progress, "statistics"))
+        tracked.spines, tracked.fates, tracked.branch_table, n, params.stats, days=series.days,
+        restore_radius_um=params.fates.restore_radius_um, progress=progress)
     voxels = {tuple(s.voxel_size_um) for s in series}
     voxel: Any = list(series.voxel_size_um) if len(voxels) == 1 else [
         list(s.voxel_size_um) for s in series]
     summary = add_run_metadata(summary, voxel, params)
     reg = tracked.registration
-    return Results(spines=spines, fates=tracked.fates, branches=branches, summary=summary,
-                   lines=tracked.lines, registration=reg.report, sessions=sessions_table(series),
-                   params=params, transform=reg.to_dict())
+    return Results(spines=tracked.spines, fates=tracked.fates, branches=branches,
+                   summary=summary, lines=tracked.lines, registration=reg.report,
+                   sessions=sessions_table(series), params=params, transform=reg.to_dict())
 
 
 def _reapply_edits(results: Results, out: Path) -> Results:

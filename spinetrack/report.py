@@ -332,48 +332,6 @@ def write_report(results, out_dir: str | Path, progress: ProgressCallback | None
     return written
 
 
-def _n_sessions(res) -> int:
-    if res.sessions is not None and len(res.sessions):
-        return len(res.sessions)
-    if res.summary.get("n_sessions"):
-        return int(res.summary["n_sessions"])
-    if len(res.fates):
-        return int(res.fates["present"].astype(str).str.len().max())
-    return int(res.spines["session"].max()) + 1 if len(res.spines) else 1
-
-
-def _session_days(res, n_sessions: int) -> list | None:
-    if res.sessions is not None and "day" in res.sessions.columns:
-        days = pd.to_numeric(res.sessions["day"], errors="coerce")
-        if days.notna().any():
-            return [None if pd.isna(d) else float(d) for d in days]
-    days = res.summary.get("days")
-    return days if days and len(days) == n_sessions else None
-
-
-def _voxel_size(res) -> Any:
-    if res.summary.get("voxel_size_um") is not None:
-        return res.summary["voxel_size_um"]
-    s = res.sessions
-    cols = ["voxel_z_um", "voxel_y_um", "voxel_x_um"]
-    if s is not None and all(c in s.columns for c in cols) and len(s):
-        sizes = s[cols].to_numpy(dtype=float)
-        return sizes[0].tolist() if (sizes == sizes[0]).all() else sizes.tolist()
-    return None
-
-
-def _stored_branch_table(res) -> pd.DataFrame | None:
-    from .stats import BRANCH_TABLE_COLUMNS, branch_table_from_lines
-
-    b = res.branches
-    if all(c in b.columns for c in BRANCH_TABLE_COLUMNS) and len(b) and \
-            b[BRANCH_TABLE_COLUMNS].notna().all().all():
-        return b[BRANCH_TABLE_COLUMNS]
-    if res.lines is not None and len(res.lines):
-        return branch_table_from_lines(res.lines)
-    return None
-
-
 def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = False,
                    progress: ProgressCallback | None = None,
                    title: str = "spinetrack report"):
@@ -408,33 +366,21 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
     previous ``branches.csv`` when it has them, else from ``lines.csv``, else
     from the range of spine positions.
     """
-    from .fates import classify_fates
     from .files import write_json_atomic, write_table_atomic
-    from .results import has_parquet, package_versions, read_results
-    from .stats import add_run_metadata, branch_statistics
+    from .pipeline import recompute
+    from .results import has_parquet, read_results
 
-    res = read_results(out_dir)
     out = Path(out_dir)
-    params = params or res.params
-    n = _n_sessions(res)
+    stored = read_results(out_dir)
+    refit = recompute_fates or not len(stored.fates)
+    res = recompute(stored, progress=progress, fates=refit, params=params)
     written: list[Path] = []
-    if recompute_fates or not len(res.fates):
-        report(progress, "report: fates", 0, 1)
-        res.fates = classify_fates(res.spines, n, params.fates.restore_radius_um)
-        written.append(write_table_atomic(res.fates, out / "fates.csv"))
+    tables = (["fates"] if refit else []) + ["branches"]
+    for name in tables:
+        df = getattr(res, name)
+        written.append(write_table_atomic(df, out / f"{name}.csv"))
         if has_parquet():
-            written.append(write_table_atomic(res.fates, out / "fates.parquet"))
-        report(progress, "report: fates", 1, 1)
-    branches, summary = branch_statistics(
-        res.spines, res.fates, _stored_branch_table(res), n, params,
-        days=_session_days(res, n), progress=progress)
-    old = {k: v for k, v in res.summary.items() if k not in summary}
-    summary = add_run_metadata({**old, **summary}, _voxel_size(res), params,
-                               package_versions())
-    res.branches, res.summary, res.params = branches, summary, params
-    written.append(write_table_atomic(branches, out / "branches.csv"))
-    if has_parquet():
-        written.append(write_table_atomic(branches, out / "branches.parquet"))
-    written.append(write_json_atomic(out / "summary.json", summary))
+            written.append(write_table_atomic(df, out / f"{name}.parquet"))
+    written.append(write_json_atomic(out / "summary.json", res.summary))
     written += write_report(res, out, progress=progress, title=title)
     return res, written
