@@ -385,18 +385,15 @@ def cohort_tables(entries: Sequence[dict[str, Any]], stats: StatsParams | None =
 
 
 def _style(ax) -> None:
-    ax.spines["top"].set_visible(False)
-    ax.spines["right"].set_visible(False)
-    ax.tick_params(labelsize=9)
+    from .plots import style_axes  # matplotlib is imported only when figures are drawn
+
+    style_axes(ax)
 
 
 def _wilson(k: int, n: int) -> tuple[float, float]:
-    from scipy import stats as sps
+    from .plots import wilson_interval
 
-    if n <= 0:
-        return np.nan, np.nan
-    ci = sps.binomtest(int(k), int(n)).proportion_ci(method="wilson")
-    return ci.low, ci.high
+    return wilson_interval(k, n)
 
 
 def _conditions(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -38,7 +38,8 @@ _GREY = "#9a9a9a"
 _DPI = 110
 
 
-def _style(ax) -> None:
+def style_axes(ax) -> None:
+    """The house style: no top or right spine, small tick labels."""
     ax.spines["top"].set_visible(False)
     ax.spines["right"].set_visible(False)
     ax.tick_params(labelsize=9)
@@ -120,7 +121,7 @@ def spine_map_figure(
     ax.set_ylim(n_sessions - 0.4, -0.6)
     ax.set_xlim(x_lo, x_hi)
     ax.set_xlabel("position along the branch (µm)", fontsize=9)
-    _style(ax)
+    style_axes(ax)
     ax.spines["left"].set_visible(False)
     ax.tick_params(axis="y", length=0)
     n0 = int((first == 0).sum())
@@ -142,7 +143,8 @@ def spine_map_figure(
     return fig
 
 
-def _wilson(k: int, n: int) -> tuple[float, float]:
+def wilson_interval(k: int, n: int) -> tuple[float, float]:
+    """95% Wilson interval of the proportion k / n (NaN, NaN when n is 0)."""
     if n <= 0:
         return np.nan, np.nan
     ci = sps.binomtest(int(k), int(n)).proportion_ci(method="wilson")
@@ -161,7 +163,7 @@ def loss_fraction_figure(branches: pd.DataFrame, summary: dict[str, Any],
     n0 = br["n_spines_s0"].to_numpy()
     nl = br["n_lost"].to_numpy()
     frac = br["loss_fraction"].to_numpy(dtype=float)
-    ci = np.array([_wilson(k, n) for k, n in zip(nl, n0)]).reshape(-1, 2)
+    ci = np.array([wilson_interval(k, n) for k, n in zip(nl, n0)]).reshape(-1, 2)
     q = br["loss_q"].to_numpy(dtype=float)
     x = np.arange(len(br))
     colours = ["#D55E00" if np.isfinite(v) and v < alpha else "#f0b48c" for v in q]
@@ -201,7 +203,7 @@ def loss_fraction_figure(branches: pd.DataFrame, summary: dict[str, Any],
         ax.set_ylim(len(br) - 0.5, -1.2)
         ax.set_xlim(0, 1)
         ax.set_xlabel("fraction of session-0 spines lost", fontsize=9)
-    _style(ax)
+    style_axes(ax)
     fig.tight_layout()
     return fig
 
@@ -230,7 +232,7 @@ def survival_figure(branches: pd.DataFrame, summary: dict[str, Any]) -> Figure:
     else:  # a legend of dozens of branches hides the curves; name the thick line only
         ax.legend(ax.lines[-1:], ["all branches (thin lines: one per branch)"], fontsize=7,
                   frameon=False, loc="lower left")
-    _style(ax)
+    style_axes(ax)
     fig.tight_layout()
     return fig
 
@@ -267,7 +269,7 @@ def turnover_figure(summary: dict[str, Any]) -> Figure:
     ax.set_xticks(x, names, fontsize=9)
     ax.set_ylabel("fraction of spines at the earlier session", fontsize=9)
     ax.legend(fontsize=8, frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2)
-    _style(ax)
+    style_axes(ax)
     fig.tight_layout()
     return fig
 
@@ -300,7 +302,7 @@ def restoration_figure(summary: dict[str, Any]) -> Figure:
     ax.set_xlabel(f"fraction of new spines within {r.get('restore_radius_um', 0):g} µm "
                   "of an earlier loss", fontsize=9)
     ax.set_ylabel("probability", fontsize=9)
-    _style(ax)
+    style_axes(ax)
     fig.tight_layout()
     return fig
 
@@ -328,6 +330,6 @@ def clustering_figure(summary: dict[str, Any]) -> Figure:
                 transform=ax.transAxes)
     ax.set_xlabel("dispersion index D of per-branch loss counts", fontsize=9)
     ax.set_ylabel("probability", fontsize=9)
-    _style(ax)
+    style_axes(ax)
     fig.tight_layout()
     return fig
