@@ -27,7 +27,6 @@ Guarantees
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
@@ -48,7 +47,7 @@ import pandas as pd
 
 from .errors import InputError, SpinetrackError
 from .files import to_jsonable, write_table_atomic
-from .params import SECTIONS, Params
+from .params import SECTIONS, Params, read_params_json
 
 __all__ = [
     "SeriesSpec",
@@ -201,16 +200,7 @@ def _params_file(file: Path) -> dict[str, Any]:
     Only the values the file holds are returned, so a partial file overrides only
     those.
     """
-    try:
-        data = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise InputError(file, "no such parameter file") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(file, f"is not a valid JSON parameter file ({exc})") from None
-    if isinstance(data, dict) and isinstance(data.get("params"), dict):
-        data = data["params"]
-    if not isinstance(data, dict):
-        raise InputError(file, "does not hold a JSON object of parameters")
+    data = read_params_json(file, missing="no such parameter file")
     try:
         return _flatten_params(data, file, "parameters")
     except InputError as exc:

@@ -240,22 +240,33 @@ class Params:
     def load(cls, path: str | Path) -> Params:
         """Read parameters from a ``params.json`` (a run's, or just its ``params`` part)."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise InputError(path, "no such file") from None
-        except (OSError, ValueError) as exc:
-            raise InputError(path, f"is not a valid JSON parameter file ({exc})") from None
-        if isinstance(data, dict) and "params" in data:
-            data = data["params"]
-        if not isinstance(data, dict):
-            raise InputError(path, "does not hold a JSON object of parameters")
+        data = read_params_json(path)
         try:
             return cls.from_dict(data)
         except InputError as exc:
             raise InputError(path, exc.problem) from None
         except TypeError as exc:
             raise InputError(path, f"has malformed parameters ({exc})") from None
+
+
+def read_params_json(path: str | Path, missing: str = "no such file") -> dict[str, Any]:
+    """The parameter sections in a JSON file: a run's ``params.json`` or just its ``params``.
+
+    Raises a one-line :class:`InputError` naming the file (``missing`` says what
+    a missing file is called).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, missing) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"is not a valid JSON parameter file ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("params"), dict):
+        data = data["params"]
+    if not isinstance(data, dict):
+        raise InputError(path, "does not hold a JSON object of parameters")
+    return data
 
 
 def _section_of(name: str) -> str:
