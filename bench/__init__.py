@@ -4,3 +4,15 @@ Each ``bench/bench_<area>.py`` has ``main(argv=None)`` that measures its area an
 writes ``bench/results/<area>.md``; ``python -m bench`` runs them and assembles
 ``bench/RESULTS.md``.
 """
+
+from pathlib import Path as _Path
+
+RESULTS_DIR = _Path(__file__).resolve().parent / "results"
+
+
+def write_result(area: str, text: str) -> _Path:
+    """Write ``bench/results/<area>.md`` (the section ``python -m bench --assemble`` collects)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{area}.md"
+    out.write_text(text if text.endswith("\n") else text + "\n")
+    return out

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import write_result
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
@@ -176,10 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         print(text)
         return 0
-    out = HERE / "results" / "batch.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}")
+    print(f"wrote {write_result('batch', text)}")
     return 0
 
 

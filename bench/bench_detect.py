@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import write_result
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
@@ -196,10 +198,7 @@ def write_report(rr, syn, full, sizes, seconds_total: float) -> Path:
         for r in sizes:
             lines.append(f"| {'×'.join(map(str, r['shape']))} | {r['seconds']:.1f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['n_branches']} | {r['n_spines']} |")
-    out = HERE / "results" / "detect.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    return out
+    return write_result("detect", "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,8 @@ from spinetrack.stats import (
     loss_pvalues,
 )
 
+from bench import write_result
+
 HERE = Path(__file__).resolve().parent
 ALPHA = 0.05
 
@@ -338,13 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {t['n_ids']} | {t['n_rows']} | {t['n_branches']} | {t['n_sessions']} "
                      f"| {t['n_new']} | {t['seconds']:.1f} | {t['peak_rss_mb']:.0f} MB |")
     text = "\n".join(lines) + "\n"
-    out = HERE / "results" / "stats.md"
     if args.quick:
         print(text)
         return 0
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}")
+    print(f"wrote {write_result('stats', text)}")
     return 0
 
 

@@ -14,6 +14,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench import write_result
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -58,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         realism.markdown(syn_stats, real_stats),
         "",
     ])
-    out = HERE / "results" / "synth.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}")
+    print(f"wrote {write_result('synth', text)}")
     return 0
 
 

@@ -40,6 +40,8 @@ from spinetrack.register import register_series
 from spinetrack.trace import tracing_from_lines
 from spinetrack.track import link_errors, link_placed, track_series
 
+from bench import write_result
+
 HERE = Path(__file__).resolve().parent
 RR30A = Path("/work/shared/data/rr30a-dev")
 
@@ -432,11 +434,9 @@ def main(argv=None) -> int:
         out += bench_synth("realistic", (0, 1))
         out += bench_synth("hard", (0, 1))
     out += bench_speed(np.random.default_rng(0))
-    path = HERE / "results" / "track.md"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text("\n".join(out) + "\n")
-    print("\n".join(out))
-    print(f"wrote {path}")
+    text = "\n".join(out)
+    print(text)
+    print(f"wrote {write_result('track', text)}")
     return 0
 
 
