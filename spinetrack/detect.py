@@ -124,6 +124,8 @@ class _Frame:
             parts.append(pd.DataFrame({"branch_id": int(bid), "arc_um": s, **cols,
                                        "ty": t[:, 0], "tx": t[:, 1]}))
         self.points = pd.concat(parts, ignore_index=True)
+        # the branch a detection is reported on (a hidden line's is the traced one above it)
+        self.points["report_id"] = self.points["branch_id"]
         self.voxel = voxel
         self.zyx = self.points[["z", "y", "x"]].to_numpy(float)
         self._tree = cKDTree(self.zyx * voxel * np.array([_Z_WEIGHT, 1.0, 1.0]))
@@ -160,14 +162,116 @@ def _candidates(image, voxel_size_um, tracing, params, progress):
     shaft = float(np.median(np.concatenate(centre))) - bg
     if not np.isfinite(shaft) or shaft <= 0:
         return None, frame
+    hidden = _hidden_lines(stack, frame, voxel, bg, shaft, params)
+    if len(hidden):
+        frame = _Frame(pd.concat([lines, hidden.drop(columns="parent_id")], ignore_index=True),
+                       voxel, step)
+        parent = dict(zip(hidden["branch_id"], hidden["parent_id"]))
+        frame.points["report_id"] = frame.points["branch_id"].map(
+            lambda b: parent.get(b, b)).astype(int)
+        for bid, idx in frame.points.groupby("branch_id", sort=True).indices.items():
+            if bid in set(hidden["branch_id"]):
+                volumes.append((bid, idx, _straighten(stack, frame.points.iloc[idx], voxel,
+                                                      offsets, dz, params)))
     rows = []
     for k, (bid, idx, vol) in enumerate(volumes):
         vol = (vol - np.float32(bg)) / np.float32(shaft)
         rows.append(_branch_peaks(vol, frame.points.iloc[idx], idx, offsets, dz, step, voxel,
                                   params))
-        report(progress, "detect", len(groups) + k + 1, 2 * len(groups))
+        report(progress, "detect", len(groups) + k + 1, len(groups) + len(volumes))
     cands = pd.concat(rows, ignore_index=True) if rows else None
     return cands, frame
+
+
+_HIDDEN_GAP_UM = 4.0  # a dendrite hidden under (or over) a traced one lies at least this far
+                      # from it in z ...
+_HIDDEN_REACH_UM = 1.0  # ... within this of the traced centre line across it ...
+_HIDDEN_MIN = 0.4  # ... at least this bright (units of the session's shaft) ...
+_HIDDEN_DIP = 0.6  # ... separated from the traced one by a dip below this × its brightness ...
+_HIDDEN_MIN_RUN_UM = 5.0  # ... along at least this much of the traced line
+_HIDDEN_AWAY_UM = 1.5  # and no traced line passes nearer than this (z counts half)
+
+
+def _hidden_lines(stack, frame: _Frame, voxel, bg: float, shaft: float, params) -> pd.DataFrame:
+    """Centre lines of dendrites that run under or over a traced one in the projection.
+
+    Tracing works on the maximum projection, so where two dendrites at different
+    depths overlap in it only one is traced and the spines of the other lie
+    outside the z range searched around the traced line. Under each traced
+    line, the column over the whole stack (within ``_HIDDEN_REACH_UM`` across
+    the line) is searched for a second bright maximum at least
+    ``_HIDDEN_GAP_UM`` away in z, separated from the traced shaft by a dip;
+    where it continues along the line for ``_HIDDEN_MIN_RUN_UM`` and no other
+    traced line passes there, it is returned as an extra centre line.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``branch_id`` (new ids above the traced ones), ``parent_id`` (the
+        traced branch above or below), ``z, y, x`` (pixels), ``arc_um`` (the
+        traced branch's arc) and ``radius_um``; empty when there is none.
+    """
+    nz = stack.shape[0]
+    if nz < 3:
+        return pd.DataFrame()
+    step = float(min(voxel[1], voxel[2]))
+    r = int(np.ceil(_HIDDEN_REACH_UM / step))
+    offsets = np.arange(-r, r + 1) * step
+    zs = np.arange(nz, dtype=float)
+    gap = _HIDDEN_GAP_UM / float(voxel[0])
+    run = int(np.ceil(_HIDDEN_MIN_RUN_UM / step))
+    next_id = int(frame.points["branch_id"].max()) + 1
+    out = []
+    for bid, idx in frame.points.groupby("branch_id", sort=True).indices.items():
+        pts = frame.points.iloc[idx]
+        if len(pts) < run:
+            continue
+        ny, nx = pts["tx"].to_numpy(), -pts["ty"].to_numpy()
+        shape = (len(pts), nz, len(offsets))
+        z = np.broadcast_to(zs[None, :, None], shape)
+        y = pts["y"].to_numpy()[:, None, None] + ny[:, None, None] * offsets / voxel[1]
+        x = pts["x"].to_numpy()[:, None, None] + nx[:, None, None] * offsets / voxel[2]
+        coords = np.stack([np.broadcast_to(c, shape).ravel() for c in (z, y, x)])
+        vol = ndi.map_coordinates(stack, coords, output=np.float32, order=1, mode="nearest")
+        vol = ndi.gaussian_filter(vol.reshape(shape), (params.head_sigma_um / step,
+                                                       _SIG_Z_UM / float(voxel[0]),
+                                                       params.head_sigma_um / step),
+                                  mode="nearest")
+        vol = (vol - np.float32(bg)) / np.float32(shaft)
+        prof = vol.max(axis=2)  # (arc, z)
+        z_line = pts["z"].to_numpy()
+        far = np.abs(zs[None, :] - z_line[:, None]) >= gap
+        z2 = np.argmax(np.where(far, prof, -np.inf), axis=1)
+        v2 = prof[np.arange(len(pts)), z2]
+        lo = np.minimum(np.round(z_line).astype(int), z2)
+        hi = np.maximum(np.round(z_line).astype(int), z2)
+        dip = np.array([prof[a, lo[a]:hi[a] + 1].min() for a in range(len(pts))])
+        ok = (v2 >= _HIDDEN_MIN) & (dip <= _HIDDEN_DIP * v2)
+        # a dendrite is continuous in depth: z within 1.5 µm of its running median
+        z_med = ndi.median_filter(z2.astype(float), size=_odd(2.0 / step), mode="nearest")
+        ok &= np.abs(z2 - z_med) * voxel[0] <= 1.5
+        off2 = offsets[np.argmax(vol[np.arange(len(pts)), z2], axis=1)]
+        off2 = ndi.median_filter(off2, size=_odd(1.0 / step), mode="nearest")
+        hz = ndi.gaussian_filter1d(z_med, 0.5 / step, mode="nearest")
+        hy = pts["y"].to_numpy() + ny * off2 / voxel[1]
+        hx = pts["x"].to_numpy() + nx * off2 / voxel[2]
+        _, d_other = frame.nearest(np.column_stack([hz, hy, hx]))
+        ok &= d_other >= _HIDDEN_AWAY_UM
+        ok = ndi.binary_closing(ok, np.ones(_odd(1.0 / step), bool))
+        labels, n = ndi.label(ok)
+        for k in range(1, n + 1):
+            sel = np.flatnonzero(labels == k)
+            if len(sel) < run:
+                continue
+            lat = vol[sel, z2[sel]]
+            half = 0.5 * lat.max(axis=1, keepdims=True)
+            radius = float(np.clip(np.median((lat >= half).sum(axis=1)) * step / 2, 0.3, 1.0))
+            out.append(pd.DataFrame({"branch_id": next_id, "parent_id": int(bid),
+                                     "z": hz[sel], "y": hy[sel], "x": hx[sel],
+                                     "arc_um": pts["arc_um"].to_numpy()[sel],
+                                     "radius_um": radius}))
+            next_id += 1
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
 def _straighten(stack, pts: pd.DataFrame, voxel, offsets, dz, params) -> np.ndarray:
@@ -422,7 +526,7 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
         "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
         "z_um": head[:, 0] * voxel[0], "y_um": head[:, 1] * voxel[1],
         "x_um": head[:, 2] * voxel[2],
-        "branch_id": pts["branch_id"].to_numpy(int)[j],
+        "branch_id": pts["report_id"].to_numpy(int)[j],
         "arc_um": pts["arc_um"].to_numpy(float)[j],
         "base_z": base[:, 0], "base_y": base[:, 1], "base_x": base[:, 2],
         "side": side, "length_um": np.maximum(length, 0.0),

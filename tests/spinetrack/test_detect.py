@@ -183,3 +183,25 @@ def test_neurite_crossing_above_the_shaft_is_not_a_spine_along_z():
     found = detect_spines(img, VOXEL, tracing, Params().detect)
     assert not ((found["x_um"] - 15.0).abs() < 1.0).any()
     assert _matched(found[found["kind"] == "spine"], truth["heads_um"]) == 1
+
+
+def test_spine_of_a_dendrite_hidden_under_the_traced_one_is_found():
+    # a second dendrite 6 µm below the first, 0.3 µm aside, overlaps it in the projection;
+    # only the upper one is given as a centre line (as tracing on the projection gives
+    # one line), so the lower one's spine is found on a hidden line and reported on the
+    # traced branch, at its own depth
+    deep = 9.0
+    img, truth = tube_image(shape=(24, 140, 300), spines=[(22.0, 1, 1.0)],
+                            extra_shafts=[((deep, 7.3, 1.0), (deep, 7.3, 28.9)),
+                                          ((deep, 7.3, 12.0), (deep, 5.6, 12.0))])
+    xs = np.arange(10, 290, dtype=float)
+    lines = pd.DataFrame({"branch_id": 3, "z": 3.0 / VOXEL[0], "y": 7.0 / VOXEL[1], "x": xs})
+    tracing = tracing_from_lines(lines, VOXEL, img.shape, radius_um=0.45)
+    found = detect_spines(img, VOXEL, tracing, Params().detect)
+    spines = found[found["kind"] == "spine"]
+    assert _matched(spines, np.array([[deep, 5.7, 12.0]]), tol_um=0.8) == 1
+    hit = spines[(spines["x_um"] - 12.0).abs() < 0.8]
+    assert (hit["branch_id"] == 3).all()
+    assert (hit["base_z"] * VOXEL[0] - deep).abs().max() < 1.0
+    assert _matched(spines, truth["heads_um"]) == 1
+    assert len(spines) == 2
