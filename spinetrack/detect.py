@@ -153,12 +153,13 @@ def _candidates(image, voxel_size_um, tracing, params, progress):
     dz = np.arange(-nzr, nzr + 1, dtype=float)
     groups = list(frame.points.groupby("branch_id", sort=True).indices.items())
     report(progress, "detect", 0, 2 * len(groups))
+    n_ext = int(round(_END_EXT_UM / step))
     volumes = []
     for k, (bid, idx) in enumerate(groups):
-        volumes.append((bid, idx, _straighten(stack, frame.points.iloc[idx], voxel, offsets, dz,
-                                              params)))
+        pts = _extend_ends(frame.points.iloc[idx], n_ext, voxel)
+        volumes.append((bid, idx, pts, _straighten(stack, pts, voxel, offsets, dz, params)))
         report(progress, "detect", k + 1, 2 * len(groups))
-    centre = [v[:, nzr, len(offsets) // 2] for _, _, v in volumes]
+    centre = [v[n_ext:len(v) - n_ext, nzr, len(offsets) // 2] for _, _, _, v in volumes]
     shaft = float(np.median(np.concatenate(centre))) - bg
     if not np.isfinite(shaft) or shaft <= 0:
         return None, frame
@@ -171,13 +172,14 @@ def _candidates(image, voxel_size_um, tracing, params, progress):
             lambda b: parent.get(b, b)).astype(int)
         for bid, idx in frame.points.groupby("branch_id", sort=True).indices.items():
             if bid in set(hidden["branch_id"]):
-                volumes.append((bid, idx, _straighten(stack, frame.points.iloc[idx], voxel,
-                                                      offsets, dz, params)))
+                pts = _extend_ends(frame.points.iloc[idx], n_ext, voxel)
+                volumes.append((bid, idx, pts, _straighten(stack, pts, voxel, offsets, dz,
+                                                           params)))
     rows = []
-    for k, (bid, idx, vol) in enumerate(volumes):
+    for k, (bid, idx, pts, vol) in enumerate(volumes):
         vol = (vol - np.float32(bg)) / np.float32(shaft)
-        rows.append(_branch_peaks(vol, frame.points.iloc[idx], idx, offsets, dz, step, voxel,
-                                  params))
+        rows.append(_branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params,
+                                  inner=(n_ext, len(pts) - n_ext)))
         report(progress, "detect", len(groups) + k + 1, len(groups) + len(volumes))
     cands = pd.concat(rows, ignore_index=True) if rows else None
     return cands, frame
@@ -274,6 +276,32 @@ def _hidden_lines(stack, frame: _Frame, voxel, bg: float, shaft: float, params) 
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
+_END_EXT_UM = 2.0  # each branch is straightened this far beyond its ends
+
+
+def _extend_ends(pts: pd.DataFrame, n: int, voxel) -> pd.DataFrame:
+    """A branch's resampled points with ``n`` more at each end, straight along the end tangent.
+
+    The shaft model (an opening along the arc) and the peak search need context
+    beyond a branch's ends: without it a head within about 1 µm of an end or a
+    junction is taken for part of the shaft.
+    """
+    if n < 1 or len(pts) < 2:
+        return pts
+    step = float(min(voxel[1], voxel[2]))
+    k = np.arange(n, 0, -1, dtype=float) * step  # µm before the start, farthest first
+    first, last = pts.iloc[0], pts.iloc[-1]
+    before = pts.iloc[[0] * n].reset_index(drop=True)
+    before["y"] = first["y"] - k * first["ty"] / voxel[1]
+    before["x"] = first["x"] - k * first["tx"] / voxel[2]
+    before["arc_um"] = first["arc_um"] - k
+    after = pts.iloc[[-1] * n].reset_index(drop=True)
+    after["y"] = last["y"] + k[::-1] * last["ty"] / voxel[1]
+    after["x"] = last["x"] + k[::-1] * last["tx"] / voxel[2]
+    after["arc_um"] = last["arc_um"] + k[::-1]
+    return pd.concat([before, pts, after], ignore_index=True)
+
+
 def _straighten(stack, pts: pd.DataFrame, voxel, offsets, dz, params) -> np.ndarray:
     """Sample the stack on (arc, dz, offset) around one branch and smooth it."""
     n = len(pts)
@@ -296,8 +324,13 @@ def _odd(x: float) -> int:
     return max(1, int(round(x)) | 1)
 
 
-def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFrame:
-    """Residual maxima of one straightened branch with their measurements."""
+def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params, inner=None
+                  ) -> pd.DataFrame:
+    """Residual maxima of one straightened branch with their measurements.
+
+    ``inner = (lo, hi)``: only peaks at arc indices ``lo <= i < hi`` are taken (the
+    rest of ``vol`` extends the branch beyond its ends, see :func:`_extend_ends`).
+    """
     n_arc, n_z, n_off = vol.shape
     open_len = _odd(_OPEN_UM / step)
     if n_arc >= 3:
@@ -307,10 +340,13 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
         shaft_model = np.minimum(vol, vol.min(axis=0, keepdims=True))
     resid = vol - shaft_model
     # noise of the smoothed stack, from the background far out on both sides
-    far = vol[:, :, np.abs(offsets) >= 0.7 * np.abs(offsets).max()]
+    lo, hi = inner if inner is not None else (0, n_arc)
+    far = vol[lo:hi, :, np.abs(offsets) >= 0.7 * np.abs(offsets).max()]
     noise = 1.4826 * float(np.median(np.abs(far - np.median(far)))) if far.size else 0.0
     foot = (_odd(_PEAK_UM / step), min(_odd(_PEAK_Z_UM / voxel[0]), n_z), _odd(_PEAK_UM / step))
     peaks = (resid == ndi.maximum_filter(resid, size=foot, mode="nearest")) & (resid > _MIN_RESID)
+    peaks[:lo] = False
+    peaks[hi:] = False
     ia, iz, io = np.nonzero(peaks)
     if not len(ia):
         return pd.DataFrame()

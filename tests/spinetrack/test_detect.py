@@ -205,3 +205,24 @@ def test_spine_of_a_dendrite_hidden_under_the_traced_one_is_found():
     assert (hit["base_z"] * VOXEL[0] - deep).abs().max() < 1.0
     assert _matched(spines, truth["heads_um"]) == 1
     assert len(spines) == 2
+
+
+def test_branches_are_straightened_beyond_their_ends():
+    # the shaft model needs context beyond a branch's end (a junction or a cut): the
+    # resampled points go on straight along the end tangent, with the arc continuing
+    from spinetrack.detect import _END_EXT_UM, _extend_ends, _Frame
+
+    t = np.linspace(0, np.pi / 2, 60)
+    lines = pd.DataFrame({"branch_id": 0, "z": 4.0, "y": 70 + 50 * np.sin(t),
+                          "x": 70 + 50 * np.cos(t), "radius_um": 0.5})
+    lines["arc_um"] = np.r_[0, np.cumsum(np.hypot(np.diff(lines["y"]), np.diff(lines["x"])))] * 0.1
+    pts = _Frame(lines, np.array(VOXEL), 0.1).points
+    n = int(round(_END_EXT_UM / 0.1))
+    ext = _extend_ends(pts, n, VOXEL)
+    assert len(ext) == len(pts) + 2 * n
+    pd.testing.assert_frame_equal(ext.iloc[n:n + len(pts)].reset_index(drop=True), pts)
+    assert np.allclose(np.diff(ext["arc_um"]), np.diff(ext["arc_um"]).mean(), atol=0.02)
+    for part, end in ((ext.iloc[:n + 1], pts.iloc[0]), (ext.iloc[-n - 1:], pts.iloc[-1])):
+        step_yx = np.diff(part[["y", "x"]].to_numpy() * 0.1, axis=0)
+        assert np.allclose(step_yx, 0.1 * np.array([end["ty"], end["tx"]]), atol=1e-6)
+        assert (part["z"] == end["z"]).all()
