@@ -12,7 +12,8 @@ Writes ``bench/results/detect.md``:
    lines the tracing found.
 2. Accuracy on the synthetic ``realistic`` preset (one session, seeds 0–2):
    against every truth spine, and against the spines the generator marks
-   ``visible`` (the others are counted as neither found nor missed).
+   ``visible`` (the others are counted as neither found nor missed: too dim, or
+   hidden by the shaft, see ``spinetrack.synth.series._visible``).
 3. Speed: ``detect_session`` (trace + detect) on crops of rr30a session 0 of
    three sizes, each in a fresh process, with its peak resident memory
    (includes reading the stack); the full 70×1024×1024 stack is timed 3 times.
@@ -168,8 +169,9 @@ def write_report(rr, syn, full, sizes, seconds_total: float) -> Path:
             "",
             "### Synthetic `realistic` preset (one session per seed)",
             "",
-            "`visible`: truth spines the generator marks not visible (noise-free head peak "
-            "below 4 noise SDs) are ignored.",
+            "`visible`: truth spines the generator marks not visible are ignored: noise-free "
+            "head peak below `min_snr` (2) noise SDs, or hidden by the shaft (head within "
+            "0.3 µm of the shaft surface across the line and 2 µm of its centre in z).",
             "",
             "| seed | truth (visible) | F1 all | P all | R all | F1 visible | P visible | "
             "R visible |",
