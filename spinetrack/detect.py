@@ -145,7 +145,7 @@ def _candidates(image, voxel_size_um, tracing, params, progress):
         report(progress, "detect", 1, 1)
         return None, None
     step = float(min(voxel[1], voxel[2]))
-    frame = _Frame(lines, voxel, step)
+    frame = _Frame(_unbend(lines, voxel), voxel, step)
     bg = float(np.median(stack[:, ::4, ::4]))
     reach_um = float(frame.points["radius_um"].max()) + params.max_spine_length_um + 0.5
     offsets = np.arange(-np.ceil(reach_um / step), np.ceil(reach_um / step) + 1) * step
@@ -300,6 +300,29 @@ def _extend_ends(pts: pd.DataFrame, n: int, voxel) -> pd.DataFrame:
     after["x"] = last["x"] + k[::-1] * last["tx"] / voxel[2]
     after["arc_um"] = last["arc_um"] + k[::-1]
     return pd.concat([before, pts, after], ignore_index=True)
+
+
+_UNBEND_UM = 4.0  # the centre line's path across is a running median over this much arc
+
+
+def _unbend(lines: pd.DataFrame, voxel) -> pd.DataFrame:
+    """Centre lines without short bends (a running median of y and x along each branch).
+
+    Where a big head sits against the shaft, the traced line bends into it for about
+    a micrometre; the head then lies on the line and is not found.
+    """
+    out = []
+    for _, g in lines.groupby("branch_id", sort=True):
+        g = g.copy()
+        arc = g["arc_um"].to_numpy(float)
+        if len(g) > 3 and arc[-1] > arc[0]:
+            per_um = (len(g) - 1) / (arc[-1] - arc[0])
+            size = _odd(_UNBEND_UM * per_um)
+            if size >= 3:
+                for c in ("y", "x"):
+                    g[c] = ndi.median_filter(g[c].to_numpy(float), size=size, mode="nearest")
+        out.append(g)
+    return pd.concat(out, ignore_index=True) if out else lines
 
 
 def _straighten(stack, pts: pd.DataFrame, voxel, offsets, dz, params) -> np.ndarray:
