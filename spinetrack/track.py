@@ -290,15 +290,21 @@ def split_statistics(positions: np.ndarray) -> np.ndarray:
         distance; with more, the means are surer and a smaller change stands out.
     """
     x = np.asarray(positions, float)
-    n = len(x)
-    if n < 2:
+    if len(x) < 2:
         return np.zeros(0)
-    c = np.cumsum(x, axis=0)
-    j = np.arange(1, n)[:, None]
-    before = c[:-1] / j
-    after = (c[-1] - c[:-1]) / (n - j)
+    return _split_statistics(x[None])[0]
+
+
+def _split_statistics(x: np.ndarray) -> np.ndarray:
+    """:func:`split_statistics` of m tracks of equal length at once: (m, n, C) -> (m, n - 1)."""
+    n = x.shape[1]
+    c = np.cumsum(x, axis=1)
+    j = np.arange(1, n)[None, :, None]
+    before = c[:, :-1] / j
+    after = (c[:, -1:] - c[:, :-1]) / (n - j)
     # each observation's own spread is that of a link over sqrt(2)
-    return np.linalg.norm(after - before, axis=1) / np.sqrt((1.0 / j + 1.0 / (n - j)) / 2.0)[:, 0]
+    return (np.linalg.norm(after - before, axis=2)
+            / np.sqrt((1.0 / j + 1.0 / (n - j)) / 2.0)[..., 0])
 
 
 def _cuts(x: np.ndarray, limit: float, start: int = 0) -> list[int]:
@@ -352,13 +358,16 @@ def split_inconsistent(linked: pd.DataFrame, coords, scale_um, limit: float
     sid = out["spine_id"].to_numpy()[order]
     x = out[list(coords)].to_numpy(float)[order] / np.asarray(scale_um, float)
     starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
-    ends = np.r_[starts[1:], len(sid)]
+    length = np.diff(np.r_[starts, len(sid)])
     piece = np.zeros(len(sid), int)
     n_cut = 0
-    for a, b in zip(starts, ends):
-        for c in _cuts(x[a:b], limit):
-            piece[a + c:b] += 1
-            n_cut += 1
+    for n in np.unique(length[length >= 3]):  # screen all tracks of one length at once
+        a = starts[length == n]
+        z = _split_statistics(x[a[:, None] + np.arange(n)])
+        for a0 in a[z.max(axis=1) > limit]:
+            for c in _cuts(x[a0:a0 + n], limit):
+                piece[a0 + c:a0 + n] += 1
+                n_cut += 1
     if not n_cut:
         return out, 0
     new = np.empty(len(sid), np.int64)
