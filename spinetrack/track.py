@@ -26,7 +26,7 @@ from .register import Registration, register_series
 from .results import SPINE_COLUMNS
 
 __all__ = ["Tracked", "track_series", "place_spines", "link_placed", "link_errors",
-           "split_statistics", "split_inconsistent", "SPINE_EXTRA_COLUMNS"]
+           "split_statistics", "split_inconsistent", "track_limit", "SPINE_EXTRA_COLUMNS"]
 
 #: Columns of Tracked.spines after the contract's.
 SPINE_EXTRA_COLUMNS = ["side", "kind", "head_intensity", "head_radius_um", "score",
@@ -314,13 +314,30 @@ def _split_statistics(x: np.ndarray) -> np.ndarray:
             / np.sqrt((1.0 / j + 1.0 / (n - j)) / 2.0)[..., 0])
 
 
+def track_limit(limit: float, n: int, n_coords: int) -> float:
+    """The cut's limit for a track of ``n`` sessions, tested at ``n - 1`` places.
+
+    ``limit`` is the measured range of a single link. Its tail probability
+    under a χ distribution with ``n_coords`` degrees of freedom is shared among
+    the ``n - 1`` places a track can be cut (Bonferroni), so a stable track is
+    cut about as rarely as one stable link falls outside the range. For
+    ``n <= 2`` it is ``limit`` itself.
+    """
+    if n <= 2:
+        return float(limit)
+    from scipy.stats import chi2
+
+    p = chi2.sf(float(limit) ** 2, n_coords) / (n - 1)
+    return float(np.sqrt(chi2.isf(p, n_coords))) if p > 0 else float(limit)
+
+
 def _cuts(x: np.ndarray, limit: float, start: int = 0) -> list[int]:
     """Where to cut one track (binary segmentation, largest change first)."""
     if len(x) < 3:  # a single link was already held to the range by the linker
         return []
     z = split_statistics(x)
     j = int(np.argmax(z))
-    if z[j] <= limit:
+    if z[j] <= track_limit(limit, len(x), x.shape[1]):
         return []
     return (_cuts(x[:j + 1], limit, start) + [start + j + 1]
             + _cuts(x[j + 1:], limit, start + j + 1))
@@ -333,11 +350,13 @@ def split_inconsistent(linked: pd.DataFrame, coords, scale_um, limit: float
     The linker looks at one pair of sessions at a time, so a spine lost and
     replaced by a new one at nearly the same place is joined to it when the two
     single observations are within the search range. Over several sessions
-    the spine's position is known better: here a track is cut before session
-    ``j`` when its mean scaled position before ``j`` and from ``j`` on differ by
-    more than ``limit`` (:func:`split_statistics`: the same units as the
-    linker's range, so a track of two sessions is never cut). The largest
-    change is cut first and both parts are tested again.
+    the spine's position is known better: here a track of ``n`` sessions is
+    cut before session ``j`` when its mean scaled position before ``j`` and
+    from ``j`` on differ by more than ``track_limit(limit, n, len(coords))``
+    (:func:`split_statistics`: the same units as the linker's range, so a
+    track of two sessions is never cut; :func:`track_limit`: the range, made
+    stricter for the ``n - 1`` places a longer track is tested at). The
+    largest change is cut first and both parts are tested again.
 
     Parameters
     ----------
@@ -371,7 +390,7 @@ def split_inconsistent(linked: pd.DataFrame, coords, scale_um, limit: float
     for n in np.unique(length[length >= 3]):  # screen all tracks of one length at once
         a = starts[length == n]
         z = _split_statistics(x[a[:, None] + np.arange(n)])
-        for a0 in a[z.max(axis=1) > limit]:
+        for a0 in a[z.max(axis=1) > track_limit(limit, n, x.shape[1])]:
             for c in _cuts(x[a0:a0 + n], limit):
                 piece[a0 + c:a0 + n] += 1
                 n_cut += 1

@@ -258,6 +258,16 @@ def test_split_statistics_is_the_link_distance_for_one_link_and_sharper_for_more
     assert split_statistics(np.zeros((1, 3))).shape == (0,)
 
 
+def test_track_limit_shares_the_range_tail_among_the_places_a_track_can_be_cut():
+    from spinetrack.track import track_limit
+
+    assert track_limit(4.0, 2, 4) == 4.0
+    # with 2 coordinates the tail is exp(-r^2 / 2): halving it adds 2 ln 2 to r^2
+    assert track_limit(4.0, 3, 2) == pytest.approx(np.sqrt(16.0 + 2 * np.log(2)))
+    limits = [track_limit(4.7, n, 4) for n in range(2, 11)]
+    assert all(b > a for a, b in zip(limits, limits[1:])) and limits[-1] < 5.5
+
+
 def _track_table(rows):
     """A linked table from (spine_id, session, arc, lateral) rows."""
     sid, ses, arc, lat = np.array(rows, float).T
