@@ -429,9 +429,10 @@ def bench_synth(preset: str, seeds, n_sessions: int = 4) -> list[str]:
         out.append("")
     out += ["Truth restorations missed with the cut: the result track holding the new "
             "spine's first observation (session:truth spine of each observation), its fate, "
-            "the split statistics between its sessions and the cut's limit (spreads):", "",
+            "the split statistics between its sessions and the measured range (spreads; "
+            "`track_limit` raises it a little for tracks of 3 or more sessions):", "",
             "| seed | truth spine | restored from | result track | fate | split statistics "
-            "| limit |", "|---|---|---|---|---|---|---|"]
+            "| range |", "|---|---|---|---|---|---|---|"]
     for m in missed:
         out.append(f"| {m['seed']} | {m['truth']} | {m.get('lost', '–')} | {m['track']} | "
                    f"{m.get('fate', '–')} | {m.get('split', '–')} | "
