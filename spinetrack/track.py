@@ -62,8 +62,9 @@ class Tracked:
     link_spread : dict or None
         The measured spread of linked spines (``spinetrack.link.spread_of``
         plus ``reach_along_branch_um``: how far along the branch a spine may move
-        and still be linked, the equivalent of a search range), or None when the
-        search range was fixed.
+        and still be linked, the equivalent of a search range; ``measured_range``:
+        the range before the reach cap; ``n_split``: tracks cut by
+        :func:`split_inconsistent`), or None when the search range was fixed.
     """
 
     spines: pd.DataFrame
