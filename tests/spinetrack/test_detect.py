@@ -183,3 +183,13 @@ def test_neurite_crossing_above_the_shaft_is_not_a_spine_along_z():
     found = detect_spines(img, VOXEL, tracing, Params().detect)
     assert not ((found["x_um"] - 15.0).abs() < 1.0).any()
     assert _matched(found[found["kind"] == "spine"], truth["heads_um"]) == 1
+
+
+def test_maxima_stacked_along_z_are_one_head():
+    from spinetrack.detect import _dedupe
+
+    # one head's axial blur: the same (y, x), 2 µm apart in z; a neighbour 1 µm away laterally
+    df = pd.DataFrame({"z_um": [10.0, 12.0, 10.0], "y_um": [5.0, 5.0, 6.0],
+                       "x_um": [5.0, 5.0, 5.0], "score": [0.2, 0.3, 0.1]})
+    out = _dedupe(df, VOXEL)
+    assert sorted(out["score"]) == [0.1, 0.3]
