@@ -224,6 +224,9 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
     strength = resid[ia, iz, io]
     ia, io, walked = _walk_out(resid, ia, iz, io, centre, _odd(params.head_sigma_um / step),
                                lateral)
+    # a lateral head's depth: the plane of its column's largest residual (the walk out
+    # leaves the peak's plane behind; one head's axial blur leaves maxima on several planes)
+    iz = np.where(lateral, np.argmax(resid[ia, :, io], axis=1), iz)
     # sub-pixel refinement along each axis of the straightened grid
     pos = np.column_stack([ia, iz, io]).astype(float)
     for ax, size in enumerate(vol.shape):
