@@ -25,7 +25,8 @@ import pandas as pd
 from .errors import InputError
 
 __all__ = ["link_spines", "link_refined", "along_branch_shift", "split_gaps", "LINK_COORDS",
-           "link_displacements", "measure_spread"]
+           "link_displacements", "measure_spread", "mutual_nearest",
+           "correct_drift", "nearest_displacements", "spread_of"]
 
 log = logging.getLogger(__name__)
 
@@ -146,14 +147,33 @@ def link_refined(spines: pd.DataFrame, search_range_um: float,
                  coords: tuple[str, ...] = LINK_COORDS, weights: tuple[float, ...] | None = None,
                  arc_columns: tuple[str, ...] = ("arc_um",), iterations: int = 2,
                  scale_um: float = 20.0, branch_column: str = "branch_id") -> pd.DataFrame:
-    """Link with a local along-branch correction learned from the links themselves.
+    """Link after correcting the residual drift along each branch (:func:`correct_drift`).
+
+    Parameters are those of :func:`correct_drift`.
+
+    Returns
+    -------
+    DataFrame
+        As :func:`link_spines`, with the ``arc_columns`` corrected.
+    """
+    out = correct_drift(spines, search_range_um, coords, weights, arc_columns, iterations,
+                        scale_um, branch_column)
+    return link_spines(out, search_range_um, coords, weights, branch_column)
+
+
+def correct_drift(spines: pd.DataFrame, search_range_um: float,
+                  coords: tuple[str, ...] = LINK_COORDS, weights: tuple[float, ...] | None = None,
+                  arc_columns: tuple[str, ...] = ("arc_um",), iterations: int = 2,
+                  scale_um: float = 20.0, branch_column: str = "branch_id") -> pd.DataFrame:
+    """Remove the smooth residual drift along each branch, learned from the spines themselves.
 
     Registration leaves a smooth residual displacement along each branch (tissue
     stretches a little between days). For each session k in turn, spines of
-    sessions k-1 and k are linked, the smooth shift of the linked
-    pairs' arc positions along each branch is fitted (:func:`along_branch_shift`)
-    and applied to session k and later sessions; this is repeated
-    ``iterations`` times, then every session is linked at once.
+    sessions k-1 and k that are each other's nearest neighbour within the search
+    range are paired (:func:`mutual_nearest`: only unambiguous pairs, and fast), the
+    smooth shift of the pairs' arc positions along each branch is fitted
+    (:func:`along_branch_shift`) and applied to session k and later sessions; this
+    is repeated ``iterations`` times.
 
     Parameters
     ----------
@@ -165,56 +185,90 @@ def link_refined(spines: pd.DataFrame, search_range_um: float,
         Columns holding positions along the branch (µm); all are shifted. The
         first one is used to measure the shift.
     iterations : int
-        Rounds of link-and-correct per session (0: plain :func:`link_spines`).
+        Rounds of pair-and-correct per session (0: no correction).
     scale_um : float
         Smoothing length of the correction along the branch, µm.
 
     Returns
     -------
     DataFrame
-        As :func:`link_spines`, with the ``arc_columns`` corrected.
+        A copy of ``spines`` with the ``arc_columns`` corrected.
     """
     out = spines.copy()
     if iterations <= 0 or not len(out) or not arc_columns:
-        return link_spines(out, search_range_um, coords, weights, branch_column)
+        return out
     key = arc_columns[0]
     session = out["session"].to_numpy(int)
     branch = out[branch_column].to_numpy()
     arcs = {c: out[c].to_numpy(float).copy() for c in arc_columns}
-    work = out[["session", branch_column, *dict.fromkeys(coords)]].copy()
+    w = np.ones(len(coords)) if weights is None else np.asarray(weights, float)
+    fixed = {c: out[c].to_numpy(float) for c in coords if c not in arcs}
     sessions = np.unique(session)
     for prev, k in zip(sessions[:-1], sessions[1:]):
-        pair = np.flatnonzero((session == prev) | (session == k))
+        a, b = np.flatnonzero(session == prev), np.flatnonzero(session == k)
         later = session >= k
         for _ in range(iterations):
-            for c in arc_columns:
-                if c in work.columns:
-                    work[c] = arcs[c]
-            ids = link_spines(work.iloc[pair], search_range_um, coords, weights,
-                              branch_column)["spine_id"].to_numpy()
-            moved = _shift_pair(ids, session[pair] == k, arcs[key][pair], branch[pair],
-                                later, branch, arcs, search_range_um, scale_um)
+            pos = np.stack([(arcs[c] if c in arcs else fixed[c]) * wi
+                            for c, wi in zip(coords, w)], axis=1)
+            ia, ib = mutual_nearest(pos[a], pos[b], branch[a], branch[b], search_range_um)
+            moved = _shift_pair(arcs, key, a[ia], b[ib], branch, later, search_range_um,
+                                scale_um)
             if not moved:
                 break
     for c in arc_columns:
         out[c] = arcs[c]
-    return link_spines(out, search_range_um, coords, weights, branch_column)
+    return out
 
 
-def _shift_pair(ids, is_later, key_arc, pair_branch, later, branch, arcs, limit, scale_um):
-    """Fit and apply the along-branch shift of one session pair; True if anything moved."""
-    first = {i: a for i, a, lt in zip(ids, key_arc, is_later) if not lt}
+def mutual_nearest(pos_a: np.ndarray, pos_b: np.ndarray, branch_a: np.ndarray,
+                   branch_b: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of points that are each other's nearest neighbour on the same branch.
+
+    Parameters
+    ----------
+    pos_a, pos_b : ndarray, (N, D) and (M, D)
+        Positions (already weighted).
+    branch_a, branch_b : ndarray
+        Branch of each point; points pair only within one branch.
+    reach : float
+        Largest distance of a pair.
+
+    Returns
+    -------
+    ia, ib : ndarray of int
+        Indices into ``pos_a`` and ``pos_b`` of each pair.
+    """
+    from scipy.spatial import cKDTree
+
+    if not len(pos_a) or not len(pos_b):
+        return np.zeros(0, int), np.zeros(0, int)
+    # the branch as a far-away extra coordinate keeps pairs within one branch
+    ca = np.c_[pos_a, np.asarray(branch_a, float) * _BRANCH_SPACING_UM]
+    cb = np.c_[pos_b, np.asarray(branch_b, float) * _BRANCH_SPACING_UM]
+    d_ab, j_ab = cKDTree(cb).query(ca, distance_upper_bound=reach)
+    _, j_ba = cKDTree(ca).query(cb, distance_upper_bound=reach)
+    ia = np.flatnonzero(np.isfinite(d_ab))
+    ib = j_ab[ia]
+    keep = j_ba[ib] == ia
+    return ia[keep], ib[keep]
+
+
+def _shift_pair(arcs, key, ia, ib, branch, later, limit, scale_um) -> bool:
+    """Fit and apply the along-branch shift of one session pair; True if anything moved.
+
+    ``ia``/``ib`` index the matched observations of the earlier and later session;
+    every observation of a later session (``later``) on a branch with matches is shifted.
+    """
+    if not len(ia):
+        return False
+    shift_all = arcs[key][ia] - arcs[key][ib]
     moved = False
-    pairs: dict = {}
-    for i, a, b, lt in zip(ids, key_arc, pair_branch, is_later):
-        if lt and i in first:
-            pairs.setdefault(b, []).append((a, first[i] - a))
-    for br, values in pairs.items():
-        v = np.asarray(values)
-        rows = later & (branch == br)
-        key = next(iter(arcs))
-        shift = along_branch_shift(v[:, 0], np.clip(v[:, 1], -limit, limit), arcs[key][rows],
-                                   scale_um)
+    pair_branch = branch[ib]
+    for br in np.unique(pair_branch):
+        on = pair_branch == br
+        rows = np.flatnonzero(later & (branch == br))
+        shift = along_branch_shift(arcs[key][ib[on]], np.clip(shift_all[on], -limit, limit),
+                                   arcs[key][rows], scale_um)
         for c in arcs:
             arcs[c][rows] += shift
         moved = moved or bool(np.any(np.abs(shift) > 1e-3))
@@ -232,6 +286,28 @@ def link_displacements(linked: pd.DataFrame, coords: tuple[str, ...]) -> np.ndar
         parts.append(np.stack([(m[c + "_b"] - m[c + "_a"]).to_numpy(float) for c in coords], 1)
                      if len(m) else np.zeros((0, len(coords))))
     return np.concatenate(parts) if parts else np.zeros((0, len(coords)))
+
+
+def nearest_displacements(spines: pd.DataFrame, coords: tuple[str, ...],
+                          weights: tuple[float, ...] | None, reach: float,
+                          branch_column: str = "branch_id") -> np.ndarray:
+    """Change of each coordinate between mutual nearest neighbours of consecutive sessions.
+
+    The pairs of :func:`mutual_nearest` (in the ``weights``-scaled ``coords``, within
+    ``reach``, same branch), as an (L, C) array in the coordinates' own units: a
+    quick, unambiguous sample of how far spines move, without linking.
+    """
+    w = np.ones(len(coords)) if weights is None else np.asarray(weights, float)
+    pos = spines[list(coords)].to_numpy(float)
+    session = spines["session"].to_numpy(int)
+    branch = spines[branch_column].to_numpy()
+    parts = [np.zeros((0, len(coords)))]
+    sessions = np.unique(session)
+    for prev, k in zip(sessions[:-1], sessions[1:]):
+        a, b = np.flatnonzero(session == prev), np.flatnonzero(session == k)
+        ia, ib = mutual_nearest(pos[a] * w, pos[b] * w, branch[a], branch[b], reach)
+        parts.append(pos[b[ib]] - pos[a[ia]])
+    return np.concatenate(parts)
 
 
 def measure_spread(linked: pd.DataFrame, coords: tuple[str, ...], floor_um: float = 0.05,
@@ -258,7 +334,12 @@ def measure_spread(linked: pd.DataFrame, coords: tuple[str, ...], floor_um: floa
         deviation), ``range`` (search range in units of those spreads),
         ``n_links``; None when there are fewer than 20 links to measure.
     """
-    d = link_displacements(linked, coords)
+    return spread_of(link_displacements(linked, coords), coords, floor_um, tail)
+
+
+def spread_of(d: np.ndarray, coords: tuple[str, ...], floor_um: float = 0.05,
+              tail: float = 2.0) -> dict | None:
+    """:func:`measure_spread` of an (L, C) array of displacements (one row per link)."""
     if len(d) < 20:
         return None
     scale = np.maximum(1.4826 * np.median(np.abs(d - np.median(d, axis=0)), axis=0), floor_um)

@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 from .branches import BranchMap, match_branches
 from .errors import InputError
 from .fates import classify_fates
-from .link import link_refined, link_spines, measure_spread
+from .link import correct_drift, link_spines, nearest_displacements, spread_of
 from .params import LinkParams, Params
 from .progress import ProgressCallback, report, sub_progress
 from .register import Registration, register_series
@@ -60,7 +60,7 @@ class Tracked:
     registration : Registration
     branch_map : BranchMap
     link_spread : dict or None
-        The measured spread of linked spines (``spinetrack.link.measure_spread``
+        The measured spread of linked spines (``spinetrack.link.spread_of``
         plus ``reach_along_branch_um``: how far along the branch a spine may move
         and still be linked, the equivalent of a search range), or None when the
         search range was fixed.
@@ -161,33 +161,39 @@ def place_spines(detections: pd.DataFrame, k: int, voxel_size_um, registration: 
 def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.DataFrame:
     """Link placed spines (see :func:`place_spines`) and order the columns.
 
-    A first linking with fixed weights (:data:`LINK_WEIGHTS`) and
-    ``params.search_range_um`` corrects the drift along each branch
-    (:func:`spinetrack.link.link_refined`). With ``params.adaptive_range`` the
-    links found are then measured (:func:`spinetrack.link.measure_spread`) and
-    the spines linked again with every coordinate divided by its spread, within
-    the measured range (adding ``length_um`` as a coordinate did not help: see
-    docs/tracking.md). The
-    measurement is kept in ``result.attrs["link_spread"]``.
+    The residual drift along each branch is corrected first
+    (:func:`spinetrack.link.correct_drift`, with fixed weights :data:`LINK_WEIGHTS`
+    and ``params.search_range_um``). With ``params.adaptive_range`` the
+    displacements between mutual nearest neighbours of consecutive sessions are
+    then measured (:func:`spinetrack.link.nearest_displacements`,
+    :func:`spinetrack.link.spread_of`) and the spines linked once with trackpy,
+    every coordinate divided by its spread, within the measured range (adding
+    ``length_um`` as a coordinate did not help: see docs/tracking.md); without it,
+    or with fewer than 20 pairs to measure, they are linked with the fixed weights
+    within ``params.search_range_um``. The measurement is kept in
+    ``result.attrs["link_spread"]``.
     """
-    linked = link_refined(placed, params.search_range_um, coords=LINK_COORDS,
-                          weights=LINK_WEIGHTS, arc_columns=("arc_um", "head_arc_um"),
-                          iterations=params.refine_iterations, scale_um=params.refine_scale_um)
+    corrected = correct_drift(placed, params.search_range_um, coords=LINK_COORDS,
+                              weights=LINK_WEIGHTS, arc_columns=("arc_um", "head_arc_um"),
+                              iterations=params.refine_iterations,
+                              scale_um=params.refine_scale_um)
     spread = None
-    if params.adaptive_range:
-        coords = LINK_COORDS
-        spread = measure_spread(linked, coords)
-        if spread is not None:
-            inv = [1.0 / sc for c, sc in zip(coords, spread["scale_um"])
-                   if c in ("arc_um", "head_arc_um")]
-            along = float(np.sqrt(np.sum(np.square(inv))))
-            if spread["range"] > params.search_range_um * along:  # never reach further
-                spread["range"] = params.search_range_um * along
-                spread["capped"] = True
-            spread["reach_along_branch_um"] = float(spread["range"] / along)
-            linked = link_spines(linked.drop(columns=["spine_id"]), spread["range"],
-                                 coords=coords, weights=tuple(1.0 / np.asarray(
-                                     spread["scale_um"])))
+    if params.adaptive_range and len(corrected):
+        spread = spread_of(nearest_displacements(corrected, LINK_COORDS, LINK_WEIGHTS,
+                                                 params.search_range_um), LINK_COORDS)
+    if spread is None:
+        linked = link_spines(corrected, params.search_range_um, coords=LINK_COORDS,
+                             weights=LINK_WEIGHTS)
+    else:
+        inv = [1.0 / sc for c, sc in zip(LINK_COORDS, spread["scale_um"])
+               if c in ("arc_um", "head_arc_um")]
+        along = float(np.sqrt(np.sum(np.square(inv))))
+        if spread["range"] > params.search_range_um * along:  # never reach further
+            spread["range"] = params.search_range_um * along
+            spread["capped"] = True
+        spread["reach_along_branch_um"] = float(spread["range"] / along)
+        linked = link_spines(corrected, spread["range"], coords=LINK_COORDS,
+                             weights=tuple(1.0 / np.asarray(spread["scale_um"])))
     if "source" not in linked.columns:
         linked["source"] = "auto"
     cols = SPINE_COLUMNS + [c for c in SPINE_EXTRA_COLUMNS if c in linked.columns]

@@ -4,7 +4,8 @@ import pytest
 
 from spinetrack.errors import InputError
 from spinetrack.fates import identity_rule_violations
-from spinetrack.link import (along_branch_shift, link_refined, link_spines, measure_spread,
+from spinetrack.link import (along_branch_shift, correct_drift, link_refined, link_spines,
+                             measure_spread, mutual_nearest, nearest_displacements, spread_of,
                              split_gaps)
 
 
@@ -94,3 +95,33 @@ def test_measure_spread_recovers_the_jitter(rng):
     assert 2.5 < spread["range"] < 6.0        # a few spreads for Gaussian jitter
     assert spread["n_links"] == n
     assert measure_spread(linked.iloc[:10], ("arc_um", "lateral_um")) is None
+
+
+def test_mutual_nearest_pairs_only_unambiguous_points_on_one_branch():
+    a = np.array([[0.0], [1.0], [5.0], [9.0]])
+    b = np.array([[0.1], [0.4], [5.3], [9.0]])
+    ia, ib = mutual_nearest(a, b, np.array([0, 0, 0, 1]), np.array([0, 0, 0, 2]), reach=1.0)
+    # 0.0 <-> 0.1 and 5.0 <-> 5.3 are mutual; 1.0's nearest is 0.4, but 0.4's nearest is
+    # 0.0, so 1.0 stays unpaired; the two 9.0s are on different branches
+    assert sorted(zip(ia.tolist(), ib.tolist())) == [(0, 0), (2, 2)]
+    empty = mutual_nearest(np.zeros((0, 1)), b, np.zeros(0), np.zeros(4), 1.0)
+    assert len(empty[0]) == 0
+
+
+def test_nearest_displacements_measure_the_jitter_like_links(rng):
+    arcs = np.cumsum(rng.uniform(3.0, 5.0, 60))
+    rows = [(0, 0, a, 1.0) for a in arcs] + [(1, 0, a + rng.normal(0, 0.2), 1.0) for a in arcs]
+    table = _table(rows)
+    d = nearest_displacements(table, ("arc_um", "lateral_um"), None, reach=1.5)
+    assert d.shape == (60, 2)
+    via_pairs = spread_of(d, ("arc_um", "lateral_um"))
+    via_links = measure_spread(link_spines(table, 1.5, coords=("arc_um", "lateral_um")),
+                               ("arc_um", "lateral_um"))
+    assert via_pairs["scale_um"][0] == pytest.approx(via_links["scale_um"][0])
+    assert 0.1 < via_pairs["scale_um"][0] < 0.3
+
+
+def test_correct_drift_without_rounds_changes_nothing(rng):
+    rows = [(0, 0, 1.0, 1.0), (1, 0, 2.0, 1.0)]
+    out = correct_drift(_table(rows), 1.5, coords=("arc_um", "lateral_um"), iterations=0)
+    assert out["arc_um"].tolist() == [1.0, 2.0]
