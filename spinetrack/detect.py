@@ -388,6 +388,9 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params, inner=None
     strength = resid[ia, iz, io]
     ia, io, walked = _walk_out(resid, ia, iz, io, centre, _odd(params.head_sigma_um / step),
                                lateral)
+    # a lateral head's depth: the plane of its column's largest residual (the walk out
+    # leaves the peak's plane behind; one head's axial blur leaves maxima on several planes)
+    iz = np.where(lateral, np.argmax(resid[ia, :, io], axis=1), iz)
     # sub-pixel refinement along each axis of the straightened grid
     pos = np.column_stack([ia, iz, io]).astype(float)
     for ax, size in enumerate(vol.shape):
@@ -560,7 +563,9 @@ _SURFACE_SLACK_UM = 0.15  # a lateral head may sit this far inside the shaft's h
                           # surface
 _CENTRE_FRAC = 0.25  # the head centre is at least this fraction of min_protrusion_um outside
 _MAX_OUTER = 0.6  # 0.6 µm beyond a lateral head the signal is below this fraction of the head
-_DEDUPE_UM = 0.7  # of detections closer than this (z counts half) the best is kept
+_DEDUPE_UM = 0.7  # of detections closer than this (z counts _DEDUPE_Z_WEIGHT) the best is kept
+_DEDUPE_Z_WEIGHT = 0.1  # a head's axial blur gives residual maxima at several planes of
+                        # the same column; in de-duplication z distances count a tenth
 _Z_MAX_WIDTH_UM = 2.0  # a head above or below the shaft is no wider than this across the
                        # branch (a neurite crossing above is)
 _Z_MAX_GAP = 1.1  # ... and no brighter than this × the dimmest point between it and the
@@ -645,10 +650,14 @@ def _drop_on_filopodia(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _dedupe(df: pd.DataFrame, voxel) -> pd.DataFrame:
-    """Keep the best-scoring detection among any closer than ``_DEDUPE_UM`` (z counts half)."""
+    """Keep the best-scoring detection among any closer than ``_DEDUPE_UM``.
+
+    z distances count ``_DEDUPE_Z_WEIGHT``: maxima stacked in one column within
+    the straightened image's depth range are one head blurred along z.
+    """
     if len(df) < 2:
         return df
-    pos = df[["z_um", "y_um", "x_um"]].to_numpy() * np.array([_Z_WEIGHT, 1.0, 1.0])
+    pos = df[["z_um", "y_um", "x_um"]].to_numpy() * np.array([_DEDUPE_Z_WEIGHT, 1.0, 1.0])
     order = np.argsort(-df["score"].to_numpy(), kind="stable")
     tree = cKDTree(pos)
     dropped = np.zeros(len(df), bool)

@@ -182,6 +182,8 @@ def _empty(voxel, shape) -> Tracing:
 # that extends a dendrite; calibrated on rr30a-dev and the synthetic presets
 _RIDGE_HIGH = 0.2
 _RIDGE_LOW = 0.035
+_RIDGE_DIM = 0.007  # ... and that extends a dim dendrite (a fifth of _RIDGE_LOW) where its
+_DIM_SNR = 6.0  # brightness is at least this many robust noise SDs above the median
 _Z_JUMP_COST = 0.05  # depth along a centre line: cost of 1 µm of z change per µm of line
 _COARSE = 1.5  # the ridge filter also runs at this multiple of shaft_sigma_um (thick shafts)
 _WEAK_MIN_UM = 15.0  # a dim piece without a seed is kept when its centre line is this long
@@ -213,7 +215,9 @@ def _dendrite_mask(plane: np.ndarray, spacing, params) -> np.ndarray:
     centre = float(np.median(plane))
     noise = 1.4826 * float(np.median(np.abs(plane - centre)))
     seeds = (ridge > _RIDGE_HIGH) & (plane > centre + _SEED_SNR * noise)
-    low = ridge > _RIDGE_LOW
+    # a dendrite many times dimmer than the brightest ones has a weak ridge in these
+    # units; where it stands clearly above the noise, a weaker ridge still extends it
+    low = (ridge > _RIDGE_LOW) | ((ridge > _RIDGE_DIM) & (plane > centre + _DIM_SNR * noise))
     lab, n = ndi.label(low, structure=np.ones((3, 3), bool))
     if n == 0:
         return low

@@ -240,6 +240,7 @@ def test_row_of_close_heads_on_one_side_is_found(seed):
     assert len(spines_found) == 4
 
 
+<<<<<<< HEAD
 @pytest.mark.parametrize("bend_um", [0.9, 1.2])
 def test_head_that_pulled_the_traced_line_towards_it_is_found(bend_um):
     # tracing lets a big head pull the centre line towards it for about a micrometre;
@@ -253,3 +254,39 @@ def test_head_that_pulled_the_traced_line_towards_it_is_found(bend_um):
     spines = found[found["kind"] == "spine"]
     assert _matched(spines, truth["heads_um"]) == 2
     assert len(spines) == 2
+=======
+def test_maxima_stacked_along_z_are_one_head():
+    from spinetrack.detect import _dedupe
+
+    # one head's axial blur: the same (y, x), 2 µm apart in z; a neighbour 1 µm away laterally
+    df = pd.DataFrame({"z_um": [10.0, 12.0, 10.0], "y_um": [5.0, 5.0, 6.0],
+                       "x_um": [5.0, 5.0, 5.0], "score": [0.2, 0.3, 0.1]})
+    out = _dedupe(df, VOXEL)
+    assert sorted(out["score"]) == [0.1, 0.3]
+
+
+def test_head_of_a_spine_rising_along_z_gets_its_own_depth():
+    # stubby spines whose brightest point is the base, rising 2 µm towards their heads: the
+    # walk out leaves the base's plane, the head's depth is where its column peaks
+    from scipy import ndimage as ndi
+
+    from _tubes import _segment_distance
+
+    voxel, shape = (0.5, 0.1, 0.1), (16, 140, 300)
+    zz, yy, xx = np.meshgrid(*(np.arange(n) * v for n, v in zip(shape, voxel)), indexing="ij")
+    img = 1.0 * (_segment_distance(zz, yy, xx, (4.0, 7.0, 1.0), (4.0, 7.0, 28.9)) <= 0.45)
+    heads = []
+    for i, x in enumerate((6.0, 12.0, 18.0, 24.0)):
+        head = (6.0, 7.0 - (-1) ** i * 1.8, x)
+        img = np.maximum(img, 0.8 * (_segment_distance(zz, yy, xx, (4.0, 7.0, x), head) <= 0.3))
+        img = np.maximum(img, 0.5 * (_segment_distance(zz, yy, xx, head, head) <= 0.35))
+        heads.append(head)
+    img = ndi.gaussian_filter(img, (0.6 / voxel[0], 0.15, 0.15)) * 200 + 5
+    img = img + np.random.default_rng(0).normal(0, 4, shape)
+    _, found = _detect(np.clip(img, 0, 255).astype(np.uint8), voxel)
+    found = found[found["kind"] == "spine"]
+    assert _matched(found, np.array(heads), tol_um=0.5) == 4
+    nearest = [found.iloc[np.argmin(np.hypot(found["y_um"] - y, found["x_um"] - x))]
+               for _, y, x in heads]
+    assert all(abs(row["z_um"] - 6.0) < 0.5 for row in nearest)
+>>>>>>> main

@@ -117,3 +117,21 @@ def test_depth_stays_with_the_dendrite_under_a_crossing():
     path = _continuous_argmax(prof, jump_cost=0.2)
     assert np.all(path == 8)
     assert np.argmax(prof[:, 28]) == 15
+
+
+def test_dendrite_much_dimmer_than_its_neighbour_is_traced():
+    # rr30a session 1: a thin dendrite a tenth as bright as the main one beside it; its
+    # ridge is weak relative to the bright level but it stands well above the noise
+    bright, _ = tube_image(shape=(12, 200, 300), shaft_y_um=6.0, noise=4.0, seed=1)
+    dim, _ = tube_image(shape=(12, 200, 300), shaft_y_um=14.0, noise=0.0)
+    img = np.clip(bright + (dim.astype(float) - 5.0) / 12.0, 0, 255).astype(np.uint8)
+    tracing = trace_dendrites(img, VOXEL, TraceParams())
+    assert tracing.n_branches == 2
+    on_dim = tracing.graph.loc[tracing.lines.groupby("branch_id")["y_um"].median().sub(14.0)
+                               .abs().lt(0.5).to_numpy(), "length_um"]
+    assert len(on_dim) == 1 and on_dim.iloc[0] > 25.0
+
+
+def test_noise_only_stack_traces_nothing(rng):
+    img = rng.normal(20.0, 4.0, (12, 200, 300)).clip(0, 255).astype(np.uint8)
+    assert trace_dendrites(img, VOXEL, TraceParams()).n_branches == 0
