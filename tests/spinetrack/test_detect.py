@@ -240,7 +240,6 @@ def test_row_of_close_heads_on_one_side_is_found(seed):
     assert len(spines_found) == 4
 
 
-<<<<<<< HEAD
 @pytest.mark.parametrize("bend_um", [0.9, 1.2])
 def test_head_that_pulled_the_traced_line_towards_it_is_found(bend_um):
     # tracing lets a big head pull the centre line towards it for about a micrometre;
@@ -254,7 +253,8 @@ def test_head_that_pulled_the_traced_line_towards_it_is_found(bend_um):
     spines = found[found["kind"] == "spine"]
     assert _matched(spines, truth["heads_um"]) == 2
     assert len(spines) == 2
-=======
+
+
 def test_maxima_stacked_along_z_are_one_head():
     from spinetrack.detect import _dedupe
 
@@ -289,4 +289,3 @@ def test_head_of_a_spine_rising_along_z_gets_its_own_depth():
     nearest = [found.iloc[np.argmin(np.hypot(found["y_um"] - y, found["x_um"] - x))]
                for _, y, x in heads]
     assert all(abs(row["z_um"] - 6.0) < 0.5 for row in nearest)
->>>>>>> main
