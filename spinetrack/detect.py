@@ -361,7 +361,6 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params, inner=None
                                                       n_arc - 1), 1, 1), mode="nearest")
     else:
         shaft_model = np.minimum(vol, vol.min(axis=0, keepdims=True))
-    shaft_model = _outer_model(vol, shaft_model, pts, offsets, step)
     resid = vol - shaft_model
     # noise of the smoothed stack, from the background far out on both sides
     lo, hi = inner if inner is not None else (0, n_arc)
@@ -478,30 +477,6 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params, inner=None
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
         "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral,
         "outer": outer, "xwidth_um": xwidth})
-
-
-_OUTER_OPEN_UM = 3.0  # beyond the shaft, the model ignores bumps narrower than this along the arc
-_OUTER_FROM_UM = 0.5  # ... from this far outside the traced radius
-
-
-def _outer_model(vol, shaft_model, pts, offsets, step):
-    """The shaft model, with a longer opening along the arc farther out than the shaft.
-
-    Spine heads lie 1-2 µm apart along a dendrite; at the offset of their heads a
-    row of them is bright for longer than the 2 µm opening, which then takes the
-    row for the shaft's glow and leaves the dimmer heads no residual. Beyond the
-    shaft the glow changes slowly along the arc, so a longer opening models it.
-    """
-    n_arc = vol.shape[0]
-    n = min(_odd(_OUTER_OPEN_UM / step), n_arc if n_arc % 2 else n_arc - 1)
-    if n_arc < 3 or n <= _odd(_OPEN_UM / step):
-        return shaft_model
-    outer = np.abs(offsets) >= float(np.median(pts["radius_um"])) + _OUTER_FROM_UM
-    if not outer.any():
-        return shaft_model
-    out = shaft_model.copy()
-    out[:, :, outer] = ndi.grey_opening(vol[:, :, outer], size=(n, 1, 1), mode="nearest")
-    return out
 
 
 def _run_length(row, i, level):

@@ -228,18 +228,6 @@ def test_branches_are_straightened_beyond_their_ends():
         assert (part["z"] == end["z"]).all()
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_row_of_close_heads_on_one_side_is_found(seed):
-    # three heads 1 µm apart along the branch on one side blur into one band at their
-    # offset; the 2 µm opening took the band for the shaft's glow and missed one or two
-    spines = [(8.0 + 1.0 * k, 1, 1.0) for k in range(3)] + [(22.0, -1, 1.0)]
-    img, truth = tube_image(spines=spines, seed=seed)
-    _, found = _detect(img)
-    spines_found = found[found["kind"] == "spine"]
-    assert _matched(spines_found, truth["heads_um"]) == 4
-    assert len(spines_found) == 4
-
-
 @pytest.mark.parametrize("bend_um", [0.9, 1.2])
 def test_head_that_pulled_the_traced_line_towards_it_is_found(bend_um):
     # tracing lets a big head pull the centre line towards it for about a micrometre;
