@@ -12,7 +12,8 @@ Writes ``bench/results/detect.md``:
    lines the tracing found.
 2. Accuracy on the synthetic ``realistic`` preset (one session, seeds 0–2):
    against every truth spine, and against the spines the generator marks
-   ``visible`` (the others are counted as neither found nor missed).
+   ``visible`` (the others are counted as neither found nor missed: too dim, or
+   hidden by the shaft, see ``spinetrack.synth.series._visible``).
 3. Speed: ``detect_session`` (trace + detect) on crops of rr30a session 0 of
    three sizes, each in a fresh process, with its peak resident memory
    (includes reading the stack); the full 70×1024×1024 stack is timed 3 times.
@@ -78,7 +79,11 @@ def rr30a_scores(sessions=(0, 1, 2)) -> list[dict]:
 
 
 def synthetic_scores(seeds=(0, 1, 2), preset: str = "realistic") -> list[dict]:
-    """Detection scores on one session of synthetic series (all and visible truth)."""
+    """Detection scores on one session of synthetic series (all and visible truth).
+
+    Each row also counts the visible truth spines missed by cause
+    (:func:`miss_causes`).
+    """
     from spinetrack.compare import SeriesTables, compare
     from spinetrack.detect import detect_session
     from spinetrack.params import Params
@@ -87,7 +92,7 @@ def synthetic_scores(seeds=(0, 1, 2), preset: str = "realistic") -> list[dict]:
     rows = []
     for seed in seeds:
         syn = make_series(preset=preset, n_sessions=1, seed=seed)
-        _, found = detect_session(syn.series[0], Params())
+        tracing, found = detect_session(syn.series[0], Params())
         spines = found[found["kind"] == "spine"].assign(session=0)
         truth = syn.truth["spines"].query("session == 0")
         row = {"seed": seed, "n_truth": len(truth), "n_visible": int(truth["visible"].sum())}
@@ -95,8 +100,73 @@ def synthetic_scores(seeds=(0, 1, 2), preset: str = "realistic") -> list[dict]:
             total = compare(spines, SeriesTables.from_frames(t), sessions=[0])["detection"]["total"]
             row.update({f"{name}_{key}": total[key]
                         for key in ("tp", "fp", "fn", "precision", "recall", "f1")})
+        row.update(miss_causes(syn.series[0], tracing, spines, truth,
+                               truth["visible"].to_numpy(bool)))
         rows.append(row)
     return rows
+
+
+MISS_CAUSES = ("untraced", "no candidate", "rejected", "merged", "other")
+
+
+def miss_causes(session, tracing, spines: pd.DataFrame, truth: pd.DataFrame,
+                counted: np.ndarray) -> dict:
+    """Count the truth spines that ``spines`` misses, by where they were lost.
+
+    ``spines`` are matched to all of ``truth`` (as ``compare`` does); missed rows
+    of ``truth`` where ``counted`` is true are counted.
+
+    ``untraced``: no traced centre line within 1.5 µm across (y, x) and 2.5 µm in z
+    of the spine's base; ``no candidate``: no residual maximum of the detector
+    within the matching tolerance; ``rejected``: the nearest such candidate failed
+    a selection test; ``merged``: a detection within the tolerance was matched to
+    another truth spine (close pairs); ``other``: the rest (e.g. removed as a
+    duplicate).
+    """
+    from scipy.spatial import cKDTree
+
+    from spinetrack.compare import AXIAL_UM, LATERAL_UM, match_points
+    from spinetrack.detect import _candidates, _select
+    from spinetrack.params import Params
+
+    counts = dict.fromkeys(MISS_CAUSES, 0)
+    t_um = truth[["z_um", "y_um", "x_um"]].to_numpy(float)
+    d_um = spines[["z_um", "y_um", "x_um"]].to_numpy(float)
+    ri, ti = match_points(d_um, t_um)
+    missed = np.setdiff1d(np.flatnonzero(counted), ti)
+    if not len(missed):
+        return counts
+    scale = np.array([1 / AXIAL_UM, 1 / LATERAL_UM, 1 / LATERAL_UM])
+    params = Params().detect
+    cands, frame = _candidates(session.image, session.voxel_size_um, tracing, params, None)
+    feats = (_select(cands, frame, params, features=True) if cands is not None and len(cands)
+             else None)
+    lines = tracing.lines[["z_um", "y_um", "x_um"]].to_numpy(float)
+    voxel = np.asarray(session.voxel_size_um, float)
+    base = truth[["base_z", "base_y", "base_x"]].to_numpy(float) * voxel
+    taken = np.zeros(len(spines), bool)
+    taken[ri] = True
+    for i in missed:
+        near = (np.hypot(*(lines[:, 1:] - base[i, 1:]).T) <= 1.5) & (
+            np.abs(lines[:, 0] - base[i, 0]) <= 2.5) if len(lines) else np.zeros(0, bool)
+        if not near.any():
+            counts["untraced"] += 1
+            continue
+        if len(d_um) and (np.abs((d_um - t_um[i]) * scale).max(axis=1) <= 1)[taken].any():
+            counts["merged"] += 1
+            continue
+        if feats is None or not len(feats):
+            counts["no candidate"] += 1
+            continue
+        c_um = feats[["z_um", "y_um", "x_um"]].to_numpy(float)
+        d, j = cKDTree(c_um * scale).query(t_um[i] * scale)
+        if d > np.sqrt(2) or np.hypot(*(c_um[j, 1:] - t_um[i, 1:])) > LATERAL_UM:
+            counts["no candidate"] += 1
+        elif not feats["keep"].iloc[j]:
+            counts["rejected"] += 1
+        else:
+            counts["other"] += 1
+    return counts
 
 
 # --------------------------------------------------------------------------- speed
@@ -168,8 +238,9 @@ def write_report(rr, syn, full, sizes, seconds_total: float) -> Path:
             "",
             "### Synthetic `realistic` preset (one session per seed)",
             "",
-            "`visible`: truth spines the generator marks not visible (noise-free head peak "
-            "below 4 noise SDs) are ignored.",
+            "`visible`: truth spines the generator marks not visible are ignored: noise-free "
+            "head peak below `min_snr` (2) noise SDs, or hidden by the shaft (head within "
+            "0.3 µm of the shaft surface across the line and 2 µm of its centre in z).",
             "",
             "| seed | truth (visible) | F1 all | P all | R all | F1 visible | P visible | "
             "R visible |",
@@ -182,6 +253,21 @@ def write_report(rr, syn, full, sizes, seconds_total: float) -> Path:
                          f"{_fmt(r['visible_precision'])} | {_fmt(r['visible_recall'])} |")
         lines.append(f"| mean | | {_fmt(float(np.mean([r['all_f1'] for r in syn])))} | | | "
                      f"{_fmt(float(np.mean([r['visible_f1'] for r in syn])))} | | |")
+        if all(c in syn[0] for c in MISS_CAUSES):
+            lines += [
+                "",
+                "Visible truth spines missed, by cause (`bench_detect.miss_causes`): "
+                "`untraced` no centre line near the base; `no candidate` no residual maximum "
+                "within the matching tolerance; `rejected` the nearest candidate failed a "
+                "selection test; `merged` a detection within the tolerance matched another "
+                "spine (close pairs); `other` the rest.",
+                "",
+                "| seed | missed | " + " | ".join(MISS_CAUSES) + " |",
+                "| --- | --- | " + " | ".join("---" for _ in MISS_CAUSES) + " |",
+            ]
+            for r in syn + [{"seed": "total", **{c: sum(x[c] for x in syn) for c in MISS_CAUSES}}]:
+                lines.append(f"| {r['seed']} | {sum(r[c] for c in MISS_CAUSES)} | "
+                             + " | ".join(str(r[c]) for c in MISS_CAUSES) + " |")
     if full:
         secs = [r["seconds"] for r in full]
         lines += [

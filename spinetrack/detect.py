@@ -124,6 +124,8 @@ class _Frame:
             parts.append(pd.DataFrame({"branch_id": int(bid), "arc_um": s, **cols,
                                        "ty": t[:, 0], "tx": t[:, 1]}))
         self.points = pd.concat(parts, ignore_index=True)
+        # the branch a detection is reported on (a hidden line's is the traced one above it)
+        self.points["report_id"] = self.points["branch_id"]
         self.voxel = voxel
         self.zyx = self.points[["z", "y", "x"]].to_numpy(float)
         self._tree = cKDTree(self.zyx * voxel * np.array([_Z_WEIGHT, 1.0, 1.0]))
@@ -151,23 +153,153 @@ def _candidates(image, voxel_size_um, tracing, params, progress):
     dz = np.arange(-nzr, nzr + 1, dtype=float)
     groups = list(frame.points.groupby("branch_id", sort=True).indices.items())
     report(progress, "detect", 0, 2 * len(groups))
+    n_ext = int(round(_END_EXT_UM / step))
     volumes = []
     for k, (bid, idx) in enumerate(groups):
-        volumes.append((bid, idx, _straighten(stack, frame.points.iloc[idx], voxel, offsets, dz,
-                                              params)))
+        pts = _extend_ends(frame.points.iloc[idx], n_ext, voxel)
+        volumes.append((bid, idx, pts, _straighten(stack, pts, voxel, offsets, dz, params)))
         report(progress, "detect", k + 1, 2 * len(groups))
-    centre = [v[:, nzr, len(offsets) // 2] for _, _, v in volumes]
+    centre = [v[n_ext:len(v) - n_ext, nzr, len(offsets) // 2] for _, _, _, v in volumes]
     shaft = float(np.median(np.concatenate(centre))) - bg
     if not np.isfinite(shaft) or shaft <= 0:
         return None, frame
+    hidden = _hidden_lines(stack, frame, voxel, bg, shaft, params)
+    if len(hidden):
+        frame = _Frame(pd.concat([lines, hidden.drop(columns="parent_id")], ignore_index=True),
+                       voxel, step)
+        parent = dict(zip(hidden["branch_id"], hidden["parent_id"]))
+        frame.points["report_id"] = frame.points["branch_id"].map(
+            lambda b: parent.get(b, b)).astype(int)
+        for bid, idx in frame.points.groupby("branch_id", sort=True).indices.items():
+            if bid in set(hidden["branch_id"]):
+                pts = _extend_ends(frame.points.iloc[idx], n_ext, voxel)
+                volumes.append((bid, idx, pts, _straighten(stack, pts, voxel, offsets, dz,
+                                                           params)))
     rows = []
-    for k, (bid, idx, vol) in enumerate(volumes):
+    for k, (bid, idx, pts, vol) in enumerate(volumes):
         vol = (vol - np.float32(bg)) / np.float32(shaft)
-        rows.append(_branch_peaks(vol, frame.points.iloc[idx], idx, offsets, dz, step, voxel,
-                                  params))
-        report(progress, "detect", len(groups) + k + 1, 2 * len(groups))
+        rows.append(_branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params,
+                                  inner=(n_ext, len(pts) - n_ext)))
+        report(progress, "detect", len(groups) + k + 1, len(groups) + len(volumes))
     cands = pd.concat(rows, ignore_index=True) if rows else None
     return cands, frame
+
+
+_HIDDEN_GAP_UM = 4.0  # a dendrite hidden under (or over) a traced one lies at least this far
+                      # from it in z ...
+_HIDDEN_REACH_UM = 1.0  # ... within this of the traced centre line across it ...
+_HIDDEN_MIN = 0.4  # ... at least this bright (units of the session's shaft) ...
+_HIDDEN_DIP = 0.6  # ... separated from the traced one by a dip below this × its brightness ...
+_HIDDEN_MIN_RUN_UM = 5.0  # ... along at least this much of the traced line
+_HIDDEN_AWAY_UM = 1.5  # and no traced line passes nearer than this (z counts half)
+
+
+def _hidden_lines(stack, frame: _Frame, voxel, bg: float, shaft: float, params) -> pd.DataFrame:
+    """Centre lines of dendrites that run under or over a traced one in the projection.
+
+    Tracing works on the maximum projection, so where two dendrites at different
+    depths overlap in it only one is traced and the spines of the other lie
+    outside the z range searched around the traced line. Under each traced
+    line, the column over the whole stack (within ``_HIDDEN_REACH_UM`` across
+    the line) is searched for a second bright maximum at least
+    ``_HIDDEN_GAP_UM`` away in z, separated from the traced shaft by a dip;
+    where it continues along the line for ``_HIDDEN_MIN_RUN_UM`` and no other
+    traced line passes there, it is returned as an extra centre line.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``branch_id`` (new ids above the traced ones), ``parent_id`` (the
+        traced branch above or below), ``z, y, x`` (pixels), ``arc_um`` (the
+        traced branch's arc) and ``radius_um``; empty when there is none.
+    """
+    nz = stack.shape[0]
+    if nz < 3:
+        return pd.DataFrame()
+    step = float(min(voxel[1], voxel[2]))
+    r = int(np.ceil(_HIDDEN_REACH_UM / step))
+    offsets = np.arange(-r, r + 1) * step
+    zs = np.arange(nz, dtype=float)
+    gap = _HIDDEN_GAP_UM / float(voxel[0])
+    run = int(np.ceil(_HIDDEN_MIN_RUN_UM / step))
+    next_id = int(frame.points["branch_id"].max()) + 1
+    out = []
+    for bid, idx in frame.points.groupby("branch_id", sort=True).indices.items():
+        pts = frame.points.iloc[idx]
+        if len(pts) < run:
+            continue
+        ny, nx = pts["tx"].to_numpy(), -pts["ty"].to_numpy()
+        shape = (len(pts), nz, len(offsets))
+        z = np.broadcast_to(zs[None, :, None], shape)
+        y = pts["y"].to_numpy()[:, None, None] + ny[:, None, None] * offsets / voxel[1]
+        x = pts["x"].to_numpy()[:, None, None] + nx[:, None, None] * offsets / voxel[2]
+        coords = np.stack([np.broadcast_to(c, shape).ravel() for c in (z, y, x)])
+        vol = ndi.map_coordinates(stack, coords, output=np.float32, order=1, mode="nearest")
+        vol = ndi.gaussian_filter(vol.reshape(shape), (params.head_sigma_um / step,
+                                                       _SIG_Z_UM / float(voxel[0]),
+                                                       params.head_sigma_um / step),
+                                  mode="nearest")
+        vol = (vol - np.float32(bg)) / np.float32(shaft)
+        prof = vol.max(axis=2)  # (arc, z)
+        z_line = pts["z"].to_numpy()
+        far = np.abs(zs[None, :] - z_line[:, None]) >= gap
+        z2 = np.argmax(np.where(far, prof, -np.inf), axis=1)
+        v2 = prof[np.arange(len(pts)), z2]
+        lo = np.minimum(np.round(z_line).astype(int), z2)
+        hi = np.maximum(np.round(z_line).astype(int), z2)
+        dip = np.array([prof[a, lo[a]:hi[a] + 1].min() for a in range(len(pts))])
+        ok = (v2 >= _HIDDEN_MIN) & (dip <= _HIDDEN_DIP * v2)
+        # a dendrite is continuous in depth: z within 1.5 µm of its running median
+        z_med = ndi.median_filter(z2.astype(float), size=_odd(2.0 / step), mode="nearest")
+        ok &= np.abs(z2 - z_med) * voxel[0] <= 1.5
+        off2 = offsets[np.argmax(vol[np.arange(len(pts)), z2], axis=1)]
+        off2 = ndi.median_filter(off2, size=_odd(1.0 / step), mode="nearest")
+        hz = ndi.gaussian_filter1d(z_med, 0.5 / step, mode="nearest")
+        hy = pts["y"].to_numpy() + ny * off2 / voxel[1]
+        hx = pts["x"].to_numpy() + nx * off2 / voxel[2]
+        _, d_other = frame.nearest(np.column_stack([hz, hy, hx]))
+        ok &= d_other >= _HIDDEN_AWAY_UM
+        ok = ndi.binary_closing(ok, np.ones(_odd(1.0 / step), bool))
+        labels, n = ndi.label(ok)
+        for k in range(1, n + 1):
+            sel = np.flatnonzero(labels == k)
+            if len(sel) < run:
+                continue
+            lat = vol[sel, z2[sel]]
+            half = 0.5 * lat.max(axis=1, keepdims=True)
+            radius = float(np.clip(np.median((lat >= half).sum(axis=1)) * step / 2, 0.3, 1.0))
+            out.append(pd.DataFrame({"branch_id": next_id, "parent_id": int(bid),
+                                     "z": hz[sel], "y": hy[sel], "x": hx[sel],
+                                     "arc_um": pts["arc_um"].to_numpy()[sel],
+                                     "radius_um": radius}))
+            next_id += 1
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+_END_EXT_UM = 2.0  # each branch is straightened this far beyond its ends
+
+
+def _extend_ends(pts: pd.DataFrame, n: int, voxel) -> pd.DataFrame:
+    """A branch's resampled points with ``n`` more at each end, straight along the end tangent.
+
+    The shaft model (an opening along the arc) and the peak search need context
+    beyond a branch's ends: without it a head within about 1 µm of an end or a
+    junction is taken for part of the shaft.
+    """
+    if n < 1 or len(pts) < 2:
+        return pts
+    step = float(min(voxel[1], voxel[2]))
+    k = np.arange(n, 0, -1, dtype=float) * step  # µm before the start, farthest first
+    first, last = pts.iloc[0], pts.iloc[-1]
+    before = pts.iloc[[0] * n].reset_index(drop=True)
+    before["y"] = first["y"] - k * first["ty"] / voxel[1]
+    before["x"] = first["x"] - k * first["tx"] / voxel[2]
+    before["arc_um"] = first["arc_um"] - k
+    after = pts.iloc[[-1] * n].reset_index(drop=True)
+    after["y"] = last["y"] + k[::-1] * last["ty"] / voxel[1]
+    after["x"] = last["x"] + k[::-1] * last["tx"] / voxel[2]
+    after["arc_um"] = last["arc_um"] + k[::-1]
+    return pd.concat([before, pts, after], ignore_index=True)
 
 
 def _straighten(stack, pts: pd.DataFrame, voxel, offsets, dz, params) -> np.ndarray:
@@ -192,8 +324,13 @@ def _odd(x: float) -> int:
     return max(1, int(round(x)) | 1)
 
 
-def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFrame:
-    """Residual maxima of one straightened branch with their measurements."""
+def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params, inner=None
+                  ) -> pd.DataFrame:
+    """Residual maxima of one straightened branch with their measurements.
+
+    ``inner = (lo, hi)``: only peaks at arc indices ``lo <= i < hi`` are taken (the
+    rest of ``vol`` extends the branch beyond its ends, see :func:`_extend_ends`).
+    """
     n_arc, n_z, n_off = vol.shape
     open_len = _odd(_OPEN_UM / step)
     if n_arc >= 3:
@@ -201,12 +338,16 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
                                                       n_arc - 1), 1, 1), mode="nearest")
     else:
         shaft_model = np.minimum(vol, vol.min(axis=0, keepdims=True))
+    shaft_model = _outer_model(vol, shaft_model, pts, offsets, step)
     resid = vol - shaft_model
     # noise of the smoothed stack, from the background far out on both sides
-    far = vol[:, :, np.abs(offsets) >= 0.7 * np.abs(offsets).max()]
+    lo, hi = inner if inner is not None else (0, n_arc)
+    far = vol[lo:hi, :, np.abs(offsets) >= 0.7 * np.abs(offsets).max()]
     noise = 1.4826 * float(np.median(np.abs(far - np.median(far)))) if far.size else 0.0
     foot = (_odd(_PEAK_UM / step), min(_odd(_PEAK_Z_UM / voxel[0]), n_z), _odd(_PEAK_UM / step))
     peaks = (resid == ndi.maximum_filter(resid, size=foot, mode="nearest")) & (resid > _MIN_RESID)
+    peaks[:lo] = False
+    peaks[hi:] = False
     ia, iz, io = np.nonzero(peaks)
     if not len(ia):
         return pd.DataFrame()
@@ -314,6 +455,30 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params) -> pd.DataFra
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
         "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral,
         "outer": outer, "xwidth_um": xwidth})
+
+
+_OUTER_OPEN_UM = 3.0  # beyond the shaft, the model ignores bumps narrower than this along the arc
+_OUTER_FROM_UM = 0.5  # ... from this far outside the traced radius
+
+
+def _outer_model(vol, shaft_model, pts, offsets, step):
+    """The shaft model, with a longer opening along the arc farther out than the shaft.
+
+    Spine heads lie 1-2 µm apart along a dendrite; at the offset of their heads a
+    row of them is bright for longer than the 2 µm opening, which then takes the
+    row for the shaft's glow and leaves the dimmer heads no residual. Beyond the
+    shaft the glow changes slowly along the arc, so a longer opening models it.
+    """
+    n_arc = vol.shape[0]
+    n = min(_odd(_OUTER_OPEN_UM / step), n_arc if n_arc % 2 else n_arc - 1)
+    if n_arc < 3 or n <= _odd(_OPEN_UM / step):
+        return shaft_model
+    outer = np.abs(offsets) >= float(np.median(pts["radius_um"])) + _OUTER_FROM_UM
+    if not outer.any():
+        return shaft_model
+    out = shaft_model.copy()
+    out[:, :, outer] = ndi.grey_opening(vol[:, :, outer], size=(n, 1, 1), mode="nearest")
+    return out
 
 
 def _run_length(row, i, level):
@@ -427,7 +592,7 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
         "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
         "z_um": head[:, 0] * voxel[0], "y_um": head[:, 1] * voxel[1],
         "x_um": head[:, 2] * voxel[2],
-        "branch_id": pts["branch_id"].to_numpy(int)[j],
+        "branch_id": pts["report_id"].to_numpy(int)[j],
         "arc_um": pts["arc_um"].to_numpy(float)[j],
         "base_z": base[:, 0], "base_y": base[:, 1], "base_x": base[:, 2],
         "side": side, "length_um": np.maximum(length, 0.0),

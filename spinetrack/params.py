@@ -155,6 +155,10 @@ class LinkParams(_Section):
                                  "spread) and link again with every coordinate scaled by its "
                                  "spread and a search range read off the measured distribution; "
                                  "off: one linking with --search-range")
+    split_inconsistent: bool = param(True, "with the measured range: cut a track where the "
+                                     "spine's mean position before and after a session "
+                                     "differ by more than that range (a lost spine replaced "
+                                     "by a new one nearby); off: keep the linker's tracks")
     refine_iterations: int = param(2, "rounds of linking and correcting the residual drift "
                                    "along each branch before the final linking (0: none)",
                                    min=0, max=10)

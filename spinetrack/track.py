@@ -19,14 +19,14 @@ from scipy.spatial import cKDTree
 from .branches import BranchMap, match_branches
 from .errors import InputError
 from .fates import classify_fates
-from .link import correct_drift, link_spines, nearest_displacements, spread_of
+from .link import correct_drift, link_spines, nearest_displacements, split_gaps, spread_of
 from .params import LinkParams, Params
 from .progress import ProgressCallback, report, sub_progress
 from .register import Registration, register_series
 from .results import SPINE_COLUMNS
 
 __all__ = ["Tracked", "track_series", "place_spines", "link_placed", "link_errors",
-           "SPINE_EXTRA_COLUMNS"]
+           "split_statistics", "split_inconsistent", "track_limit", "SPINE_EXTRA_COLUMNS"]
 
 #: Columns of Tracked.spines after the contract's.
 SPINE_EXTRA_COLUMNS = ["side", "kind", "head_intensity", "head_radius_um", "score",
@@ -62,8 +62,9 @@ class Tracked:
     link_spread : dict or None
         The measured spread of linked spines (``spinetrack.link.spread_of``
         plus ``reach_along_branch_um``: how far along the branch a spine may move
-        and still be linked, the equivalent of a search range), or None when the
-        search range was fixed.
+        and still be linked, the equivalent of a search range; ``measured_range``:
+        the range before the reach cap; ``n_split``: tracks cut by
+        :func:`split_inconsistent`), or None when the search range was fixed.
     """
 
     spines: pd.DataFrame
@@ -170,8 +171,11 @@ def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.D
     every coordinate divided by its spread, within the measured range (adding
     ``length_um`` as a coordinate did not help: see docs/tracking.md); without it,
     or with fewer than 20 pairs to measure, they are linked with the fixed weights
-    within ``params.search_range_um``. The measurement is kept in
-    ``result.attrs["link_spread"]``.
+    within ``params.search_range_um``. With the measured range and
+    ``params.split_inconsistent``, every track is then cut where the spine's mean
+    position before and after a session differ by more than that range
+    (:func:`split_inconsistent`). The measurement is kept in
+    ``result.attrs["link_spread"]`` (``n_split``: tracks cut).
     """
     corrected = correct_drift(placed, params.search_range_um, coords=LINK_COORDS,
                               weights=LINK_WEIGHTS, arc_columns=("arc_um", "head_arc_um"),
@@ -188,12 +192,19 @@ def link_placed(placed: pd.DataFrame, params: LinkParams = LinkParams()) -> pd.D
         inv = [1.0 / sc for c, sc in zip(LINK_COORDS, spread["scale_um"])
                if c in ("arc_um", "head_arc_um")]
         along = float(np.sqrt(np.sum(np.square(inv))))
+        spread["measured_range"] = spread["range"]
         if spread["range"] > params.search_range_um * along:  # never reach further
             spread["range"] = params.search_range_um * along
             spread["capped"] = True
         spread["reach_along_branch_um"] = float(spread["range"] / along)
         linked = link_spines(corrected, spread["range"], coords=LINK_COORDS,
                              weights=tuple(1.0 / np.asarray(spread["scale_um"])))
+        if params.split_inconsistent:
+            # the measured range, not the reach cap: a track is held to how far
+            # stable spines move, the cap only limits how far links reach
+            linked, n_split = split_inconsistent(linked, LINK_COORDS, spread["scale_um"],
+                                                 spread["measured_range"])
+            spread["n_split"] = n_split
     if "source" not in linked.columns:
         linked["source"] = "auto"
     cols = SPINE_COLUMNS + [c for c in SPINE_EXTRA_COLUMNS if c in linked.columns]
@@ -265,6 +276,131 @@ def track_series(series, tracings, detections, params: Params = Params(),
     return Tracked(spines=spines, fates=fates, lines=bmap.lines, branch_table=bmap.branch_table,
                    registration=registration, branch_map=bmap,
                    link_spread=spines.attrs.get("link_spread"))
+
+
+def split_statistics(positions: np.ndarray) -> np.ndarray:
+    """How far apart a track's mean positions before and after each session are.
+
+    Parameters
+    ----------
+    positions : ndarray, (n, C)
+        One track's observations in consecutive sessions, each coordinate
+        divided by its measured spread between consecutive sessions (so that
+        a single link's scaled distance is ``|x[1] - x[0]|``).
+
+    Returns
+    -------
+    ndarray, (n - 1,)
+        Entry ``j - 1`` compares the observations before session ``j`` of the
+        track with those from ``j`` on: the distance between the two means in
+        units of its own standard deviation, scaled like a single link's
+        distance. With one observation on each side it is that link's scaled
+        distance; with more, the means are surer and a smaller change stands out.
+    """
+    x = np.asarray(positions, float)
+    if len(x) < 2:
+        return np.zeros(0)
+    return _split_statistics(x[None])[0]
+
+
+def _split_statistics(x: np.ndarray) -> np.ndarray:
+    """:func:`split_statistics` of m tracks of equal length at once: (m, n, C) -> (m, n - 1)."""
+    n = x.shape[1]
+    c = np.cumsum(x, axis=1)
+    j = np.arange(1, n)[None, :, None]
+    before = c[:, :-1] / j
+    after = (c[:, -1:] - c[:, :-1]) / (n - j)
+    # each observation's own spread is that of a link over sqrt(2)
+    return (np.linalg.norm(after - before, axis=2)
+            / np.sqrt((1.0 / j + 1.0 / (n - j)) / 2.0)[..., 0])
+
+
+def track_limit(limit: float, n: int, n_coords: int) -> float:
+    """The cut's limit for a track of ``n`` sessions, tested at ``n - 1`` places.
+
+    ``limit`` is the measured range of a single link. Its tail probability
+    under a χ distribution with ``n_coords`` degrees of freedom is shared among
+    the ``n - 1`` places a track can be cut (Bonferroni), so a stable track is
+    cut about as rarely as one stable link falls outside the range. For
+    ``n <= 2`` it is ``limit`` itself.
+    """
+    if n <= 2:
+        return float(limit)
+    from scipy.stats import chi2
+
+    p = chi2.sf(float(limit) ** 2, n_coords) / (n - 1)
+    return float(np.sqrt(chi2.isf(p, n_coords))) if p > 0 else float(limit)
+
+
+def _cuts(x: np.ndarray, limit: float, start: int = 0) -> list[int]:
+    """Where to cut one track (binary segmentation, largest change first)."""
+    if len(x) < 3:  # a single link was already held to the range by the linker
+        return []
+    z = split_statistics(x)
+    j = int(np.argmax(z))
+    if z[j] <= track_limit(limit, len(x), x.shape[1]):
+        return []
+    return (_cuts(x[:j + 1], limit, start) + [start + j + 1]
+            + _cuts(x[j + 1:], limit, start + j + 1))
+
+
+def split_inconsistent(linked: pd.DataFrame, coords, scale_um, limit: float
+                       ) -> tuple[pd.DataFrame, int]:
+    """Cut tracks whose spine moved more than a stable spine does.
+
+    The linker looks at one pair of sessions at a time, so a spine lost and
+    replaced by a new one at nearly the same place is joined to it when the two
+    single observations are within the search range. Over several sessions
+    the spine's position is known better: here a track of ``n`` sessions is
+    cut before session ``j`` when its mean scaled position before ``j`` and
+    from ``j`` on differ by more than ``track_limit(limit, n, len(coords))``
+    (:func:`split_statistics`: the same units as the linker's range, so a
+    track of two sessions is never cut; :func:`track_limit`: the range, made
+    stricter for the ``n - 1`` places a longer track is tested at). The
+    largest change is cut first and both parts are tested again.
+
+    Parameters
+    ----------
+    linked : DataFrame
+        Linked spines (``spine_id``, ``session`` and ``coords``), ids covering
+        contiguous runs of sessions.
+    coords : sequence of str
+        Coordinates compared (µm).
+    scale_um : sequence of float
+        Spread of each coordinate along a link (``measure_spread``'s
+        ``scale_um``).
+    limit : float
+        Largest allowed change, in those spreads (the measured range).
+
+    Returns
+    -------
+    (DataFrame, int)
+        A copy with new ``spine_id`` (numbered by first appearance, as
+        :func:`spinetrack.link.split_gaps` does) and the number of cuts.
+    """
+    out = linked.copy()
+    if not len(out):
+        return out, 0
+    order = np.lexsort((out["session"].to_numpy(), out["spine_id"].to_numpy()))
+    sid = out["spine_id"].to_numpy()[order]
+    x = out[list(coords)].to_numpy(float)[order] / np.asarray(scale_um, float)
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
+    length = np.diff(np.r_[starts, len(sid)])
+    piece = np.zeros(len(sid), int)
+    n_cut = 0
+    for n in np.unique(length[length >= 3]):  # screen all tracks of one length at once
+        a = starts[length == n]
+        z = _split_statistics(x[a[:, None] + np.arange(n)])
+        for a0 in a[z.max(axis=1) > track_limit(limit, n, x.shape[1])]:
+            for c in _cuts(x[a0:a0 + n], limit):
+                piece[a0 + c:a0 + n] += 1
+                n_cut += 1
+    if not n_cut:
+        return out, 0
+    new = np.empty(len(sid), np.int64)
+    new[order] = sid * (int(piece.max()) + 1) + piece
+    out["spine_id"] = split_gaps(new, out["session"].to_numpy())
+    return out, n_cut
 
 
 #: Columns of :func:`link_errors`.

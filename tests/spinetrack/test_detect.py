@@ -185,6 +185,61 @@ def test_neurite_crossing_above_the_shaft_is_not_a_spine_along_z():
     assert _matched(found[found["kind"] == "spine"], truth["heads_um"]) == 1
 
 
+def test_spine_of_a_dendrite_hidden_under_the_traced_one_is_found():
+    # a second dendrite 6 µm below the first, 0.3 µm aside, overlaps it in the projection;
+    # only the upper one is given as a centre line (as tracing on the projection gives
+    # one line), so the lower one's spine is found on a hidden line and reported on the
+    # traced branch, at its own depth
+    deep = 9.0
+    img, truth = tube_image(shape=(24, 140, 300), spines=[(22.0, 1, 1.0)],
+                            extra_shafts=[((deep, 7.3, 1.0), (deep, 7.3, 28.9)),
+                                          ((deep, 7.3, 12.0), (deep, 5.6, 12.0))])
+    xs = np.arange(10, 290, dtype=float)
+    lines = pd.DataFrame({"branch_id": 3, "z": 3.0 / VOXEL[0], "y": 7.0 / VOXEL[1], "x": xs})
+    tracing = tracing_from_lines(lines, VOXEL, img.shape, radius_um=0.45)
+    found = detect_spines(img, VOXEL, tracing, Params().detect)
+    spines = found[found["kind"] == "spine"]
+    assert _matched(spines, np.array([[deep, 5.7, 12.0]]), tol_um=0.8) == 1
+    hit = spines[(spines["x_um"] - 12.0).abs() < 0.8]
+    assert (hit["branch_id"] == 3).all()
+    assert (hit["base_z"] * VOXEL[0] - deep).abs().max() < 1.0
+    assert _matched(spines, truth["heads_um"]) == 1
+    assert len(spines) == 2
+
+
+def test_branches_are_straightened_beyond_their_ends():
+    # the shaft model needs context beyond a branch's end (a junction or a cut): the
+    # resampled points go on straight along the end tangent, with the arc continuing
+    from spinetrack.detect import _END_EXT_UM, _extend_ends, _Frame
+
+    t = np.linspace(0, np.pi / 2, 60)
+    lines = pd.DataFrame({"branch_id": 0, "z": 4.0, "y": 70 + 50 * np.sin(t),
+                          "x": 70 + 50 * np.cos(t), "radius_um": 0.5})
+    lines["arc_um"] = np.r_[0, np.cumsum(np.hypot(np.diff(lines["y"]), np.diff(lines["x"])))] * 0.1
+    pts = _Frame(lines, np.array(VOXEL), 0.1).points
+    n = int(round(_END_EXT_UM / 0.1))
+    ext = _extend_ends(pts, n, VOXEL)
+    assert len(ext) == len(pts) + 2 * n
+    pd.testing.assert_frame_equal(ext.iloc[n:n + len(pts)].reset_index(drop=True), pts)
+    assert np.allclose(np.diff(ext["arc_um"]), np.diff(ext["arc_um"]).mean(), atol=0.02)
+    for part, end in ((ext.iloc[:n + 1], pts.iloc[0]), (ext.iloc[-n - 1:], pts.iloc[-1])):
+        step_yx = np.diff(part[["y", "x"]].to_numpy() * 0.1, axis=0)
+        assert np.allclose(step_yx, 0.1 * np.array([end["ty"], end["tx"]]), atol=1e-6)
+        assert (part["z"] == end["z"]).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_row_of_close_heads_on_one_side_is_found(seed):
+    # three heads 1 µm apart along the branch on one side blur into one band at their
+    # offset; the 2 µm opening took the band for the shaft's glow and missed one or two
+    spines = [(8.0 + 1.0 * k, 1, 1.0) for k in range(3)] + [(22.0, -1, 1.0)]
+    img, truth = tube_image(spines=spines, seed=seed)
+    _, found = _detect(img)
+    spines_found = found[found["kind"] == "spine"]
+    assert _matched(spines_found, truth["heads_um"]) == 4
+    assert len(spines_found) == 4
+
+
 def test_maxima_stacked_along_z_are_one_head():
     from spinetrack.detect import _dedupe
 

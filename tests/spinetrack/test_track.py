@@ -245,3 +245,108 @@ def test_link_errors_names_every_kind_of_wrong_link():
     assert (far.index_a, far.index_b) == (108, 109)
     # a result equal to the truth has no wrong link
     assert link_errors(truth.assign(spine_id=truth.spine_id), truth).empty
+
+
+def test_split_statistics_is_the_link_distance_for_one_link_and_sharper_for_more():
+    from spinetrack.track import split_statistics
+
+    assert split_statistics(np.array([[0.0, 0.0], [3.0, 4.0]])) == pytest.approx([5.0])
+    z = split_statistics(np.array([[0.0], [0.0], [2.0], [2.0]]))
+    # 2|2: the two means are each sqrt(2) surer than one observation
+    assert z == pytest.approx([(4 / 3) / np.sqrt(2 / 3), 2.0 * np.sqrt(2.0),
+                               (4 / 3) / np.sqrt(2 / 3)])
+    assert split_statistics(np.zeros((1, 3))).shape == (0,)
+
+
+def test_track_limit_shares_the_range_tail_among_the_places_a_track_can_be_cut():
+    from spinetrack.track import track_limit
+
+    assert track_limit(4.0, 2, 4) == 4.0
+    # with 2 coordinates the tail is exp(-r^2 / 2): halving it adds 2 ln 2 to r^2
+    assert track_limit(4.0, 3, 2) == pytest.approx(np.sqrt(16.0 + 2 * np.log(2)))
+    limits = [track_limit(4.7, n, 4) for n in range(2, 11)]
+    assert all(b > a for a, b in zip(limits, limits[1:])) and limits[-1] < 5.5
+
+
+def _track_table(rows):
+    """A linked table from (spine_id, session, arc, lateral) rows."""
+    sid, ses, arc, lat = np.array(rows, float).T
+    return pd.DataFrame({"spine_id": sid.astype(int), "session": ses.astype(int),
+                         "arc_um": arc, "lateral_um": lat})
+
+
+def test_split_inconsistent_cuts_a_step_that_no_single_link_shows():
+    from spinetrack.fates import identity_rule_violations
+    from spinetrack.track import split_inconsistent
+
+    rows = [(7, k, 10.0 + (0.8 if k >= 2 else 0.0), 1.0) for k in range(4)]  # a step
+    rows += [(3, k, 20.0 + 0.1 * (-1) ** k, 1.0) for k in range(4)]  # jitter only
+    rows += [(5, k, 30.0 + 0.8 * k, 1.0) for k in range(1, 3)]  # one link, never cut
+    linked = _track_table(rows)
+    args = (("arc_um", "lateral_um"), (0.25, 0.25), 4.0)
+    out, n = split_inconsistent(linked, *args)
+    assert n == 1  # each link of the step is 3.2 spreads, the 2|2 change 4.5
+    assert identity_rule_violations(out) == []
+    ids = out.groupby(out.arc_um.round(0))["spine_id"].nunique()
+    assert ids[10.0] + ids[11.0] == 2 and ids[20.0] == 1
+    assert sorted(out.spine_id.unique()) == list(range(out.spine_id.nunique()))
+    # a second step: both are cut (the largest first, then each part again)
+    rows = [(0, k, 10.0 + 1.0 * (k >= 2) + 1.0 * (k >= 4), 1.0) for k in range(6)]
+    out, n = split_inconsistent(_track_table(rows), *args)
+    assert n == 2 and out.groupby("spine_id").size().tolist() == [2, 2, 2]
+    # within the limit nothing changes
+    out, n = split_inconsistent(linked, ("arc_um", "lateral_um"), (0.25, 0.25), 6.0)
+    assert n == 0 and out.spine_id.tolist() == linked.spine_id.tolist()
+
+
+def _placed(rng, n_sessions=8, sd=0.15, replace=None):
+    """Placed spines on two branches, 1.5 µm apart, jittered by ``sd`` in every coordinate.
+
+    ``replace = (arc, d_arc, d_lateral)``: the spine at ``arc`` is gone after the first
+    half of the sessions and a new one at ``arc + d_arc``, ``d_lateral`` further out, is
+    there in the second half.
+    """
+    rows = []
+    for b in range(2):
+        for j, arc in enumerate(np.arange(2.0, 60.0, 1.5)):
+            side = 1 if j % 2 else -1
+            for k in range(n_sessions):
+                a, lat = arc, side * 1.5
+                if (replace is not None and b == 0 and abs(arc - replace[0]) < 1e-9
+                        and k >= n_sessions // 2):
+                    a, lat = arc + replace[1], side * (1.5 + replace[2])
+                e = rng.normal(0, sd, 5)
+                rows.append({"session": k, "branch_id": b, "arc_um": a + e[0],
+                             "head_arc_um": a + e[1], "lateral_um": lat + e[2],
+                             "depth_um": e[3] * 2, "z": 0.0, "y": 0.0, "x": 0.0,
+                             "z_um": 0.0, "y_um": 0.0, "x_um": 0.0, "length_um": 1.0})
+    return pd.DataFrame(rows)
+
+
+def _near(spines, branch, arc):
+    """spine_ids of the rows on ``branch`` within 0.7 µm of ``arc`` (neighbours are 1.5 µm)."""
+    return spines.loc[(spines.branch_id == branch) & ((spines.arc_um - arc).abs() < 0.7),
+                      "spine_id"]
+
+
+def test_link_placed_cuts_a_replacement_the_single_links_accept(rng):
+    from spinetrack.fates import classify_fates
+    from spinetrack.params import LinkParams
+    from spinetrack.track import link_placed
+
+    # 8 sessions; the new spine is 0.3 µm along and 0.5 µm further out: about 3 spreads
+    # from the lost one's last position (the linker joins them), 6 between the means
+    placed = _placed(rng, replace=(32.0, 0.3, 0.5))
+    kept = link_placed(placed, LinkParams(split_inconsistent=False))
+    assert _near(kept, 0, 32.2).nunique() == 1
+    out = link_placed(placed, LinkParams())
+    ids = _near(out, 0, 32.2)
+    assert len(ids) == 8 and ids.nunique() == 2
+    fates = classify_fates(out, 8).set_index("spine_id")
+    assert sorted(fates.loc[ids.unique(), "fate"]) == ["lost", "restored"]
+    n_tracks = 2 * len(np.arange(2.0, 60.0, 1.5))
+    # 78 stable spines, 7 possible cuts each: the largest of 7 changes rarely passes
+    assert (fates["fate"] == "stable").sum() >= n_tracks - 1 - 2
+    clean = link_placed(_placed(rng), LinkParams())
+    assert clean.attrs["link_spread"]["n_split"] <= 1
+    assert clean.spine_id.nunique() <= n_tracks + 1
