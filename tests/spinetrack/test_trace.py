@@ -135,3 +135,13 @@ def test_dendrite_much_dimmer_than_its_neighbour_is_traced():
 def test_noise_only_stack_traces_nothing(rng):
     img = rng.normal(20.0, 4.0, (12, 200, 300)).clip(0, 255).astype(np.uint8)
     assert trace_dendrites(img, VOXEL, TraceParams()).n_branches == 0
+
+
+def test_diffuse_glow_beside_a_dendrite_makes_no_branch():
+    img, _ = tube_image(shape=(12, 200, 300), shaft_y_um=6.0, noise=4.0, seed=1)
+    zz, yy, xx = np.meshgrid(*(np.arange(n) * v for n, v in zip(img.shape, VOXEL)),
+                             indexing="ij")
+    glow = 20.0 * np.exp(-((yy - 14.0) ** 2 + (xx - 15.0) ** 2) / (2 * 3.0 ** 2)
+                         - (zz - 3.0) ** 2 / (2 * 2.0 ** 2))
+    img = np.clip(img + glow, 0, 255).astype(np.uint8)
+    assert trace_dendrites(img, VOXEL, TraceParams()).n_branches == 1
