@@ -367,7 +367,7 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params, inner=None
     far = vol[lo:hi, :, np.abs(offsets) >= 0.7 * np.abs(offsets).max()]
     noise = 1.4826 * float(np.median(np.abs(far - np.median(far)))) if far.size else 0.0
     foot = (_odd(_PEAK_UM / step), min(_odd(_PEAK_Z_UM / voxel[0]), n_z), _odd(_PEAK_UM / step))
-    peaks = (resid == ndi.maximum_filter(resid, size=foot, mode="nearest")) & (resid > _MIN_RESID)
+    peaks, plane_peak = _peak_masks(resid, foot)
     peaks[:lo] = False
     peaks[hi:] = False
     ia, iz, io = np.nonzero(peaks)
@@ -382,6 +382,7 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params, inner=None
              & (resid[ia, iz, io] >= _Z_MIN_RESID))
     keep = lateral | above
     ia, iz, io, radius, off, lateral = (a[keep] for a in (ia, iz, io, radius, off, lateral))
+    plane_only = plane_peak[ia, iz, io]
     if not len(ia):
         return pd.DataFrame()
     strength = resid[ia, iz, io]
@@ -476,7 +477,51 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params, inner=None
         "value": vol[ia, iz, io], "resid": strength, "neck_min": neck_min,
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
         "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral,
-        "outer": outer, "xwidth_um": xwidth})
+        "outer": outer, "xwidth_um": xwidth, "plane_peak": plane_only})
+
+
+def _peak_masks(resid, foot):
+    """Residual maxima: over the full footprint, plus those that are maxima only in their plane.
+
+    A head beside the shaft is often not a maximum over the neighbouring planes,
+    because the shaft's own residual (or its flank) one plane up or down, within
+    the footprint across, is brighter; that brighter maximum is then the shaft and
+    is dropped, and the head had no candidate. Maxima of the residual within their
+    own plane (footprint along z one plane) that are not maxima over the full
+    footprint are returned as well, flagged, and must pass a stricter test
+    (:func:`_plane_peak_ok`).
+
+    Returns
+    -------
+    peaks, plane_only : bool arrays shaped like ``resid``
+    """
+    bright = resid > _MIN_RESID
+    full = (resid == ndi.maximum_filter(resid, size=foot, mode="nearest")) & bright
+    if foot[1] <= 1 or not _PLANE_PEAKS:
+        return full, np.zeros_like(full)
+    plane = (resid == ndi.maximum_filter(resid, size=(foot[0], 1, foot[2]), mode="nearest")
+             ) & bright
+    return full | plane, plane & ~full
+
+
+_PLANE_PEAKS = True  # also take maxima within one plane (see _peak_masks)
+_PLANE_PEAK_MAX_SLOPE = 0.3  # ... kept only where the shaft model across the branch falls by
+                             # less than this (units of the shaft per µm) at the head: off the
+                             # shaft's flank
+
+
+def _plane_peak_ok(cands: pd.DataFrame) -> np.ndarray:
+    """Whether each candidate passes the extra test of maxima found only within their plane.
+
+    Such a maximum lies beside a brighter one of a neighbouring plane; on the
+    shaft's flank (steep shaft model across the branch) it is mostly the shaft's
+    own edge, farther out mostly a head.
+    """
+    if "plane_peak" not in cands.columns:
+        return np.ones(len(cands), bool)
+    plane = cands["plane_peak"].fillna(False).to_numpy(bool)
+    lateral = cands["lateral"].to_numpy(bool)
+    return ~plane | (lateral & (cands["slope"].to_numpy() <= _PLANE_PEAK_MAX_SLOPE))
 
 
 def _run_length(row, i, level):
@@ -579,7 +624,8 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
             & ((cands["outer"].to_numpy() <= _MAX_OUTER) | ~cands["lateral"].to_numpy(bool))
             & (neck_min >= _MIN_NECK + _NECK_SNR * cands["noise"].to_numpy())
             & (lateral_head | ((cands["xwidth_um"].to_numpy() <= _Z_MAX_WIDTH_UM)
-                               & (value <= _Z_MAX_GAP * neck_min))))
+                               & (value <= _Z_MAX_GAP * neck_min)))
+            & _plane_peak_ok(cands))
     contrast = value / np.maximum(neck_mean, 1e-6)
     filo = (length >= _FILOPODIUM_MIN_UM) & (contrast < _FILOPODIUM_CONTRAST)
     t = np.column_stack([pts["ty"].to_numpy()[j], pts["tx"].to_numpy()[j]])

@@ -277,3 +277,35 @@ def test_head_of_a_spine_rising_along_z_gets_its_own_depth():
     nearest = [found.iloc[np.argmin(np.hypot(found["y_um"] - y, found["x_um"] - x))]
                for _, y, x in heads]
     assert all(abs(row["z_um"] - 6.0) < 0.5 for row in nearest)
+
+
+def test_head_beside_a_brighter_blob_in_another_plane_is_found():
+    # a bouton 2 µm above a spine's head and 0.5 µm farther out is brighter in the residual
+    # within the peak footprint (±1.5 µm in z), so the head was no maximum; the bouton
+    # itself fails the tests, and the head had no candidate. Maxima within their own
+    # plane are candidates too.
+    from scipy import ndimage as ndi
+
+    from _tubes import _segment_distance
+
+    img, truth = tube_image(spines=[(15.0, 1, 1.0)])
+    head = truth["heads_um"][0]
+    zz, yy, xx = np.meshgrid(*(np.arange(n) * v for n, v in zip(img.shape, VOXEL)),
+                             indexing="ij")
+    blob = head + np.array([2.0, -0.5, 0.0])
+    blob_img = 1.0 * (_segment_distance(zz, yy, xx, blob, blob) <= 0.4)
+    blob_img = ndi.gaussian_filter(blob_img, (0.6 / VOXEL[0], 1.5, 1.5)) * 200
+    img = np.clip(img + blob_img, 0, 255).astype(np.uint8)
+    _, found = _detect(img)
+    spines = found[found["kind"] == "spine"]
+    assert len(spines) == 1
+    assert _matched(spines, truth["heads_um"], tol_um=0.3) == 1
+
+
+def test_maxima_within_one_plane_on_the_shaft_flank_are_not_kept():
+    from spinetrack.detect import _plane_peak_ok
+
+    cands = pd.DataFrame({"plane_peak": [False, True, True, True],
+                          "lateral": [True, True, True, False],
+                          "slope": [0.9, 0.1, 0.9, 0.0]})
+    assert _plane_peak_ok(cands).tolist() == [True, True, False, False]
