@@ -54,7 +54,7 @@ def rr30a_scores(sessions=(0, 1, 2)) -> list[dict]:
     """Detection scores and centre-line coverage on each rr30a-dev session."""
     from scipy.spatial import cKDTree
 
-    from spinetrack.compare import compare, load_truth
+    from spinetrack.compare import compare, distance_to_lines, load_truth
     from spinetrack.detect import detect_session
     from spinetrack.io import read_session
     from spinetrack.params import Params
@@ -70,11 +70,15 @@ def rr30a_scores(sessions=(0, 1, 2)) -> list[dict]:
         total = compare(spines, truth, near_um=3, sessions=[k])["detection"]["total"]
         lines = truth_lines[truth_lines["session"] == k]
         d, _ = cKDTree(tracing.lines[["y_um", "x_um"]]).query(lines[["y_um", "x_um"]])
+        truth_k = truth.spines[truth.spines["session"] == k].reset_index(drop=True)
+        counted = ((distance_to_lines(truth_k, truth.lines) <= 3)
+                   & ~truth_k["is_bad"].to_numpy(bool))
         rows.append({"session": k, "tp": total["tp"], "fp": total["fp"], "fn": total["fn"],
                      "precision": total["precision"], "recall": total["recall"],
                      "f1": total["f1"], "lines_found": float((d < 1.0).mean()),
                      "n_branches": tracing.n_branches,
-                     "n_filopodia": int((found["kind"] == "filopodium").sum())})
+                     "n_filopodia": int((found["kind"] == "filopodium").sum()),
+                     **miss_causes(session, tracing, spines, truth_k, counted)})
     return rows
 
 
@@ -233,6 +237,11 @@ def write_report(rr, syn, full, sizes, seconds_total: float) -> Path:
         lines.append(f"| {r['session']} | {r['tp']} | {r['fp']} | {r['fn']} | "
                      f"{_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | "
                      f"{_fmt(r['lines_found'], 2)} | {r['n_branches']} | {r['n_filopodia']} |")
+    if rr and all(c in rr[0] for c in MISS_CAUSES):
+        lines += ["", "Annotated spines missed, by cause (as for the synthetic spines below; "
+                      "`no candidate` and `rejected` look within the matching tolerance of the "
+                      "annotated tip):", ""]
+        lines += _cause_table(rr, "session")
     if syn:
         lines += [
             "",
@@ -262,12 +271,8 @@ def write_report(rr, syn, full, sizes, seconds_total: float) -> Path:
                 "selection test; `merged` a detection within the tolerance matched another "
                 "spine (close pairs); `other` the rest.",
                 "",
-                "| seed | missed | " + " | ".join(MISS_CAUSES) + " |",
-                "| --- | --- | " + " | ".join("---" for _ in MISS_CAUSES) + " |",
             ]
-            for r in syn + [{"seed": "total", **{c: sum(x[c] for x in syn) for c in MISS_CAUSES}}]:
-                lines.append(f"| {r['seed']} | {sum(r[c] for c in MISS_CAUSES)} | "
-                             + " | ".join(str(r[c]) for c in MISS_CAUSES) + " |")
+            lines += _cause_table(syn, "seed")
     if full:
         secs = [r["seconds"] for r in full]
         lines += [
@@ -285,6 +290,17 @@ def write_report(rr, syn, full, sizes, seconds_total: float) -> Path:
             lines.append(f"| {'×'.join(map(str, r['shape']))} | {r['seconds']:.1f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['n_branches']} | {r['n_spines']} |")
     return write_result("detect", "\n".join(lines))
+
+
+def _cause_table(rows: list[dict], key: str) -> list[str]:
+    """Markdown rows of missed spines by cause, one per session or seed and a total."""
+    out = [f"| {key} | missed | " + " | ".join(MISS_CAUSES) + " |",
+           "| --- | --- | " + " | ".join("---" for _ in MISS_CAUSES) + " |"]
+    total = {key: "total", **{c: sum(r[c] for r in rows) for c in MISS_CAUSES}}
+    for r in rows + [total]:
+        out.append(f"| {r[key]} | {sum(r[c] for c in MISS_CAUSES)} | "
+                   + " | ".join(str(r[c]) for c in MISS_CAUSES) + " |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
