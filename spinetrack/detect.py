@@ -364,6 +364,7 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params, inner=None
     resid = vol - shaft_model
     # noise of the smoothed stack, from the background far out on both sides
     lo, hi = inner if inner is not None else (0, n_arc)
+    lo_arc, hi_arc = lo, hi
     far = vol[lo:hi, :, np.abs(offsets) >= 0.7 * np.abs(offsets).max()]
     noise = 1.4826 * float(np.median(np.abs(far - np.median(far)))) if far.size else 0.0
     foot = (_odd(_PEAK_UM / step), min(_odd(_PEAK_Z_UM / voxel[0]), n_z), _odd(_PEAK_UM / step))
@@ -477,7 +478,8 @@ def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params, inner=None
         "value": vol[ia, iz, io], "resid": strength, "neck_min": neck_min,
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
         "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral,
-        "outer": outer, "xwidth_um": xwidth, "plane_peak": plane_only})
+        "outer": outer, "xwidth_um": xwidth, "plane_peak": plane_only,
+        **_z_extent(vol, resid, ia, iz, io, centre, voxel[0], (lo_arc, hi_arc))})
 
 
 def _peak_masks(resid, foot):
@@ -522,6 +524,28 @@ def _plane_peak_ok(cands: pd.DataFrame) -> np.ndarray:
     plane = cands["plane_peak"].fillna(False).to_numpy(bool)
     lateral = cands["lateral"].to_numpy(bool)
     return ~plane | (lateral & (cands["slope"].to_numpy() <= _PLANE_PEAK_MAX_SLOPE))
+
+
+def _z_extent(vol, resid, ia, iz, io, centre: int, dz_um: float, inner) -> dict:
+    """Extents along z (µm) of each head and of the branch's shaft.
+
+    ``zwidth_um``: the run of planes in the head's column where the residual is
+    above half the head's; ``shaft_zwidth_um``: the median over the branch
+    (arc indices ``inner = (lo, hi)``) of the run of planes at the centre line
+    where the value is above half the value in the centre line's plane (the
+    shaft's thickness blurred by the optics; the median ignores the spines
+    along z that lengthen it locally).
+    """
+    z_line = vol.shape[1] // 2
+    head = [_run_length(resid[a, :, o], int(z), 0.5 * resid[a, z, o])
+            for a, z, o in zip(ia, iz, io)]
+    col = vol[inner[0]:inner[1], :, centre]
+    above = col >= 0.5 * col[:, z_line:z_line + 1]
+    up = np.cumprod(above[:, z_line:], axis=1).sum(axis=1)
+    down = np.cumprod(above[:, z_line::-1], axis=1).sum(axis=1)
+    shaft = float(np.median(up + down - 1)) if len(col) else 1.0
+    return {"zwidth_um": np.asarray(head, float) * dz_um,
+            "shaft_zwidth_um": np.full(len(ia), shaft * dz_um)}
 
 
 def _run_length(row, i, level):
@@ -632,6 +656,7 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     cross = t[:, 0] * d_um[:, 2] - t[:, 1] * d_um[:, 1]
     lateral = np.linalg.norm(d_um[:, 1:], axis=1)
     side = np.where(lateral < np.abs(d_um[:, 0]) * _Z_WEIGHT, 0, np.sign(cross)).astype(int)
+    keep &= ~_thin_off_plane(cands, side)
     out = pd.DataFrame({
         "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
         "z_um": head[:, 0] * voxel[0], "y_um": head[:, 1] * voxel[1],
@@ -651,10 +676,36 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
                           surface_um=cands["surface_um"].to_numpy(),
                           slope=cands["slope"].to_numpy(),
                           noise=cands["noise"].to_numpy(),
-                          xwidth_um=cands["xwidth_um"].to_numpy())
+                          xwidth_um=cands["xwidth_um"].to_numpy(),
+                          zwidth_um=cands["zwidth_um"].to_numpy(),
+                          shaft_zwidth_um=cands["shaft_zwidth_um"].to_numpy())
     out = _dedupe(out[keep].reset_index(drop=True), voxel)
     out = _drop_on_filopodia(out)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
+
+
+_OFF_PLANE_MIN_Z = 0.6  # a head lying mostly above or below the shaft (side 0) whose residual
+                        # is thinner along z than this × the shaft's blurred thickness ...
+_OFF_PLANE_RESID = 0.2  # ... and (lateral candidates) weaker than this is noise or haze
+
+
+def _thin_off_plane(cands: pd.DataFrame, side: np.ndarray) -> np.ndarray:
+    """Heads mostly above or below the shaft that are thinner along z than the optical blur.
+
+    The microscope blurs every object along z, a head (smaller than the shaft)
+    nearly as much as the shaft, so a real head's residual spans most of the
+    shaft's blurred thickness; a residual maximum confined to fewer planes,
+    beside or within the shaft's own axial blur, is noise or haze. Lateral
+    candidates that stand out clearly (residual ``_OFF_PLANE_RESID``) are kept.
+
+    Returns
+    -------
+    ndarray of bool
+        True for the candidates to reject.
+    """
+    weak = (cands["resid"].to_numpy() < _OFF_PLANE_RESID) | ~cands["lateral"].to_numpy(bool)
+    thin = cands["zwidth_um"].to_numpy() < _OFF_PLANE_MIN_Z * cands["shaft_zwidth_um"].to_numpy()
+    return (side == 0) & thin & weak
 
 
 def _drop_on_filopodia(df: pd.DataFrame) -> pd.DataFrame:

@@ -192,6 +192,11 @@ class StatsParams(_Section):
                                     "spine reappearing there would have been linked as the same "
                                     "spine; keep it equal to --search-range, 0 to disable)", "µm",
                                     min=0.0, max=10.0, flag="--relink-radius")
+    relink_from_linker: bool = param(True, "where the linker measured how far along the branch "
+                                     "it links (its reach) and that is shorter, use the reach "
+                                     "as the relink radius: chance then avoids only the "
+                                     "stretch where a reappearing spine would really have "
+                                     "been linked")
     significance_level: float = param(0.05, "p- or q-value below which the summary and report "
                                       "call a result significant", min=1e-6, max=0.5)
 

@@ -16,6 +16,8 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,22 @@ def _stored_branch_table(res) -> pd.DataFrame | None:
     return None
 
 
+def stats_params(params: Params, link_reach_um: float | None):
+    """``params.stats`` with the relink radius the restoration test should use.
+
+    With ``relink_from_linker`` and a measured linker reach along the branch
+    (``Tracked.link_spread["reach_along_branch_um"]``, kept in the summary as
+    ``link_reach_um``) shorter than ``relink_radius_um``, the reach replaces it:
+    a spine reappearing beyond the reach is not linked, so chance must be allowed
+    to place new spines there too.
+    """
+    stats = params.stats
+    if (stats.relink_from_linker and link_reach_um is not None
+            and float(link_reach_um) < stats.relink_radius_um):
+        stats = dataclasses.replace(stats, relink_radius_um=float(link_reach_um))
+    return stats
+
+
 def recompute(results: Results, progress: ProgressCallback | None = None,
               fates: bool = True, params: Params | None = None) -> Results:
     """Re-classify fates (optionally) and recompute the branch statistics of ``results``.
@@ -117,14 +135,16 @@ def recompute(results: Results, progress: ProgressCallback | None = None,
 
     params = params or results.params
     n = _n_sessions(results)
+    stats = stats_params(params, results.summary.get("link_reach_um"))
     fate_table = results.fates
     if fates:
         report(progress, "report: fates", 0, 1)
         fate_table = classify_fates(results.spines, n, params.fates.restore_radius_um)
         report(progress, "report: fates", 1, 1)
     branches, summary = branch_statistics(
-        results.spines, fate_table, _stored_branch_table(results), n, params,
-        days=_session_days(results, n), progress=progress)
+        results.spines, fate_table, _stored_branch_table(results), n, stats,
+        days=_session_days(results, n), restore_radius_um=params.fates.restore_radius_um,
+        progress=progress)
     old = {k: v for k, v in results.summary.items() if k not in summary}
     summary = add_run_metadata({**old, **summary}, _voxel_size(results), params)
     return Results(spines=results.spines, fates=fate_table, branches=branches, summary=summary,
@@ -184,9 +204,11 @@ def results_from_tracked(series: Series, tracked, params: Params = Params(),
     from .stats import add_run_metadata, branch_statistics
 
     n = len(series)
+    reach = (tracked.link_spread or {}).get("reach_along_branch_um")
     branches, summary = branch_statistics(
-        tracked.spines, tracked.fates, tracked.branch_table, n, params.stats, days=series.days,
-        restore_radius_um=params.fates.restore_radius_um, progress=progress)
+        tracked.spines, tracked.fates, tracked.branch_table, n, stats_params(params, reach),
+        days=series.days, restore_radius_um=params.fates.restore_radius_um, progress=progress)
+    summary["link_reach_um"] = None if reach is None else float(reach)
     voxels = {tuple(s.voxel_size_um) for s in series}
     voxel: Any = list(series.voxel_size_um) if len(voxels) == 1 else [
         list(s.voxel_size_um) for s in series]

@@ -309,3 +309,34 @@ def test_maxima_within_one_plane_on_the_shaft_flank_are_not_kept():
                           "lateral": [True, True, True, False],
                           "slope": [0.9, 0.1, 0.9, 0.0]})
     assert _plane_peak_ok(cands).tolist() == [True, True, False, False]
+
+
+def test_specks_thinner_along_z_than_the_blur_beside_the_shaft_are_not_heads():
+    # rr30a's commonest false calls sit just above or below the shaft, inside its axial
+    # blur: residual maxima confined to one plane. A real head rising obliquely 2 µm above
+    # the shaft is blurred along z like the shaft and stays.
+    from scipy import ndimage as ndi
+
+    from _tubes import _segment_distance
+
+    voxel, shape = (1.0, 0.12, 0.12), (16, 120, 260)
+    zz, yy, xx = np.meshgrid(*(np.arange(n) * v for n, v in zip(shape, voxel)), indexing="ij")
+    img = 1.0 * (_segment_distance(zz, yy, xx, (7.0, 7.0, 0.5), (7.0, 7.0, 30.5)) <= 0.6)
+    head = (9.0, 7.8, 10.0)
+    img = np.maximum(img, 0.25 * (_segment_distance(zz, yy, xx, (7.0, 7.0, 10.0), head) <= 0.15))
+    img = np.maximum(img, 1.0 * (_segment_distance(zz, yy, xx, head, head) <= 0.4))
+    img = ndi.gaussian_filter(img, (1.0 / voxel[0], 0.2 / voxel[1], 0.2 / voxel[2])) * 150 + 5
+    for z, dy, x in ((9.0, 0.6, 18.0), (5.0, -0.6, 23.0)):
+        speck = (zz == z) & (np.hypot(yy - 7.0 - dy, xx - x) <= 0.35)
+        img = img + 25 * ndi.gaussian_filter(speck.astype(float), (0, 1.25, 1.25))
+    img = img + np.random.default_rng(0).normal(0, 2, shape)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    lines = pd.DataFrame({"branch_id": 0, "z": 7.0, "y": 7.0 / voxel[1],
+                          "x": np.arange(8, 250, dtype=float)})
+    tracing = tracing_from_lines(lines, voxel, img.shape, radius_um=0.6)
+    found = detect_spines(img, voxel, tracing, Params().detect)
+    spines = found[found["kind"] == "spine"]
+    assert _matched(spines, np.array([head]), tol_um=0.6) == 1
+    assert not ((spines["x_um"] - 18.0).abs() < 1.0).any()
+    assert not ((spines["x_um"] - 23.0).abs() < 1.0).any()
+    assert len(spines) == 1

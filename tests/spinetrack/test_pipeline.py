@@ -1,5 +1,6 @@
 """The whole pipeline on the tiny fixture series: contract, atomicity, cancel, CLI."""
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +10,7 @@ from spinetrack.cli import main
 from spinetrack.errors import Cancelled
 from spinetrack.io import read_series
 from spinetrack.params import Params
-from spinetrack.pipeline import STAGES, recompute, run_and_write, run_series
+from spinetrack.pipeline import STAGES, recompute, run_and_write, run_series, stats_params
 from spinetrack.results import read_results
 
 TINY = Path(__file__).resolve().parents[2] / "fixtures" / "tiny"
@@ -67,6 +68,26 @@ def test_recompute_keeps_statistics(tiny_run):
     pd.testing.assert_frame_equal(again.fates.reset_index(drop=True),
                                   res.fates.reset_index(drop=True))
     assert again.summary["fate_counts"] == res.summary["fate_counts"]
+
+
+def test_restoration_chance_avoids_only_the_linker_reach(tiny_run):
+    _, res, _ = tiny_run
+    # the tiny series has too few links to measure the reach: the fixed radius is used
+    assert res.summary["link_reach_um"] is None
+    assert res.summary["restoration"]["relink_radius_um"] == PARAMS.stats.relink_radius_um
+    # a measured reach is kept in the summary and used by recompute (edits, 'spinetrack
+    # report'), which does not relink
+    measured = dataclasses.replace(res, summary={**res.summary, "link_reach_um": 0.7})
+    assert recompute(measured).summary["restoration"]["relink_radius_um"] == 0.7
+    assert recompute(measured).summary["link_reach_um"] == 0.7
+
+
+def test_stats_params_takes_the_shorter_radius():
+    assert stats_params(PARAMS, 0.8).relink_radius_um == 0.8
+    assert stats_params(PARAMS, 5.0).relink_radius_um == PARAMS.stats.relink_radius_um
+    assert stats_params(PARAMS, None).relink_radius_um == PARAMS.stats.relink_radius_um
+    fixed = PARAMS.replace(relink_from_linker=False)
+    assert stats_params(fixed, 0.8).relink_radius_um == PARAMS.stats.relink_radius_um
 
 
 def test_cancel_leaves_previous_results_intact(tiny_run, tmp_path):
