@@ -8,8 +8,9 @@ Writes ``bench/results/detect.md``:
 1. Accuracy on rr30a-dev: precision, recall and F1 of the spine detections of
    each session against the person's annotations, restricted to spines within
    3 µm of the annotated centre lines (``compare(..., near_um=3)``; match within
-   1.2 µm laterally and 2.5 µm axially), and how much of the annotated centre
-   lines the tracing found.
+   1.2 µm laterally and 2.5 µm axially), how much of the annotated centre
+   lines the tracing found, and the missed annotated spines by cause
+   (:func:`miss_causes`).
 2. Accuracy on the synthetic ``realistic`` preset (one session, seeds 0–2):
    against every truth spine, and against the spines the generator marks
    ``visible`` (the others are counted as neither found nor missed: too dim, or
