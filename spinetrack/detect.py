@@ -486,9 +486,9 @@ def _peak_masks(resid, foot):
     """Residual maxima: over the full footprint, plus those that are maxima only in their plane.
 
     A head beside the shaft is often not a maximum over the neighbouring planes,
-    because the shaft's own residual (or its flank) one plane up or down, within
-    the footprint across, is brighter; that brighter maximum is then the shaft and
-    is dropped, and the head had no candidate. Maxima of the residual within their
+    because something on another plane within the footprint (the shaft's flank
+    where the shaft bends in depth, a bouton above the head) has a larger
+    residual; when that maximum is then rejected, the head had no candidate. Maxima of the residual within their
     own plane (footprint along z one plane) that are not maxima over the full
     footprint are returned as well, flagged, and must pass a stricter test
     (:func:`_plane_peak_ok`).
