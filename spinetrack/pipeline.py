@@ -191,7 +191,9 @@ def run_series(series: Series, params: Params = Params(),
 
     tracked = track_series(series, tracings, detections, params,
                            progress=sub_progress(progress, "track"))
-    return results_from_tracked(series, tracked, params, sub_progress(progress, "statistics"))
+    res = results_from_tracked(series, tracked, params, sub_progress(progress, "statistics"))
+    res.summary["calls"] = "automatic"  # detections from this run, not a person's
+    return res
 
 
 def results_from_tracked(series: Series, tracked, params: Params = Params(),

@@ -107,7 +107,20 @@ def findings(summary: dict[str, Any], branches: pd.DataFrame) -> list[str]:
     if n > 1:
         tr = ", ".join(f"{v:.2f}" if v is not None else "n/a" for v in summary["turnover_ratio"])
         out.append(f"Turnover ratio per interval (gained + lost) / (2 × earlier count): {tr}.")
+    if n > 1 and summary.get("calls") == "automatic" and not (
+            summary.get("edits") or {}).get("applied"):
+        out.append(UNCHECKED)
     return out
+
+
+#: Said after the findings of automatic calls that nobody has corrected yet.
+UNCHECKED = ("These fates come from automatic detection and linking that nobody has checked "
+             "yet. On real two-photon data (rr30a-dev, bench/RESULTS.md) the detector misses "
+             "or adds about a quarter of a person's spines, and every miss or false call "
+             "becomes a loss, a formation or a restoration, so the automatic run calls about "
+             "twice the person's losses and the tests above inherit that. Check and correct "
+             "the calls in napari (napari --plugin spinetrack RESULTS_FOLDER) before relying "
+             "on them.")
 
 
 def _img(png: bytes, alt: str) -> str:

@@ -82,6 +82,18 @@ def test_restoration_chance_avoids_only_the_linker_reach(tiny_run):
     assert recompute(measured).summary["link_reach_um"] == 0.7
 
 
+def test_findings_say_that_automatic_calls_are_unchecked(tiny_run):
+    from spinetrack.report import UNCHECKED, findings
+
+    _, res, _ = tiny_run
+    assert res.summary["calls"] == "automatic"
+    assert findings(res.summary, res.branches)[-1] == UNCHECKED
+    corrected = {**res.summary, "edits": {"applied": 3, "skipped": 0}}
+    assert UNCHECKED not in findings(corrected, res.branches)
+    person = {k: v for k, v in res.summary.items() if k != "calls"}  # e.g. spinetrack track
+    assert UNCHECKED not in findings(person, res.branches)
+
+
 def test_stats_params_takes_the_shorter_radius():
     assert stats_params(PARAMS, 0.8).relink_radius_um == 0.8
     assert stats_params(PARAMS, 5.0).relink_radius_um == PARAMS.stats.relink_radius_um
