@@ -119,8 +119,8 @@ UNCHECKED = ("These fates come from automatic detection and linking that nobody 
              "or adds about a quarter of a person's spines, and every miss or false call "
              "becomes a loss, a formation or a restoration, so the automatic run calls about "
              "twice the person's losses and the tests above inherit that. Check and correct "
-             "the calls in napari (napari --plugin spinetrack RESULTS_FOLDER) before relying "
-             "on them.")
+             "the calls in napari (napari --plugin spinetrack RESULTS_FOLDER; Shift-N steps "
+             "through them) before relying on them.")
 
 
 def _img(png: bytes, alt: str) -> str:

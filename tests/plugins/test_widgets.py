@@ -331,3 +331,27 @@ def test_report_of_the_corrected_tables(editing):
     assert edit.write_report(), edit.status.text()
     assert "report written" in edit.status.text()
     assert (folder / "report.html").exists()
+
+
+def test_review_steps_through_the_calls_to_check(editing, screenshot_dir):
+    viewer, edit, table, folder = editing
+    viewer.window.add_dock_widget(edit, area="right")
+    layer = viewer.layers["spines"]
+    f = layer.features
+    n_calls = int((f.drop_duplicates("spine_id")["fate"] != "stable").sum())
+    assert edit.review(1), edit.status.text()
+    (first,) = layer.selected_data
+    assert f["fate"].iloc[first] != "stable"
+    assert int(round(viewer.dims.point[0])) == f["session"].iloc[first]
+    assert f"call 1 of {n_calls}" in edit.status.text()
+    assert edit.review(1) and layer.selected_data != {first}
+    assert edit.review(-1) and layer.selected_data == {first}
+    assert edit.review(-1) and f"call {n_calls} of {n_calls}" in edit.status.text()
+    edit.review(1)
+    viewer.window.screenshot(str(screenshot_dir / "review_call.png"), canvas_only=False,
+                             flash=False)
+    # after an edit the queue is read again from the corrected tables
+    assert edit.delete_selected()
+    assert edit.review(1)
+    (i,) = layer.selected_data
+    assert layer.features["fate"].iloc[i] != "stable"

@@ -311,8 +311,8 @@ class SpinetrackState:
     def view_state(self) -> dict[str, Any]:
         viewer = self.viewer
         return {"point": [float(p) for p in viewer.dims.point],
-                "camera_center": [float(c) for c in _camera(viewer).center],
-                "camera_zoom": float(_camera(viewer).zoom),
+                "camera_center": [float(c) for c in viewer_camera(viewer).center],
+                "camera_zoom": float(viewer_camera(viewer).zoom),
                 "selected_branch": self.selected_branch,
                 "visible": {role: bool(layer.visible) for role in _ROLES
                             if (layer := self.layer(role)) is not None}}
@@ -326,7 +326,7 @@ class SpinetrackState:
         point = view.get("point")
         if point and len(point) == viewer.dims.ndim:
             viewer.dims.point = point
-        camera = _camera(viewer)
+        camera = viewer_camera(viewer)
         if view.get("camera_center"):
             camera.center = view["camera_center"]
         if view.get("camera_zoom"):
@@ -343,7 +343,7 @@ class SpinetrackState:
         return self.project.save(folder)
 
 
-def _camera(viewer):
+def viewer_camera(viewer):
     """The viewer's camera (``viewer.scene.camera`` from napari 0.9 on)."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None else viewer.camera

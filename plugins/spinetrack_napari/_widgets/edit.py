@@ -3,7 +3,9 @@
 Every button builds a :class:`spinetrack.edits.Edit` and hands it to the
 project (library code); the widget only reads the selection and the cursor.
 Shortcuts (viewer-wide): Shift-A add at cursor, Shift-D delete selected,
-Shift-M move selected to cursor, Shift-J join, Shift-S split, Shift-Z undo.
+Shift-M move selected to cursor, Shift-J join, Shift-S split, Shift-Z undo,
+Shift-N / Shift-P next / previous call to check (:func:`spinetrack.review.review_queue`:
+every lost, restored, formed or transient spine, branch by branch).
 napari's own point tools on the spines layer (add mode, delete, dragging a
 selected point) make the same edits.
 """
@@ -16,11 +18,12 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBo
 from spinetrack.edits import Edit, EditError
 from spinetrack.errors import SpinetrackError
 from spinetrack.fates import FATES
+from spinetrack.review import review_queue
 
 from .._convert import FATE_COLORS
 from ._close_guard import ask_unsaved, install_close_guard
 from ._jobs import start_job
-from ._state import state_for
+from ._state import state_for, viewer_camera
 
 __all__ = ["EditWidget"]
 
@@ -60,6 +63,20 @@ class EditWidget(QWidget):
         fate_row.addWidget(self.fate)
         fate_row.addWidget(set_fate)
 
+        review_row = QHBoxLayout()
+        self._review_pos = -1
+        for key, text, shortcut, step in (("previous", "Previous call", "Shift-P", -1),
+                                          ("next", "Next call to check", "Shift-N", 1)):
+            b = QPushButton(f"{text}  [{shortcut}]")
+            b.setToolTip("step through every lost, restored, formed and transient spine, "
+                         "branch by branch: the viewer jumps to the session and place to "
+                         "look at and selects the spine")
+            slot = (lambda step=step: self.review(step))
+            b.clicked.connect(slot)
+            self.buttons[key] = b
+            review_row.addWidget(b)
+            napari_viewer.bind_key(shortcut, _key(slot), overwrite=True)
+
         self.autosave = QCheckBox("Save after every edit")
         self.autosave.setChecked(True)
         self.autosave.toggled.connect(self._autosave_toggled)
@@ -81,6 +98,7 @@ class EditWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(grid)
         layout.addLayout(fate_row)
+        layout.addLayout(review_row)
         layout.addLayout(save_row)
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -188,6 +206,30 @@ class EditWidget(QWidget):
         last = self.state.undo()
         self._say("nothing to undo" if last is None else f"undone: {last.describe()}")
         return last is not None
+
+    def review(self, step: int = 1) -> bool:
+        """Go to the next (``step`` 1) or previous (-1) call to check and select it."""
+        project = self.state.project
+        if project is None:
+            self._say("open a spinetrack results folder or run detection first")
+            return False
+        queue = review_queue(project.results.spines, project.results.fates)
+        if not len(queue):
+            self._say("nothing to check: every spine is stable")
+            return False
+        self._review_pos = (self._review_pos + step) % len(queue)
+        call = queue.iloc[self._review_pos]
+        viewer = self.viewer
+        viewer.dims.set_point(0, int(call["session"]))
+        if viewer.dims.ndim >= 4:
+            viewer.dims.set_point(1, float(call["z_um"]))
+        viewer_camera(viewer).center = (float(call["y_um"]), float(call["x_um"]))
+        layer = self.state.layer("spines")
+        if layer is not None and int(call["row"]) < len(layer.data):
+            layer.selected_data = {int(call["row"])}
+        self._say(f"call {self._review_pos + 1} of {len(queue)}: {call['what']} "
+                  f"(branch {int(call['branch_id'])} at {call['arc_um']:.1f} µm)")
+        return True
 
     # ------------------------------------------------------------------ saving
     def _autosave_toggled(self, on: bool) -> None:
