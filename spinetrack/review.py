@@ -48,26 +48,23 @@ def review_queue(spines: pd.DataFrame, fates: pd.DataFrame,
     if not len(spines) or not len(fates):
         return pd.DataFrame({c: pd.Series(dtype=object) for c in QUEUE_COLUMNS})
     sp = spines.reset_index(drop=True)
-    fate = fates.set_index("spine_id")
-    todo = fate[fate["fate"].isin(fates_to_check)]
+    by_id = sp.groupby("spine_id")["session"]
+    first, last = by_id.idxmin(), by_id.idxmax()
+    todo = fates[fates["fate"].isin(fates_to_check) & fates["spine_id"].isin(first.index)]
     pos = position_columns(sp)
     rows = []
-    for sid, f in todo.iterrows():
-        obs = sp.index[sp["spine_id"] == sid]
-        if not len(obs):
-            continue
-        sessions = sp.loc[obs, "session"]
-        at = sessions.idxmax() if f["fate"] == "lost" else sessions.idxmin()
+    for sid, fate, restored_from in zip(todo["spine_id"], todo["fate"], todo["restored_from"]):
+        at = last[sid] if fate == "lost" else first[sid]
         k = int(sp.at[at, "session"])
-        if f["fate"] == "lost":
+        if fate == "lost":
             what = f"spine {sid} lost after session {k}"
-        elif f["fate"] == "restored":
+        elif fate == "restored":
             what = f"spine {sid} new in session {k}, restored at the site of spine " \
-                   f"{int(f['restored_from'])}"
+                   f"{int(restored_from)}"
         else:
-            what = f"spine {sid} {f['fate']}, new in session {k}"
+            what = f"spine {sid} {fate}, new in session {k}"
         z, y, x = (float(v) for v in sp.loc[at, pos])
-        rows.append([int(at), int(sid), f["fate"], k, int(sp.at[at, "branch_id"]),
+        rows.append([int(at), int(sid), fate, k, int(sp.at[at, "branch_id"]),
                      float(sp.at[at, "arc_um"]), z, y, x, what])
     out = pd.DataFrame(rows, columns=QUEUE_COLUMNS)
     return out.sort_values(["branch_id", "arc_um", "session"], kind="stable") \
