@@ -157,9 +157,9 @@ def _candidates(image, voxel_size_um, tracing, params, progress):
     volumes = []
     for k, (bid, idx) in enumerate(groups):
         pts = _extend_ends(frame.points.iloc[idx], n_ext, voxel)
-        volumes.append((bid, idx, pts, _straighten(stack, pts, voxel, offsets, dz, params)))
+        volumes.append((pts, _straighten(stack, pts, voxel, offsets, dz, params)))
         report(progress, "detect", k + 1, 2 * len(groups))
-    centre = [v[n_ext:len(v) - n_ext, nzr, len(offsets) // 2] for _, _, _, v in volumes]
+    centre = [v[n_ext:len(v) - n_ext, nzr, len(offsets) // 2] for _, v in volumes]
     shaft = float(np.median(np.concatenate(centre))) - bg
     if not np.isfinite(shaft) or shaft <= 0:
         return None, frame
@@ -170,15 +170,15 @@ def _candidates(image, voxel_size_um, tracing, params, progress):
         parent = dict(zip(hidden["branch_id"], hidden["parent_id"]))
         frame.points["report_id"] = frame.points["branch_id"].map(
             lambda b: parent.get(b, b)).astype(int)
+        hidden_ids = set(hidden["branch_id"])
         for bid, idx in frame.points.groupby("branch_id", sort=True).indices.items():
-            if bid in set(hidden["branch_id"]):
+            if bid in hidden_ids:
                 pts = _extend_ends(frame.points.iloc[idx], n_ext, voxel)
-                volumes.append((bid, idx, pts, _straighten(stack, pts, voxel, offsets, dz,
-                                                           params)))
+                volumes.append((pts, _straighten(stack, pts, voxel, offsets, dz, params)))
     rows = []
-    for k, (bid, idx, pts, vol) in enumerate(volumes):
+    for k, (pts, vol) in enumerate(volumes):
         vol = (vol - np.float32(bg)) / np.float32(shaft)
-        rows.append(_branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params,
+        rows.append(_branch_peaks(vol, pts, offsets, dz, step, voxel, params,
                                   inner=(n_ext, len(pts) - n_ext)))
         report(progress, "detect", len(groups) + k + 1, len(groups) + len(volumes))
     cands = pd.concat(rows, ignore_index=True) if rows else None
@@ -347,8 +347,7 @@ def _odd(x: float) -> int:
     return max(1, int(round(x)) | 1)
 
 
-def _branch_peaks(vol, pts, idx, offsets, dz, step, voxel, params, inner=None
-                  ) -> pd.DataFrame:
+def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None) -> pd.DataFrame:
     """Residual maxima of one straightened branch with their measurements.
 
     ``inner = (lo, hi)``: only peaks at arc indices ``lo <= i < hi`` are taken (the
