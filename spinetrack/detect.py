@@ -145,7 +145,8 @@ def _candidates(image, voxel_size_um, tracing, params, progress):
         report(progress, "detect", 1, 1)
         return None, None
     step = float(min(voxel[1], voxel[2]))
-    frame = _Frame(_unbend(lines, voxel), voxel, step)
+    lines = _unbend(lines, voxel)
+    frame = _Frame(lines, voxel, step)
     bg = float(np.median(stack[:, ::4, ::4]))
     reach_um = float(frame.points["radius_um"].max()) + params.max_spine_length_um + 0.5
     offsets = np.arange(-np.ceil(reach_um / step), np.ceil(reach_um / step) + 1) * step
