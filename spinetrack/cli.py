@@ -416,7 +416,10 @@ def _cmd_track(args) -> int:
     bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
     try:
         tracked = track_series(series, tracings, detections, params, progress=bar)
-        res = results_from_tracked(series, tracked, params, progress=bar)
+        # tables written by 'spinetrack detect' carry the detector's score; a person's do not
+        automatic = all("score" in d.columns for d in detections)
+        res = results_from_tracked(series, tracked, params, progress=bar,
+                                   calls="automatic" if automatic else None)
     finally:
         bar.close()
     write_results(res, args.out)

@@ -191,17 +191,19 @@ def run_series(series: Series, params: Params = Params(),
 
     tracked = track_series(series, tracings, detections, params,
                            progress=sub_progress(progress, "track"))
-    res = results_from_tracked(series, tracked, params, sub_progress(progress, "statistics"))
-    res.summary["calls"] = "automatic"  # detections from this run, not a person's
-    return res
+    return results_from_tracked(series, tracked, params, sub_progress(progress, "statistics"),
+                                calls="automatic")
 
 
 def results_from_tracked(series: Series, tracked, params: Params = Params(),
-                         progress: ProgressCallback | None = None) -> Results:
+                         progress: ProgressCallback | None = None,
+                         calls: str | None = None) -> Results:
     """Branch statistics of a tracked series, gathered into :class:`Results`.
 
     ``tracked`` is what :func:`spinetrack.track.track_series` returns; used by
     :func:`run_series` and by ``spinetrack track`` (detections read from files).
+    ``calls="automatic"`` records in the summary that the spines come from the
+    detector, not from a person (the findings then remind that they are a draft).
     """
     from .stats import add_run_metadata, branch_statistics
 
@@ -211,6 +213,8 @@ def results_from_tracked(series: Series, tracked, params: Params = Params(),
         tracked.spines, tracked.fates, tracked.branch_table, n, stats_params(params, reach),
         days=series.days, restore_radius_um=params.fates.restore_radius_um, progress=progress)
     summary["link_reach_um"] = None if reach is None else float(reach)
+    if calls is not None:
+        summary["calls"] = calls
     voxels = {tuple(s.voxel_size_um) for s in series}
     voxel: Any = list(series.voxel_size_um) if len(voxels) == 1 else [
         list(s.voxel_size_um) for s in series]

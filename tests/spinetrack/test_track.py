@@ -178,6 +178,16 @@ def test_track_command_writes_a_results_folder(tmp_path, rng, check_contract):
     assert sorted(fates.present) == ["01", "10", "11"]
     assert (out / "registration.json").exists()
     assert check_contract(out, 2) == []
+    # detector tables (with a score) are automatic calls; a person's table is not
+    import json
+
+    assert json.loads((out / "summary.json").read_text())["calls"] == "automatic"
+    for k in range(2):
+        p = det_dir / f"day{k}_spines.csv"
+        pd.read_csv(p).drop(columns=["score"]).to_csv(p, index=False)
+    assert main(["-q", "track", *files, "--detections", str(det_dir), "--out",
+                 str(tmp_path / "person"), "--n-permutations", "100"]) == 0
+    assert "calls" not in json.loads((tmp_path / "person" / "summary.json").read_text())
     # a missing detection file is a one-line input error
     (det_dir / "day1_spines.csv").unlink()
     assert main(["-q", "track", *files, "--detections", str(det_dir), "--out",
