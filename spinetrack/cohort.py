@@ -404,6 +404,13 @@ def _jitter(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-0.12, 0.12, n)
 
 
+def _series_dots(ax, i: int, series: pd.DataFrame, condition, column: str, color: str) -> None:
+    """One dot per series of ``condition`` at x = ``i`` (jittered): ``column``'s value."""
+    s = series[series["condition"] == condition]
+    ax.scatter(i + _jitter(len(s), i), s[column].astype(float), s=22, color=color,
+               edgecolor="k", linewidth=0.5, zorder=3)
+
+
 def loss_figure(summary: pd.DataFrame):
     """Loss fraction per series (dots) and pooled per condition (bar, 95% Wilson CI)."""
     from matplotlib.figure import Figure
@@ -417,9 +424,7 @@ def loss_figure(summary: pd.DataFrame):
         ax.bar(i, frac, width=0.6, color="#D55E00", alpha=0.35)
         if np.isfinite(lo):
             ax.errorbar(i, frac, yerr=[[frac - lo], [hi - frac]], color="#333", capsize=4)
-        s = series[series["condition"] == c["condition"]]
-        ax.scatter(i + _jitter(len(s), i), s["loss_fraction"].astype(float), s=22,
-                   color="#D55E00", edgecolor="k", linewidth=0.5, zorder=3)
+        _series_dots(ax, i, series, c["condition"], "loss_fraction", "#D55E00")
     ax.set_xticks(range(len(conds)), list(conds["condition"]))
     ax.set_ylabel("session-0 spines lost (fraction)")
     ax.set_ylim(0, 1)
@@ -441,9 +446,7 @@ def clustering_figure(summary: pd.DataFrame):
             p = c["loss_clustering_p"]
             ax.annotate(f"p = {float(p):.2g}", (i, float(d)), ha="center", va="bottom",
                         fontsize=8, xytext=(0, 3), textcoords="offset points")
-        s = series[series["condition"] == c["condition"]]
-        ax.scatter(i + _jitter(len(s), i), s["loss_clustering_statistic"].astype(float), s=22,
-                   color="#0072B2", edgecolor="k", linewidth=0.5, zorder=3)
+        _series_dots(ax, i, series, c["condition"], "loss_clustering_statistic", "#0072B2")
     ax.axhline(1.0, color="#9a9a9a", linestyle="--", linewidth=1)
     ax.set_xticks(range(len(conds)), list(conds["condition"]))
     ax.set_ylabel("dispersion index D of losses")
