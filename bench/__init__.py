@@ -16,3 +16,12 @@ def write_result(area: str, text: str) -> _Path:
     out = RESULTS_DIR / f"{area}.md"
     out.write_text(text if text.endswith("\n") else text + "\n")
     return out
+
+
+def publish(area: str, text: str, quick: bool = False) -> int:
+    """Print ``text`` (a ``--quick`` run) or write it as the area's results; exit status 0."""
+    if quick:
+        print(text)
+    else:
+        print(f"wrote {write_result(area, text)}")
+    return 0

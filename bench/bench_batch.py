@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import write_result
+from bench import publish
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -175,11 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "cores as workers the wall time is about Σ CPU s / workers plus start-up.",
     ]
     text = "\n".join(lines) + "\n"
-    if args.quick:
-        print(text)
-        return 0
-    print(f"wrote {write_result('batch', text)}")
-    return 0
+    return publish('batch', text, args.quick)
 
 
 if __name__ == "__main__":

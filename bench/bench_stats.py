@@ -40,7 +40,7 @@ from spinetrack.stats import (
     loss_pvalues,
 )
 
-from bench import write_result
+from bench import publish
 
 HERE = Path(__file__).resolve().parent
 ALPHA = 0.05
@@ -340,11 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {t['n_ids']} | {t['n_rows']} | {t['n_branches']} | {t['n_sessions']} "
                      f"| {t['n_new']} | {t['seconds']:.1f} | {t['peak_rss_mb']:.0f} MB |")
     text = "\n".join(lines) + "\n"
-    if args.quick:
-        print(text)
-        return 0
-    print(f"wrote {write_result('stats', text)}")
-    return 0
+    return publish('stats', text, args.quick)
 
 
 if __name__ == "__main__":
