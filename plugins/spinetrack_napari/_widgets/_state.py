@@ -29,14 +29,21 @@ _STATES: dict[int, SpinetrackState] = {}
 _ROLES = ("sessions", "branches", "identities", "spines")
 
 
-def state_for(viewer) -> SpinetrackState:
-    """The controller of ``viewer`` (created on first use)."""
+def state_for(viewer, attach: bool = False) -> SpinetrackState:
+    """The controller of ``viewer`` (created on first use).
+
+    ``attach``: without a project yet, take up the spinetrack layers the viewer
+    already shows (:meth:`SpinetrackState.attach`), as a widget docked after
+    opening a results folder needs.
+    """
     key = id(viewer)
     state = _STATES.get(key)
     if state is None or state.viewer is not viewer:
         state = SpinetrackState(viewer)
         _STATES[key] = state
         weakref.finalize(viewer, _STATES.pop, key, None)
+    if attach and state.project is None:
+        state.attach()
     return state
 
 

@@ -35,9 +35,7 @@ class BranchTableWidget(QWidget):
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.state = state_for(napari_viewer)
-        if self.state.project is None:
-            self.state.attach()
+        self.state = state_for(napari_viewer, attach=True)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels([h for _, h, _ in COLUMNS])
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)

@@ -34,9 +34,7 @@ class EditWidget(QWidget):
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.state = state_for(napari_viewer)
-        if self.state.project is None:
-            self.state.attach()
+        self.state = state_for(napari_viewer, attach=True)
 
         self.buttons: dict[str, QPushButton] = {}
         grid = QGridLayout()
