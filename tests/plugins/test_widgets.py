@@ -335,7 +335,7 @@ def test_report_of_the_corrected_tables(editing):
 
 def test_review_steps_through_the_calls_to_check(editing, screenshot_dir):
     viewer, edit, table, folder = editing
-    viewer.window.add_dock_widget(edit, area="right")
+    viewer.window.add_dock_widget(edit, area="right", name="Correct spines")
     layer = viewer.layers["spines"]
     f = layer.features
     n_calls = int((f.drop_duplicates("spine_id")["fate"] != "stable").sum())
