@@ -123,7 +123,8 @@ def make_branches(cfg: SynthConfig, rng: np.random.Generator, box, n_target: int
     branches : DataFrame
         ``branch_id, length_um, radius_um, start_kind, end_kind, dendrite``.
     stubs : DataFrame
-        ``stub, point, z_um, y_um, x_um, radius_um`` of the bare continuations.
+        ``stub, point, z_um, y_um, x_um, radius_um, branch_id`` of the bare
+        continuations (``branch_id``: the branch each continues).
     """
     outer = box if outer is None else outer
     (zlo, zhi), (ylo, yhi), (xlo, xhi) = box
@@ -201,9 +202,9 @@ def make_branches(cfg: SynthConfig, rng: np.random.Generator, box, n_target: int
     for i, (pts, seg) in enumerate(stubs):
         srows.append(pd.DataFrame({
             "stub": i, "point": np.arange(len(pts)), "z_um": pts[:, 0], "y_um": pts[:, 1],
-            "x_um": pts[:, 2], "radius_um": brows[seg]["radius_um"]}))
+            "x_um": pts[:, 2], "radius_um": brows[seg]["radius_um"], "branch_id": seg}))
     stub_df = (pd.concat(srows, ignore_index=True) if srows else pd.DataFrame(
-        columns=["stub", "point", "z_um", "y_um", "x_um", "radius_um"]))
+        columns=["stub", "point", "z_um", "y_um", "x_um", "radius_um", "branch_id"]))
     return pd.concat(rows, ignore_index=True), pd.DataFrame(brows), stub_df
 
 
@@ -224,16 +225,25 @@ def branch_frame(lines: pd.DataFrame, branch_id: np.ndarray, arc: np.ndarray):
         sel = branch_id == b
         if not sel.any():
             continue
-        a = grp["arc_um"].to_numpy()
-        pts = grp[["z_um", "y_um", "x_um"]].to_numpy()
-        for i in range(3):
-            centre[sel, i] = np.interp(arc[sel], a, pts[:, i])
-        d = np.gradient(pts, a, axis=0)
-        for i in range(3):
-            tangent[sel, i] = np.interp(arc[sel], a, d[:, i])
-        radius[sel] = np.interp(arc[sel], a, grp["radius_um"].to_numpy())
-    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+        centre[sel], tangent[sel], radius[sel] = frame_at(line_arrays(grp), arc[sel])
     return centre, tangent, radius
+
+
+def line_arrays(line: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(arc, points, derivative, radius) arrays of one branch's centre line, for :func:`frame_at`."""
+    a = line["arc_um"].to_numpy(dtype=float)
+    pts = line[["z_um", "y_um", "x_um"]].to_numpy(dtype=float)
+    return a, pts, np.gradient(pts, a, axis=0), line["radius_um"].to_numpy(dtype=float)
+
+
+def frame_at(arrays, arc: np.ndarray):
+    """Centre, unit tangent and radius at ``arc`` on one branch (``arrays`` from :func:`line_arrays`)."""
+    a, pts, d, rad = arrays
+    arc = np.asarray(arc, dtype=float)
+    centre = np.column_stack([np.interp(arc, a, pts[:, i]) for i in range(3)])
+    tangent = np.column_stack([np.interp(arc, a, d[:, i]) for i in range(3)])
+    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+    return centre, tangent, np.interp(arc, a, rad)
 
 
 def _left_normal(tangent):
@@ -264,11 +274,27 @@ def spine_shapes(lines, spines: pd.DataFrame) -> pd.DataFrame:
     out = spines.copy()
     centre, tangent, radius = branch_frame(lines, out["branch_id"].to_numpy(),
                                            out["arc_um"].to_numpy())
+    arrays = shape_points(centre, tangent, radius, out["side"].to_numpy(dtype=float),
+                          out["elevation_deg"].to_numpy(dtype=float),
+                          out["azimuth_deg"].to_numpy(dtype=float),
+                          out["length_um"].to_numpy(dtype=float))
+    for name, arr in zip("cbhd", arrays):
+        out[name + "z"], out[name + "y"], out[name + "x"] = arr[:, 0], arr[:, 1], arr[:, 2]
+    out["shaft_radius_um"] = radius
+    return out
+
+
+def shape_points(centre, tangent, radius, side, elevation_deg, azimuth_deg, length_um):
+    """Centre, base, head and unit direction ((n, 3) each) of spines at a branch frame.
+
+    The direction leaves the shaft to the ``side`` (+1 left, -1 right, 0 along
+    z), turned ``azimuth_deg`` along the branch and ``elevation_deg`` out of the
+    image plane; the base is on the shaft surface, the head ``length_um`` beyond.
+    """
     left, along = _left_normal(tangent)
-    side = out["side"].to_numpy(dtype=float)
-    lateral = np.where(side[:, None] < 0, -left, left)
-    el = np.deg2rad(out["elevation_deg"].to_numpy())
-    az = np.deg2rad(out["azimuth_deg"].to_numpy())
+    lateral = np.where(np.asarray(side, float)[:, None] < 0, -left, left)
+    el = np.deg2rad(elevation_deg)
+    az = np.deg2rad(azimuth_deg)
     horiz = np.cos(az)[:, None] * lateral + np.sin(az)[:, None] * along
     zhat = np.array([1.0, 0.0, 0.0])
     direction = np.cos(el)[:, None] * horiz + np.sin(el)[:, None] * zhat
@@ -276,11 +302,8 @@ def spine_shapes(lines, spines: pd.DataFrame) -> pd.DataFrame:
     perp = direction - np.sum(direction * tangent, axis=1, keepdims=True) * tangent
     perp /= np.linalg.norm(perp, axis=1, keepdims=True)
     base = centre + radius[:, None] * perp
-    head = base + out["length_um"].to_numpy()[:, None] * direction
-    for name, arr in (("c", centre), ("b", base), ("h", head), ("d", direction)):
-        out[name + "z"], out[name + "y"], out[name + "x"] = arr[:, 0], arr[:, 1], arr[:, 2]
-    out["shaft_radius_um"] = radius
-    return out
+    head = base + np.asarray(length_um, float)[:, None] * direction
+    return centre, base, head, direction
 
 
 def filopodium_shapes(lines, filo: pd.DataFrame) -> pd.DataFrame:

@@ -98,6 +98,13 @@ class SynthConfig:
     shaft_brightness : float
         Fluorophore density of shafts relative to spines (rr30a's shafts are
         about 1.5 times brighter than a same-sized head would be).
+    spine_gap_um : float
+        Smallest distance between the surfaces of any two spines present in one
+        session (heads and necks) and between a spine and a dendrite's shaft, µm
+        (:mod:`spinetrack.synth.placement`). 0.15 µm: room for the thinnest
+        unmyelinated axons or glial processes of the neuropil (0.1–0.2 µm)
+        between two membranes; spines seen to touch in light microscopy are
+        separated by at least that in electron micrographs.
     min_snr : float
         A spine head whose noise-free peak is below this many noise standard
         deviations is marked ``visible = False`` in the truth.
@@ -142,6 +149,7 @@ class SynthConfig:
     dim_puncta_per_1000um2: float = 80.0
     shaft_texture: float = 0.3
     shaft_brightness: float = 2.0
+    spine_gap_um: float = 0.15
     min_snr: float = 2.0
 
     def replace(self, **changes: Any) -> "SynthConfig":

@@ -14,6 +14,7 @@ from ..progress import ProgressCallback, report
 from . import render
 from .dynamics import simulate_presence
 from .geometry import make_axons, make_branches, make_puncta, spine_shapes
+from .placement import SpinePlacer
 from .presets import PRESETS, SynthConfig, get_preset
 from .transform import SessionTransform, identity_transform, random_transform
 
@@ -97,28 +98,6 @@ def _check_args(preset, n_sessions, days, shape):
     return cfg, n_sessions, days
 
 
-def _draw_spine_shapes(cfg: SynthConfig, rng, n: int) -> pd.DataFrame:
-    """Shape parameters of ``n`` spines (fixed for a spine's life)."""
-    zspine = rng.random(n) < cfg.z_spine_fraction
-    side = np.where(rng.random(n) < 0.5, 1, -1)
-    elevation = np.where(zspine, rng.choice([-1, 1], n) * rng.uniform(60, 80, n),
-                         rng.uniform(-35, 35, n))
-    lo, hi = cfg.head_radius_um
-    head = lo + (hi - lo) * rng.random(n) ** 3  # most heads small, a few large
-    lo, hi = cfg.spine_length_um
-    length = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
-    length = np.maximum(length, 0.8 * head + 0.35)
-    bright = rng.uniform(0.7, 1.3, n)
-    dim = rng.random(n) < cfg.dim_spine_fraction
-    head = np.where(dim, rng.uniform(cfg.head_radius_um[0] * 0.7, cfg.head_radius_um[0], n), head)
-    bright = np.where(dim, rng.uniform(0.25, 0.5, n), bright)
-    return pd.DataFrame({
-        "side": np.where(zspine, 0, side), "elevation_deg": elevation,
-        "azimuth_deg": rng.uniform(-30, 30, n), "length_um": length, "head_radius_um": head,
-        "neck_radius_um": rng.uniform(*cfg.neck_radius_um, n), "brightness": bright,
-        "near_limit": dim})
-
-
 def _filopodia(cfg, rng, branches, lines, n_sessions) -> pd.DataFrame:
     total = float(branches["length_um"].sum())
     n = rng.poisson(cfg.filopodia_per_um * total)
@@ -138,16 +117,6 @@ def _filopodia(cfg, rng, branches, lines, n_sessions) -> pd.DataFrame:
         "azimuth_deg": rng.uniform(-45, 45, n), "length_um": rng.uniform(2.5, 5.0, n),
         "first_session": first, "last_session": last})
     return spine_shapes(lines, filo)
-
-
-def _session_instances(cfg, shapes: pd.DataFrame, n_sessions: int, rng) -> dict[str, np.ndarray]:
-    """Per (spine, session) jitter of head position, head size and brightness."""
-    n = len(shapes)
-    return {
-        "jitter": rng.normal(0, cfg.head_jitter_um, (n, n_sessions, 3)) * [0.5, 1.0, 1.0],
-        "head_scale": rng.uniform(0.9, 1.1, (n, n_sessions)),
-        "bright_scale": rng.uniform(0.85, 1.15, (n, n_sessions)),
-    }
 
 
 def _xyz(df: pd.DataFrame, prefix: str) -> np.ndarray:
@@ -397,10 +366,10 @@ def _build_world(cfg: SynthConfig, seed: int, n_sessions: int, null: bool) -> _W
     g = _rng(seed, _GEOMETRY)
     lines, branches, stubs = make_branches(cfg, g, box, _n_branches(cfg, g, box), outer)
 
-    life, dyn_info = simulate_presence(cfg, branches, n_sessions, _rng(seed, _DYNAMICS), null)
-    shapes = _draw_spine_shapes(cfg, _rng(seed, _SHAPES), len(life))
-    spines = spine_shapes(lines, pd.concat([life, shapes], axis=1))
-    inst = _session_instances(cfg, spines, n_sessions, _rng(seed, _SHAPES + 10))
+    placer = SpinePlacer(cfg, lines, stubs, n_sessions, seed, _SHAPES)
+    life, dyn_info = simulate_presence(cfg, branches, n_sessions, _rng(seed, _DYNAMICS), null,
+                                       fits=placer.fits)
+    spines, inst = placer.table(lines, life)
     filo = _filopodia(cfg, _rng(seed, _SHAPES + 20), branches, lines, n_sessions)
     shaft = _shaft_points(cfg, _rng(seed, _SHAFT), lines, stubs)
 

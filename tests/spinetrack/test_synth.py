@@ -271,3 +271,104 @@ def test_out_of_focus_patches_move_with_the_field():
     got = np.array(ndi.center_of_mass(moved)) * step
     want = tf.apply(np.array([[10.0, 20 * 0.96, 20 * 0.96]]))[0]
     np.testing.assert_allclose(got, want, atol=0.05)
+
+
+# ---------------------------------------------------------------- spines never interpenetrate
+
+
+def _world(preset, seed, n_sessions, shape=(24, 512, 512)):
+    from spinetrack.synth import series as synth_series
+
+    cfg = (PRESETS[preset] if isinstance(preset, str) else preset).replace(shape=shape)
+    return cfg, synth_series._build_world(cfg, seed, n_sessions, False)
+
+
+def test_overlaps_finds_touching_heads_and_crossing_necks():
+    from spinetrack.synth.placement import overlaps
+
+    base_a, head_a = np.array([0.0, 0, 0]), np.array([0.0, 0, 2.0])
+    heads = np.array([[0.0, 1.3, 2.0],     # head surfaces 0.3 µm apart: clear
+                      [0.0, 1.1, 2.0],     # 0.1 µm apart: closer than the gap
+                      [0.0, 0.8, 2.0],     # interpenetrating
+                      [0.0, 1.0, -1.0]])   # its neck crosses a's neck
+    bases = np.array([[0.0, 1.3, 0], [0.0, 1.1, 0], [0.0, 0.8, 0], [0.0, -1.0, 1.0]])
+    hit = overlaps(head_a, 0.5, base_a, 0.1, heads, np.full(4, 0.5), bases, np.full(4, 0.1),
+                   gap=0.15)
+    assert hit.tolist() == [False, True, True, True]
+
+
+@pytest.mark.parametrize("preset,seeds", [("realistic", range(4)), ("hard", range(2))])
+def test_no_two_spines_of_one_session_interpenetrate(preset, seeds):
+    """Heads and necks keep the gap in every session, new and restored spines included."""
+    from spinetrack.synth.placement import overlaps
+
+    checked = 0
+    for seed in seeds:
+        cfg, world = _world(preset, seed, 4)
+        sp, inst = world.spines, world.instances
+        assert sp["first_session"].max() >= 1  # later sessions add spines
+        for k in range(4):
+            alive = np.flatnonzero((sp["first_session"] <= k) & (sp["last_session"] >= k))
+            head = _xyz_of(sp, "h")[alive] + inst["jitter"][alive, k]
+            radius = sp["head_radius_um"].to_numpy()[alive] * inst["head_scale"][alive, k]
+            base, neck = _xyz_of(sp, "b")[alive], sp["neck_radius_um"].to_numpy()[alive]
+            for i in range(len(alive)):
+                rest = np.arange(len(alive)) != i
+                hit = overlaps(head[i], radius[i], base[i], neck[i], head[rest], radius[rest],
+                               base[rest], neck[rest], cfg.spine_gap_um - 1e-6)
+                assert not hit.any(), (seed, k, int(sp["spine_id"].iloc[alive[i]]))
+            checked += len(alive)
+    assert checked >= 30 * len(seeds)
+
+
+def _xyz_of(df, prefix):
+    return df[[prefix + "z", prefix + "y", prefix + "x"]].to_numpy(dtype=float)
+
+
+def test_truth_heads_of_one_session_do_not_overlap(realistic):
+    """In the written truth (each session's own frame, warp included) heads stay apart."""
+    spines = realistic.truth["spines"]
+    for _, s in spines.groupby("session"):
+        pos = s[["z_um", "y_um", "x_um"]].to_numpy()
+        radius = s["head_radius_um"].to_numpy()
+        d = np.linalg.norm(pos[:, None] - pos[None], axis=2) + np.eye(len(s)) * 1e9
+        assert (d > radius[:, None] + radius[None]).all()
+
+
+def test_heads_keep_clear_of_every_shaft():
+    from scipy.spatial import cKDTree
+
+    cfg, world = _world("realistic", 2, 3)
+    lines = world.lines
+    tree = cKDTree(lines[["z_um", "y_um", "x_um"]].to_numpy())
+    sp, inst = world.spines, world.instances
+    for k in range(3):
+        alive = np.flatnonzero((sp["first_session"] <= k) & (sp["last_session"] >= k))
+        head = _xyz_of(sp, "h")[alive] + inst["jitter"][alive, k]
+        radius = sp["head_radius_um"].to_numpy()[alive] * inst["head_scale"][alive, k]
+        for h, r in zip(head, radius):
+            near = tree.query_ball_point(h, r + 1.5)
+            d = np.linalg.norm(lines[["z_um", "y_um", "x_um"]].to_numpy()[near] - h, axis=1)
+            assert (d >= r + lines["radius_um"].to_numpy()[near] + cfg.spine_gap_um - 1e-6).all()
+
+
+def test_restored_spines_keep_their_site():
+    """A spine placed at a lost site stays within 1.2 µm of it along the same branch, and
+    classify_fates calls it restored from a lost spine of its branch."""
+    n_restored = 0
+    for seed in range(3):
+        _, world = _world("realistic", seed, 4)
+        sp = world.spines.set_index("spine_id")
+        restored = sp[sp["restored_site"] >= 0]
+        site = sp.loc[restored["restored_site"]]
+        assert (restored["branch_id"].to_numpy() == site["branch_id"].to_numpy()).all()
+        assert (np.abs(restored["arc_um"].to_numpy() - site["arc_um"].to_numpy()) <= 1.2).all()
+        assert (site["last_session"].to_numpy() < restored["first_session"].to_numpy()).all()
+        n_restored += len(restored)
+    assert n_restored >= 5
+    fates = make_series("realistic", n_sessions=4, seed=0, shape=(24, 512, 512)).truth["fates"]
+    back = fates[fates["fate"] == "restored"].merge(
+        fates[["spine_id", "branch_id", "arc_um"]], left_on="restored_from",
+        right_on="spine_id", suffixes=("", "_lost"))
+    assert len(back) and (back["branch_id"] == back["branch_id_lost"]).all()
+    assert (np.abs(back["arc_um"] - back["arc_um_lost"]) <= 2.0).all()
