@@ -334,12 +334,33 @@ def make_puncta(cfg: SynthConfig, rng, extent_um, avoid: np.ndarray, n: int) -> 
         "brightness": rng.uniform(1.0, 2.5, len(pts))})
 
 
-def make_axons(rng, box, n: int, avoid: np.ndarray, min_dist: float = 2.0):
+AXON_RADIUS_UM = (0.1, 0.15)  # range of the radius of a rendered axon
+
+
+def make_axons(rng, box, n: int, avoid: np.ndarray, obstacles=None, clearance: float = 2.0):
     """Thin axons crossing the field with boutons along them.
 
-    Axon stretches within ``min_dist`` µm of a point in ``avoid`` (dendrite
-    centre lines, spine heads) are left out, and boutons keep 3 µm away, so
-    nothing of an axon touches a dendrite.
+    An axon does not pass through a dendrite: where it would come closer than
+    ``clearance`` µm (surface to surface) to one of ``obstacles`` (balls:
+    shaft points with the shaft radius, spine necks and heads), it is bent
+    along z to pass just above or below, as axons in the neuropil do; a stretch
+    that still comes too close is left out. Boutons keep 3 µm away from every
+    point in ``avoid`` (dendrite centre lines, spine heads).
+
+    Parameters
+    ----------
+    rng : Generator
+    box : ((zlo, zhi), (ylo, yhi), (xlo, xhi))
+        Field, µm.
+    n : int
+        Number of axons.
+    avoid : (m, 3) array
+        Points boutons keep 3 µm from (and, without ``obstacles``, axons keep
+        ``clearance`` µm from).
+    obstacles : tuple of ((k, 3) array, (k,) array), optional
+        Centres and radii of the balls making up the dendrites, µm.
+    clearance : float
+        Smallest distance between an axon's surface and a dendrite's, µm.
 
     Returns
     -------
@@ -353,6 +374,8 @@ def make_axons(rng, box, n: int, avoid: np.ndarray, min_dist: float = 2.0):
     (zlo, zhi), (ylo, yhi), (xlo, xhi) = box
     diag = float(np.hypot(yhi - ylo, xhi - xlo))
     tree = cKDTree(avoid) if len(avoid) else None
+    if obstacles is None:
+        obstacles = (np.asarray(avoid, float).reshape(-1, 3), np.zeros(len(avoid)))
     segs, bout = [], []
     for _ in range(n):
         start, heading = _edge_start(rng, box)
@@ -360,7 +383,7 @@ def make_axons(rng, box, n: int, avoid: np.ndarray, min_dist: float = 2.0):
                      2 * diag, wiggle=0.6)
         if len(pts) < 4:
             continue
-        far = np.ones(len(pts), bool) if tree is None else tree.query(pts)[0] >= min_dist
+        pts, far = _detour(pts, obstacles, clearance + AXON_RADIUS_UM[1], rng)
         keep = far[:-1] & far[1:]
         segs.append(np.stack([pts[:-1][keep], pts[1:][keep]], axis=1))
         arc = _arc(pts)
@@ -368,7 +391,8 @@ def make_axons(rng, box, n: int, avoid: np.ndarray, min_dist: float = 2.0):
         spots = spots[spots < arc[-1]]
         idx = np.searchsorted(arc, spots)
         cand = pts[idx]
-        ok = np.ones(len(cand), bool) if tree is None else tree.query(cand)[0] >= 3.0
+        ok = far[idx] & (np.ones(len(cand), bool) if tree is None
+                         else tree.query(cand)[0] >= 3.0)
         bout.append(cand[ok])
     segs_arr = np.concatenate(segs) if segs else np.zeros((0, 2, 3))
     b = np.concatenate(bout) if bout else np.zeros((0, 3))
@@ -376,3 +400,49 @@ def make_axons(rng, box, n: int, avoid: np.ndarray, min_dist: float = 2.0):
                             "radius_um": rng.uniform(0.25, 0.45, len(b)),
                             "brightness": rng.uniform(0.8, 2.0, len(b))})
     return segs_arr, boutons
+
+
+def _clearance_deficit(pts, centres, radii, tree, reach, margin):
+    """Signed z shift each point needs to clear every ball by ``margin`` (0: clear)."""
+    need = np.zeros(len(pts))
+    for i, near in enumerate(tree.query_ball_point(pts, reach)):
+        if not near:
+            continue
+        c, r = centres[near], radii[near] + margin
+        dz = pts[i, 0] - c[:, 0]
+        lateral2 = np.sum((pts[i, 1:] - c[:, 1:]) ** 2, axis=1)
+        hit = lateral2 + dz ** 2 < r ** 2
+        if not hit.any():
+            continue
+        # pass on the side the axon already is (above or below the nearest ball)
+        j = np.flatnonzero(hit)[np.argmin(lateral2[hit] + dz[hit] ** 2)]
+        side = 1.0 if dz[j] >= 0 else -1.0
+        target = c[hit, 0] + side * np.sqrt(np.maximum(r[hit] ** 2 - lateral2[hit], 0.0))
+        need[i] = (target.max() - pts[i, 0]) if side > 0 else (target.min() - pts[i, 0])
+    return need
+
+
+def _detour(pts, obstacles, margin: float, rng, rounds: int = 6):
+    """Bend a curve along z around balls; returns the points and which are clear."""
+    from scipy.ndimage import gaussian_filter1d, maximum_filter1d
+    from scipy.spatial import cKDTree
+
+    centres, radii = obstacles
+    if not len(centres):
+        return pts, np.ones(len(pts), bool)
+    tree = cKDTree(centres)
+    reach = float(np.max(radii)) + margin
+    pts = pts.copy()
+    for _ in range(rounds):
+        need = _clearance_deficit(pts, centres, radii, tree, reach, margin)
+        if not need.any():
+            break
+        # a smooth bend over ~2 µm each side that reaches the needed shift
+        up = maximum_filter1d(np.maximum(need, 0), int(2.0 / STEP_UM) | 1)
+        down = maximum_filter1d(np.maximum(-need, 0), int(2.0 / STEP_UM) | 1)
+        shift = gaussian_filter1d(up - down, 1.0 / STEP_UM, mode="nearest")
+        shift = np.where(need != 0, np.sign(need) * np.maximum(np.abs(shift), np.abs(need)),
+                         shift)
+        pts[:, 0] += shift + np.sign(shift) * 0.02
+    clear = _clearance_deficit(pts, centres, radii, tree, reach, margin) == 0
+    return pts, clear

@@ -13,7 +13,7 @@ from ..io import Series, Session
 from ..progress import ProgressCallback, report
 from . import render
 from .dynamics import simulate_presence
-from .geometry import make_axons, make_branches, make_puncta, spine_shapes
+from .geometry import AXON_RADIUS_UM, make_axons, make_branches, make_puncta, spine_shapes
 from .placement import SpinePlacer
 from .presets import PRESETS, SynthConfig, get_preset
 from .transform import SessionTransform, identity_transform, random_transform
@@ -159,6 +159,9 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, se
     volume = render.deposit(cfg.shape, session_um / voxel, weights)
     signal = render.blur(volume, cfg.psf_sigma_um, voxel)
     del volume
+    if cfg.psf_halo_ratio > 0:
+        render.add_halo(signal, voxel, cfg.psf_sigma_um, cfg.psf_halo_sigma_um,
+                        cfg.psf_halo_ratio)
     if cfg.haze_fraction > 0 or neuropil is not None:
         coarse = np.float32(cfg.haze_fraction) * render.haze(signal, voxel, coarse=True)
         if neuropil is not None:  # the out-of-focus tissue moves with the field
@@ -173,8 +176,11 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, se
                             cfg.gain_shape, cfg.noise_corr_px)
 
 
-def _clutter(cfg, rng, extent, outer, avoid, n_sessions):
+def _clutter(cfg, rng, extent, outer, avoid, obstacles, n_sessions):
     """Puncta (bright boutons, dim neuropil puncta, boutons on axons), axons, neuropil.
+
+    ``avoid``: points puncta keep 3 µm from; ``obstacles``: (centres, radii) of
+    the balls filling the dendrites, which axons pass at ``cfg.axon_clearance_um``.
 
     Returns
     -------
@@ -190,14 +196,14 @@ def _clutter(cfg, rng, extent, outer, avoid, n_sessions):
     dim["radius_um"] = rng.uniform(0.15, 0.35, len(dim))
     dim["brightness"] = rng.uniform(0.5, 2.0, len(dim))
     axons, boutons = make_axons(rng, outer, rng.poisson(cfg.axons_per_100um * extent[2] / 100.0),
-                                avoid)
+                                avoid, obstacles, cfg.axon_clearance_um)
     puncta = pd.concat([bright.assign(kind="bouton"), dim.assign(kind="neuropil"),
                         boutons.assign(kind="axon bouton")], ignore_index=True)
     puncta["punctum_id"] = np.arange(len(puncta))
     present = rng.random((len(puncta), n_sessions)) < 0.85
     if len(axons):
         ap, aw, _ = render.tube_points(rng, axons[:, 0], axons[:, 1],
-                                       rng.uniform(0.1, 0.15, len(axons)), 1.0)
+                                       rng.uniform(*AXON_RADIUS_UM, len(axons)), 1.0)
     else:
         ap, aw = np.zeros((0, 3)), np.zeros(0)
     neuropil = (render.neuropil(rng, cfg.shape, voxel_um(cfg), n_blobs=cfg.neuropil_cover)
@@ -375,7 +381,8 @@ def _build_world(cfg: SynthConfig, seed: int, n_sessions: int, null: bool) -> _W
 
     avoid = np.concatenate([lines[["z_um", "y_um", "x_um"]].to_numpy(), _xyz(spines, "h")])
     puncta, present, axon_points, neuropil = _clutter(
-        cfg, _rng(seed, _PUNCTA), extent, outer, avoid, n_sessions)
+        cfg, _rng(seed, _PUNCTA), extent, outer, avoid,
+        _dendrite_balls(cfg, lines, stubs, spines), n_sessions)
     shaft = (np.concatenate([shaft[0], axon_points[0]]),
              np.concatenate([shaft[1], axon_points[1]]))
 
@@ -387,6 +394,21 @@ def _build_world(cfg: SynthConfig, seed: int, n_sessions: int, null: bool) -> _W
     gains = np.concatenate([[1.0], 1 + tr.uniform(-1, 1, n_sessions - 1) * cfg.brightness_change])
     return _World(lines, branches, spines, inst, filo, shaft, puncta, present, neuropil,
                   transforms, gains, dyn_info)
+
+
+def _dendrite_balls(cfg, lines, stubs, spines):
+    """(centres, radii) of balls covering every shaft, neck and head (any session), µm."""
+    cols = ["z_um", "y_um", "x_um"]
+    centres = [lines[cols].to_numpy(float), stubs[cols].to_numpy(float)]
+    radii = [lines["radius_um"].to_numpy(float), stubs["radius_um"].to_numpy(float)]
+    if len(spines):
+        base, head = _xyz(spines, "b"), _xyz(spines, "h")
+        t = np.linspace(0.0, 1.0, 8)
+        centres.append((base[:, None] + t[None, :, None] * (head - base)[:, None]).reshape(-1, 3))
+        radii.append(np.repeat(spines["neck_radius_um"].to_numpy(float), len(t)))
+        centres.append(head)  # largest size and a 3-SD head jitter
+        radii.append(1.1 * spines["head_radius_um"].to_numpy(float) + 3 * cfg.head_jitter_um)
+    return np.concatenate(centres), np.concatenate(radii)
 
 
 def _session(world: _World, cfg: SynthConfig, k: int, rng):

@@ -67,7 +67,9 @@ def test_realism_of_the_realistic_preset(realistic):
     assert 0.25 <= density <= 0.65
     image = realistic.series[0].image
     assert image.dtype == np.uint8
-    assert 0.1 < np.mean(image == 0) < 0.6  # dim: many zero pixels, like rr30a
+    # dim: many zero pixels, like rr30a (0.28; the full realistic field 0.22; this field of
+    # 24 planes holds as much dendrite in half the depth, 0.10)
+    assert 0.08 < np.mean(image == 0) < 0.6
     assert s0["visible"].mean() > 0.6  # most spines are visible, some are near the limit
     assert not s0["visible"].all()
     assert len(truth["filopodia"]) > 0
@@ -372,3 +374,45 @@ def test_restored_spines_keep_their_site():
         right_on="spine_id", suffixes=("", "_lost"))
     assert len(back) and (back["branch_id"] == back["branch_id_lost"]).all()
     assert (np.abs(back["arc_um"] - back["arc_um_lost"]) <= 2.0).all()
+
+
+# ---------------------------------------------------------------- false-call sources of real data
+
+
+def test_psf_halo_adds_light_beside_a_line():
+    from spinetrack.synth.render import add_halo, blur
+
+    voxel = np.array([1.0, 0.12, 0.12])
+    volume = np.zeros((16, 96, 96), np.float32)
+    volume[8, :, 48] = 1.0  # a line along y
+    core = blur(volume, (1.0, 0.25, 0.25), voxel)
+    halo = add_halo(core.copy(), voxel, (1.0, 0.25, 0.25), (3.0, 1.0, 1.0), 0.25)
+    assert halo[:, 8:-8].sum() == pytest.approx(1.25 * core[:, 8:-8].sum(), rel=0.02)
+    row = 48
+    at_1um, at_3um = 48 + round(1.2 / 0.12), 48 + round(3.0 / 0.12)
+    assert halo[8, row, 48] == pytest.approx(core[8, row, 48], rel=0.1)
+    assert halo[8, row, at_1um] > 20 * max(core[8, row, at_1um], 1e-9)
+    assert halo[8, row, at_1um] > 2 * halo[8, row, at_3um] > 0
+
+
+def test_axons_bend_around_a_dendrite_instead_of_through_it():
+    from spinetrack.synth.geometry import make_axons
+
+    # a thick dendrite along x at z = 10 µm, y = 15 µm; axons cross the field at random
+    x = np.arange(0.0, 40.0, 0.25)
+    centres = np.column_stack([np.full_like(x, 10.0), np.full_like(x, 15.0), x])
+    radii = np.full(len(x), 0.8)
+    box = ((9.0, 11.0), (0.0, 30.0), (0.0, 40.0))  # axons start within 1 µm of its depth
+    rng = np.random.default_rng(4)
+    segs, _ = make_axons(rng, box, 12, centres, (centres, radii), clearance=0.15)
+    mid = segs.reshape(-1, 3)
+    lateral = np.abs(mid[:, 1] - 15.0)
+    surface = np.hypot(lateral, mid[:, 0] - 10.0) - 0.8
+    assert surface.min() >= 0.15 + 0.15 - 1e-6  # clearance + the axon's largest radius
+    crossing = (lateral < 0.8)
+    assert crossing.sum() > 10  # axons pass right above or below the shaft ...
+    assert (surface[crossing] < 1.0).any()  # ... close to it
+    far, _ = make_axons(np.random.default_rng(4), box, 12, centres, (centres, radii),
+                        clearance=2.0)
+    far = far.reshape(-1, 3)
+    assert (np.hypot(far[:, 1] - 15.0, far[:, 0] - 10.0) - 0.8 >= 2.0 + 0.15 - 1e-6).all()
