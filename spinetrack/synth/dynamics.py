@@ -63,9 +63,10 @@ def simulate_presence(cfg: SynthConfig, branches: pd.DataFrame, n_sessions: int,
     null : bool
         Spread the stress transition's losses uniformly (no branch clustering).
     fits : callable, optional
-        ``fits(index, branch_id, arc_um, session, present) -> bool``: whether a
-        new spine (row ``index``) fits at ``arc_um`` from ``session`` on beside the
-        spines ``present`` (row indices present then); e.g.
+        ``fits(index, branch_id, arc_um, session, present, draw) -> bool``: whether
+        a new spine (row ``index``; ``draw`` counts the spines given up for that
+        row before) fits at ``arc_um`` from ``session`` on beside the spines
+        ``present`` (row indices present then); e.g.
         :meth:`spinetrack.synth.placement.SpinePlacer.fits`. A base where it does
         not fit is redrawn (restored spines stay within 1.2 µm of their site,
         or become ordinary new spines); a spine that fits nowhere is dropped.
@@ -83,16 +84,20 @@ def simulate_presence(cfg: SynthConfig, branches: pd.DataFrame, n_sessions: int,
     bounds = {int(b): (END_GAP_UM, float(L) - END_GAP_UM)
               for b, L in zip(branches["branch_id"], branches["length_um"])}
     rows: list[list] = []
+    given_up: dict[int, int] = {}  # spines given up per row index (see ``fits``)
     for b, (lo, hi) in bounds.items():
         density = rng.uniform(*cfg.spine_density_per_um)
         first = len(rows)
         for _ in range(rng.poisson(density * max(hi - lo, 0.0))):
             taken = np.array([r[2] for r in rows[first:]])
+            i = len(rows)
             accept = None if fits is None else (
-                lambda a, b=b: fits(len(rows), b, a, 0, range(len(rows))))
+                lambda a, b=b, i=i: fits(i, b, a, 0, range(i), given_up.get(i, 0)))
             a = _free_arc(rng, lo, hi, taken, accept=accept)
             if a is not None:
-                rows.append([len(rows), b, a, 0, n_sessions - 1, -1])
+                rows.append([i, b, a, 0, n_sessions - 1, -1])
+            else:
+                given_up[i] = given_up.get(i, 0) + 1
     spines = np.array(rows, dtype=float).reshape(-1, 6)
 
     stress_k = stress_transition(n_sessions)
@@ -125,7 +130,8 @@ def simulate_presence(cfg: SynthConfig, branches: pd.DataFrame, n_sessions: int,
             if fits is None:
                 return None
             index = len(spines) + len(new_rows)
-            return lambda a: fits(index, b, a, k + 1, taken_all[:, 0].astype(int))
+            return lambda a: fits(index, b, a, k + 1, taken_all[:, 0].astype(int),
+                                  given_up.get(index, 0))
 
         for _ in range(n_new):
             taken_all = np.concatenate([spines[survivors], np.array(new_rows).reshape(-1, 6)])
@@ -146,6 +152,8 @@ def simulate_presence(cfg: SynthConfig, branches: pd.DataFrame, n_sessions: int,
                 taken = taken_all[taken_all[:, 1] == b, 2]
                 a = _free_arc(rng, *bounds[b], taken, accept=accept_new(b, taken_all))
                 if a is None:
+                    index = len(spines) + len(new_rows)
+                    given_up[index] = given_up.get(index, 0) + 1
                     continue
             new_rows.append([len(spines) + len(new_rows), b, a, k + 1, n_sessions - 1, site])
         if new_rows:

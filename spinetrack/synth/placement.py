@@ -13,12 +13,15 @@ least ``cfg.spine_gap_um`` from
 * the shaft of every dendrite (its own shaft for the head; other dendrites'
   shafts for the neck, whose base sits on its own shaft).
 
-A spine that does not fit is redrawn a few times at the same base, then
-reported as not fitting (the caller tries another base or drops it).
+A spine that does not fit is turned (new direction, same size, length and
+brightness: space decides where a spine points, not how big it is) a few
+times at the same base, then reported as not fitting (the caller tries another
+base or drops it).
 
-Shape and motion of spine ``i`` come from their own random stream
-``(seed, stream, i, attempt)`` (attempts counted over all bases tried), so a spine keeps its shape when other spines
-change (e.g. with ``null=True``) unless a collision forces a redraw.
+Size and motion of spine ``i`` (its ``d``-th candidate) come from the random
+stream ``(seed, stream, i, d)`` and its direction at attempt ``j > 0`` from
+``(seed, stream, i, d, j)`` (attempts counted over all bases tried), so a spine keeps its shape when other spines
+change (e.g. with ``null=True``) unless a collision forces a turn.
 """
 
 from __future__ import annotations
@@ -43,9 +46,7 @@ def draw_spine_shapes(cfg: SynthConfig, rng, n: int) -> pd.DataFrame:
     neck_radius_um, brightness, near_limit``.
     """
     zspine = rng.random(n) < cfg.z_spine_fraction
-    side = np.where(rng.random(n) < 0.5, 1, -1)
-    elevation = np.where(zspine, rng.choice([-1, 1], n) * rng.uniform(60, 80, n),
-                         rng.uniform(-35, 35, n))
+    side, elevation = _sides_and_elevations(rng, zspine)
     lo, hi = cfg.head_radius_um
     head = lo + (hi - lo) * rng.random(n) ** 3  # most heads small, a few large
     lo, hi = cfg.spine_length_um
@@ -56,10 +57,26 @@ def draw_spine_shapes(cfg: SynthConfig, rng, n: int) -> pd.DataFrame:
     head = np.where(dim, rng.uniform(cfg.head_radius_um[0] * 0.7, cfg.head_radius_um[0], n), head)
     bright = np.where(dim, rng.uniform(0.25, 0.5, n), bright)
     return pd.DataFrame({
-        "side": np.where(zspine, 0, side), "elevation_deg": elevation,
+        "side": side, "elevation_deg": elevation,
         "azimuth_deg": rng.uniform(-30, 30, n), "length_um": length, "head_radius_um": head,
         "neck_radius_um": rng.uniform(*cfg.neck_radius_um, n), "brightness": bright,
         "near_limit": dim})
+
+
+def _sides_and_elevations(rng, zspine: np.ndarray):
+    """Side (+1/-1, 0 along z) and elevation (degrees) of spines; ``zspine`` marks z-pointing ones."""
+    n = len(zspine)
+    side = np.where(rng.random(n) < 0.5, 1, -1)
+    elevation = np.where(zspine, rng.choice([-1, 1], n) * rng.uniform(60, 80, n),
+                         rng.uniform(-35, 35, n))
+    return np.where(zspine, 0, side), elevation
+
+
+def _turned(shape: dict, rng) -> dict:
+    """The same spine (size, length, brightness) pointing in a new random direction."""
+    side, elevation = _sides_and_elevations(rng, np.array([shape["side"] == 0]))
+    return dict(shape, side=int(side[0]), elevation_deg=float(elevation[0]),
+                azimuth_deg=float(rng.uniform(-30, 30)))
 
 
 def _draw_instances(cfg: SynthConfig, rng, n_sessions: int) -> dict[str, np.ndarray]:
@@ -145,26 +162,32 @@ class SpinePlacer:
         self._neck: dict[int, float] = {}         # neck radius
         self._head: dict[int, np.ndarray] = {}    # (n_sessions, 3) head centre per session
         self._radius: dict[int, np.ndarray] = {}  # (n_sessions,) head radius per session
-        self._calls: dict[int, int] = {}          # fits() calls per index (fresh draws)
+        self._calls: dict[tuple, int] = {}        # fits() calls per (index, draw)
         self.redrawn = 0                          # shapes rejected for a collision
 
     def fits(self, index: int, branch_id: int, arc_um: float, session: int,
-             present) -> bool:
+             present, draw: int = 0) -> bool:
         """Draw spine ``index`` at ``arc_um`` on ``branch_id`` from ``session`` on.
 
-        Tries up to :data:`SHAPE_TRIES` shapes; keeps the first that collides with
+        Tries up to :data:`SHAPE_TRIES` directions; keeps the first that collides with
         no spine in ``present`` (indices placed earlier) and no shaft, in every
         session from ``session`` on. Returns False when none fits.
+
+        ``draw`` numbers the spines tried for one ``index`` (the caller moves on
+        to a new spine after giving one up): the same ``(index, draw)`` keeps its
+        size at every base tried.
         """
-        index = int(index)
+        index, key = int(index), (int(index), int(draw))
         others = [int(i) for i in present if int(i) in self._base]
-        call = self._calls.get(index, 0)
-        self._calls[index] = call + 1
+        call = self._calls.get(key, 0)
+        self._calls[key] = call + 1
         frame = frame_at(self._frames[int(branch_id)], [float(arc_um)])
+        rng = np.random.default_rng([self.seed, self.stream, *key])
+        drawn = draw_spine_shapes(self.cfg, rng, 1).iloc[0].to_dict()
+        inst = _draw_instances(self.cfg, rng, self.n_sessions)
         for attempt in range(call * SHAPE_TRIES, (call + 1) * SHAPE_TRIES):
-            rng = np.random.default_rng([self.seed, self.stream, index, attempt])
-            shape = draw_spine_shapes(self.cfg, rng, 1).iloc[0].to_dict()
-            inst = _draw_instances(self.cfg, rng, self.n_sessions)
+            shape = drawn if attempt == 0 else _turned(
+                drawn, np.random.default_rng([self.seed, self.stream, *key, attempt]))
             _, base, head, _ = shape_points(*frame, np.array([shape["side"]], float),
                                             np.array([shape["elevation_deg"]]),
                                             np.array([shape["azimuth_deg"]]),
