@@ -139,6 +139,13 @@ class RegisterParams(_Section):
     local_scale_um: float = param(10.0, "smoothing length of the local (non-rigid) correction "
                                   "fitted to the centre lines; 0 keeps the registration rigid",
                                   "µm", min=0.0, max=500.0)
+    max_local_shift_um: float = param(8.0, "a stretch of centre line at least 8 µm long that "
+                                      "still lies away from session 0's lines after the smooth "
+                                      "correction is shifted onto a line of session 0 that no "
+                                      "other line covers, if a single shift up to this far "
+                                      "lays most of it there (a dendrite that moved more than "
+                                      "its neighbours); 0 turns this off", "µm", min=0.0,
+                                      max=50.0)
 
 
 @dataclass(frozen=True)
