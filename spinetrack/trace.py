@@ -127,7 +127,7 @@ def trace_dendrites(image: np.ndarray, voxel_size_um, params=None, progress=None
         return _empty(voxel, stack.shape)
     mask = _dendrite_mask(plane, spacing, params)
     report(progress, "trace", 1, steps)
-    skel = _clean_skeleton(mask, spacing, params)
+    skel = _drop_haze(_clean_skeleton(mask, spacing, params), plane, spacing, params)
     report(progress, "trace", 2, steps)
     from ._skeleton import skeleton_segments
 
@@ -189,6 +189,9 @@ _COARSE = 1.5  # the ridge filter also runs at this multiple of shaft_sigma_um (
 _WEAK_MIN_UM = 15.0  # a dim piece without a seed is kept when its centre line is this long
 _WEAK_SNR = 4.0  # ... and its mean brightness is this many noise SDs above the median
 _SEED_SNR = 8.0  # seeds are at least this many robust noise SDs above the median
+_HAZE_CONTRAST = 0.7  # a free-ended piece is kept when its sides at haze_ring_um are at most
+# 0.3 of its centre's brightness (median along it); rr30a: dendrites 0.83-0.98, haze pieces <= 0.6
+_HAZE_ROUNDS = 5  # rounds of removing haze pieces (each can free the end of the next)
 
 
 def _normalised_projection(stack: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -247,6 +250,71 @@ def _clean_skeleton(mask: np.ndarray, spacing, params) -> np.ndarray:
     skel = skeletonize(skel)
     skel = prune_twigs(skel, spacing, params.prune_twig_um)
     return drop_short_components(skel, spacing, params.min_branch_length_um)
+
+
+def _drop_haze(skel: np.ndarray, plane: np.ndarray, spacing, params) -> np.ndarray:
+    """Remove free-ended pieces of skeleton that do not stand out from their surroundings.
+
+    A dendrite is a thin line with dark image on both sides; the diffuse haze
+    around a cell body or a bright blob also has ridges, and the weak-ridge mask
+    joins them to the dendrites nearby. A piece with a free end (or a loop) is
+    dropped when, at the median point along it, the brighter of the two sides
+    ``haze_ring_um`` away across the line is more than ``1 - _HAZE_CONTRAST`` of
+    the centre's brightness (:func:`_ring_contrast`). Pieces between two
+    junctions are not judged (crossings and parallel dendrites have bright
+    sides there), but once a haze piece goes, its neighbour may become
+    free-ended and is judged in the next round.
+    """
+    from skimage.morphology import skeletonize
+
+    from ._skeleton import drop_short_components, prune_twigs, skeleton_segments
+
+    if params.haze_ring_um <= 0:
+        return skel
+    skel = skel.copy()
+    for _ in range(_HAZE_ROUNDS):
+        hazy = [seg for seg in skeleton_segments(skel)
+                if ("end" in (seg.start_kind, seg.end_kind) or seg.start_node == seg.end_node)
+                and _ring_contrast(plane, seg.yx, spacing, params.haze_ring_um) < _HAZE_CONTRAST]
+        if not hazy:
+            break
+        for seg in hazy:
+            first = 1 if seg.start_kind == "junction" else 0
+            last = len(seg.yx) - 1 if seg.end_kind == "junction" else len(seg.yx)
+            iy, ix = np.round(seg.yx[first:last]).astype(int).T
+            skel[iy, ix] = False
+        skel = prune_twigs(skeletonize(skel), spacing, params.prune_twig_um)
+        skel = drop_short_components(skel, spacing, params.min_branch_length_um)
+    return skel
+
+
+def _ring_contrast(plane: np.ndarray, yx: np.ndarray, spacing, ring_um: float) -> float:
+    """How far a line stands out from the image ``ring_um`` to either side of it.
+
+    Per point: (centre − brighter side) / centre, with the centre the brightest
+    value within 0.4 µm across the line; the median over the points. 1 on a
+    thin line on a dark background, about 0 or below in uniform haze.
+    """
+    from scipy import ndimage as ndi
+
+    px = float(np.mean(spacing))
+    path = _smooth_path(np.asarray(yx, float), spacing, 0.4)
+    if len(path) < 2:
+        return 1.0
+    tangent = np.gradient(ndi.gaussian_filter1d(path, 2.0, axis=0, mode="nearest"), axis=0)
+    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-9)
+    normal = np.column_stack([-tangent[:, 1], tangent[:, 0]])
+
+    def across(offsets_um):
+        off = np.asarray(offsets_um, float) / px
+        coords = path[:, :, None] + normal[:, :, None] * off[None, None, :]
+        return ndi.map_coordinates(plane, [coords[:, 0].ravel(), coords[:, 1].ravel()],
+                                   order=1, mode="nearest").reshape(len(path), -1)
+
+    centre = across(np.linspace(-0.4, 0.4, 5)).max(axis=1)
+    sides = across([-ring_um, ring_um]).max(axis=1)
+    contrast = (centre - sides) / np.maximum(centre, 1e-6)
+    return float(np.median(contrast))
 
 
 def _smooth_path(yx: np.ndarray, spacing, sigma_um: float) -> np.ndarray:
