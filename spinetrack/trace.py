@@ -253,17 +253,22 @@ def _clean_skeleton(mask: np.ndarray, spacing, params) -> np.ndarray:
 
 
 def _drop_haze(skel: np.ndarray, plane: np.ndarray, spacing, params) -> np.ndarray:
-    """Remove free-ended pieces of skeleton that do not stand out from their surroundings.
+    """Remove pieces of skeleton that do not stand out from their surroundings.
 
     A dendrite is a thin line with dark image on both sides; the diffuse haze
     around a cell body or a bright blob also has ridges, and the weak-ridge mask
-    joins them to the dendrites nearby. A piece with a free end (or a loop) is
-    dropped when, at the median point along it, the brighter of the two sides
-    ``haze_ring_um`` away across the line is more than ``1 - _HAZE_CONTRAST`` of
-    the centre's brightness (:func:`_ring_contrast`). Pieces between two
-    junctions are not judged (crossings and parallel dendrites have bright
-    sides there), but once a haze piece goes, its neighbour may become
-    free-ended and is judged in the next round.
+    joins them to the dendrites nearby. The contrast of a line is the median
+    over its points of :func:`_ring_contrast` (the brighter of the two sides
+    ``haze_ring_um`` across the line against the centre). Dropped, in rounds:
+
+    - every connected piece of skeleton whose segments with a contrast of at
+      least ``_HAZE_CONTRAST`` add up to less than ``min_branch_length_um`` (a
+      network of haze on its own, without free ends);
+    - every segment with a free end, or closing a loop on one node, whose
+      contrast is below it. Segments between two junctions are not judged on
+      their own (crossings and parallel dendrites have bright sides there), but
+      once a haze piece goes its neighbour may become free-ended and is judged
+      in the next round.
     """
     from skimage.morphology import skeletonize
 
@@ -271,13 +276,26 @@ def _drop_haze(skel: np.ndarray, plane: np.ndarray, spacing, params) -> np.ndarr
 
     if params.haze_ring_um <= 0:
         return skel
+    from scipy import ndimage as ndi
+
     skel = skel.copy()
     for _ in range(_HAZE_ROUNDS):
-        hazy = [seg for seg in skeleton_segments(skel)
+        segments = skeleton_segments(skel)
+        contrast = [_ring_contrast(plane, seg.yx, spacing, params.haze_ring_um)
+                    for seg in segments]
+        lab, n = ndi.label(skel, structure=np.ones((3, 3), bool))
+        clear_length = np.zeros(n + 1)
+        for seg, c in zip(segments, contrast):
+            y, x = np.round(seg.yx[len(seg.yx) // 2]).astype(int)
+            clear_length[lab[y, x]] += seg.length(spacing) * (np.median(c) >= _HAZE_CONTRAST)
+        clear_length[0] = np.inf
+        hazy_pieces = np.nonzero(clear_length < params.min_branch_length_um)[0]
+        hazy = [seg for seg, c in zip(segments, contrast)
                 if ("end" in (seg.start_kind, seg.end_kind) or seg.start_node == seg.end_node)
-                and _ring_contrast(plane, seg.yx, spacing, params.haze_ring_um) < _HAZE_CONTRAST]
-        if not hazy:
+                and np.median(c) < _HAZE_CONTRAST]
+        if not hazy and not len(hazy_pieces):
             break
+        skel[np.isin(lab, hazy_pieces)] = False
         for seg in hazy:
             first = 1 if seg.start_kind == "junction" else 0
             last = len(seg.yx) - 1 if seg.end_kind == "junction" else len(seg.yx)
@@ -288,19 +306,19 @@ def _drop_haze(skel: np.ndarray, plane: np.ndarray, spacing, params) -> np.ndarr
     return skel
 
 
-def _ring_contrast(plane: np.ndarray, yx: np.ndarray, spacing, ring_um: float) -> float:
-    """How far a line stands out from the image ``ring_um`` to either side of it.
+def _ring_contrast(plane: np.ndarray, yx: np.ndarray, spacing, ring_um: float) -> np.ndarray:
+    """How far each point of a line stands out from the image ``ring_um`` to either side.
 
-    Per point: (centre − brighter side) / centre, with the centre the brightest
-    value within 0.4 µm across the line; the median over the points. 1 on a
-    thin line on a dark background, about 0 or below in uniform haze.
+    (centre − brighter side) / centre, with the centre the brightest value
+    within 0.4 µm across the line: 1 on a thin line on a dark background,
+    about 0 or below in uniform haze.
     """
     from scipy import ndimage as ndi
 
     px = float(np.mean(spacing))
     path = _smooth_path(np.asarray(yx, float), spacing, 0.4)
     if len(path) < 2:
-        return 1.0
+        return np.ones(len(path))
     tangent = np.gradient(ndi.gaussian_filter1d(path, 2.0, axis=0, mode="nearest"), axis=0)
     tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-9)
     normal = np.column_stack([-tangent[:, 1], tangent[:, 0]])
@@ -313,8 +331,7 @@ def _ring_contrast(plane: np.ndarray, yx: np.ndarray, spacing, ring_um: float) -
 
     centre = across(np.linspace(-0.4, 0.4, 5)).max(axis=1)
     sides = across([-ring_um, ring_um]).max(axis=1)
-    contrast = (centre - sides) / np.maximum(centre, 1e-6)
-    return float(np.median(contrast))
+    return (centre - sides) / np.maximum(centre, 1e-6)
 
 
 def _smooth_path(yx: np.ndarray, spacing, sigma_um: float) -> np.ndarray:
