@@ -112,6 +112,9 @@ class TraceParams(_Section):
                                 "stands out from the image this far to either side (pieces "
                                 "traced in the diffuse haze around cell bodies do not); 0 keeps "
                                 "every branch", "µm", min=0.0, max=20.0)
+    haze_max_um: float = param(20.0, "only pieces that fit in a box with this diagonal are "
+                               "judged by the haze test (cell bodies are smaller; longer "
+                               "dendrites are always kept)", "µm", min=0.0)
 
 
 @dataclass(frozen=True)

@@ -257,45 +257,41 @@ def _drop_haze(skel: np.ndarray, plane: np.ndarray, spacing, params) -> np.ndarr
 
     A dendrite is a thin line with dark image on both sides; the diffuse haze
     around a cell body or a bright blob also has ridges, and the weak-ridge mask
-    joins them to the dendrites nearby. The contrast of a line is the median
+    joins them to the dendrites nearby. The contrast of a segment is the median
     over its points of :func:`_ring_contrast` (the brighter of the two sides
-    ``haze_ring_um`` across the line against the centre). Dropped, in rounds:
+    ``haze_ring_um`` across the line against the centre); a segment is clear
+    when its contrast is at least ``_HAZE_CONTRAST``. Only pieces that fit in a
+    cell body (spanning at most ``haze_max_um``) are judged. Dropped, in rounds:
 
-    - every connected piece of skeleton whose segments with a contrast of at
-      least ``_HAZE_CONTRAST`` add up to less than ``min_branch_length_um`` (a
-      network of haze on its own, without free ends);
-    - every segment with a free end, or closing a loop on one node, whose
-      contrast is below it. Segments between two junctions are not judged on
-      their own (crossings and parallel dendrites have bright sides there), but
-      once a haze piece goes its neighbour may become free-ended and is judged
-      in the next round.
+    - every connected piece of skeleton whose clear segments add up to less
+      than ``min_branch_length_um`` (a network of haze on its own, which need
+      not have free ends);
+    - every segment that is not clear and has a free end or closes a loop on
+      one node. Segments between two junctions are not judged on their own
+      (crossings and parallel dendrites have bright sides there), but once a
+      haze piece goes its neighbour may become free-ended and is judged in the
+      next round.
     """
+    from scipy import ndimage as ndi
     from skimage.morphology import skeletonize
 
     from ._skeleton import drop_short_components, prune_twigs, skeleton_segments
 
     if params.haze_ring_um <= 0:
         return skel
-    from scipy import ndimage as ndi
-
     skel = skel.copy()
     for _ in range(_HAZE_ROUNDS):
         segments = skeleton_segments(skel)
-        contrast = [_ring_contrast(plane, seg.yx, spacing, params.haze_ring_um)
-                    for seg in segments]
+        clear = [float(np.median(_ring_contrast(plane, seg.yx, spacing, params.haze_ring_um)))
+                 >= _HAZE_CONTRAST for seg in segments]
         lab, n = ndi.label(skel, structure=np.ones((3, 3), bool))
-        clear_length = np.zeros(n + 1)
-        for seg, c in zip(segments, contrast):
-            y, x = np.round(seg.yx[len(seg.yx) // 2]).astype(int)
-            clear_length[lab[y, x]] += seg.length(spacing) * (np.median(c) >= _HAZE_CONTRAST)
-        clear_length[0] = np.inf
-        hazy_pieces = np.nonzero(clear_length < params.min_branch_length_um)[0]
-        hazy = [seg for seg, c in zip(segments, contrast)
-                if ("end" in (seg.start_kind, seg.end_kind) or seg.start_node == seg.end_node)
-                and np.median(c) < _HAZE_CONTRAST]
-        if not hazy and not len(hazy_pieces):
+        pieces = _hazy_pieces(lab, n, segments, clear, spacing, params)
+        hazy = [seg for seg, ok in zip(segments, clear)
+                if not ok and _extent_um(seg.yx, spacing) <= params.haze_max_um
+                and ("end" in (seg.start_kind, seg.end_kind) or seg.start_node == seg.end_node)]
+        if not hazy and not len(pieces):
             break
-        skel[np.isin(lab, hazy_pieces)] = False
+        skel[np.isin(lab, pieces)] = False
         for seg in hazy:
             first = 1 if seg.start_kind == "junction" else 0
             last = len(seg.yx) - 1 if seg.end_kind == "junction" else len(seg.yx)
@@ -304,6 +300,28 @@ def _drop_haze(skel: np.ndarray, plane: np.ndarray, spacing, params) -> np.ndarr
         skel = prune_twigs(skeletonize(skel), spacing, params.prune_twig_um)
         skel = drop_short_components(skel, spacing, params.min_branch_length_um)
     return skel
+
+
+def _hazy_pieces(lab: np.ndarray, n: int, segments, clear, spacing, params) -> np.ndarray:
+    """Labels of connected pieces within ``haze_max_um`` with too few clear segments."""
+    from scipy import ndimage as ndi
+
+    clear_length = np.zeros(n + 1)
+    for seg, ok in zip(segments, clear):
+        y, x = np.round(seg.yx[len(seg.yx) // 2]).astype(int)
+        clear_length[lab[y, x]] += seg.length(spacing) if ok else 0.0
+    small = np.zeros(n + 1, bool)
+    for k, box in enumerate(ndi.find_objects(lab), 1):
+        if box is not None:
+            span = np.array([box[0].stop - box[0].start, box[1].stop - box[1].start])
+            small[k] = float(np.hypot(*(span * np.asarray(spacing)))) <= params.haze_max_um
+    return np.nonzero(small & (clear_length < params.min_branch_length_um))[0]
+
+
+def _extent_um(yx: np.ndarray, spacing) -> float:
+    """Diagonal of the bounding box of pixel positions, in µm."""
+    span = (np.max(yx, axis=0) - np.min(yx, axis=0) + 1) * np.asarray(spacing)
+    return float(np.hypot(*span))
 
 
 def _ring_contrast(plane: np.ndarray, yx: np.ndarray, spacing, ring_um: float) -> np.ndarray:

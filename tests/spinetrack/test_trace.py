@@ -166,6 +166,8 @@ def test_hazy_cell_body_beside_a_dendrite_makes_no_branch():
     img = _with_hazy_body(tube, (12.0, 15.0), level=40.0)
     # the haze has ridges: without the contrast test it is traced as a net of branches
     assert trace_dendrites(img, VOXEL, TraceParams(haze_ring_um=0.0)).n_branches > 3
+    # pieces spanning more than haze_max_um are never judged
+    assert trace_dendrites(img, VOXEL, TraceParams(haze_max_um=2.0)).n_branches > 3
     tracing = trace_dendrites(img, VOXEL, TraceParams())
     assert tracing.n_branches == 1
     assert np.abs(tracing.lines["y_um"] - 6.0).max() < 0.3
