@@ -88,8 +88,10 @@ def trace_dendrites(image: np.ndarray, voxel_size_um, params=None, progress=None
     The stack is projected along z (maximum), scaled by robust percentiles (so
     a dim day traces like a bright one), filtered for bright ridges at the
     shaft scale, thresholded with hysteresis and skeletonised. Short side twigs
-    are pruned, gaps along a dendrite bridged, and the skeleton split into
-    branches between ends and junctions. Each centre-line point then gets its
+    are pruned, gaps along a dendrite bridged, pieces that do not stand out
+    from their surroundings (the haze around cell bodies, see
+    :func:`_drop_haze`) removed, and the skeleton split into branches between
+    ends and junctions. Each centre-line point then gets its
     z from the smoothed intensity profile along z, and a shaft radius from the
     half-maximum width of the projected intensity across the line.
 
