@@ -193,6 +193,8 @@ _WEAK_SNR = 4.0  # ... and its mean brightness is this many noise SDs above the 
 _SEED_SNR = 8.0  # seeds are at least this many robust noise SDs above the median
 _HAZE_CONTRAST = 0.7  # a free-ended piece is kept when its sides at haze_ring_um are at most
 # 0.3 of its centre's brightness (median along it); rr30a: dendrites 0.83-0.98, haze pieces <= 0.6
+_HAZE_INNER = 0.3  # ... and a piece between two junctions when even its dimmer side is brighter
+# than 0.7 of its centre (inside the haze; rr30a: dendrites and crossings 0.51-1.0)
 _HAZE_ROUNDS = 5  # rounds of removing haze pieces (each can free the end of the next)
 
 
@@ -269,10 +271,11 @@ def _drop_haze(skel: np.ndarray, plane: np.ndarray, spacing, params) -> np.ndarr
       than ``min_branch_length_um`` (a network of haze on its own, which need
       not have free ends);
     - every segment that is not clear and has a free end or closes a loop on
-      one node. Segments between two junctions are not judged on their own
-      (crossings and parallel dendrites have bright sides there), but once a
-      haze piece goes its neighbour may become free-ended and is judged in the
-      next round.
+      one node. A segment between two junctions goes only when even its dimmer
+      side is bright (contrast against it below ``_HAZE_INNER``: inside the
+      haze); crossings and dendrites running side by side have one bright side
+      there. Once a haze piece goes, its neighbour may become free-ended and is
+      judged in the next round.
     """
     from scipy import ndimage as ndi
     from skimage.morphology import skeletonize
@@ -290,7 +293,10 @@ def _drop_haze(skel: np.ndarray, plane: np.ndarray, spacing, params) -> np.ndarr
         pieces = _hazy_pieces(lab, n, segments, clear, spacing, params)
         hazy = [seg for seg, ok in zip(segments, clear)
                 if not ok and _extent_um(seg.yx, spacing) <= params.haze_max_um
-                and ("end" in (seg.start_kind, seg.end_kind) or seg.start_node == seg.end_node)]
+                and (("end" in (seg.start_kind, seg.end_kind) or seg.start_node == seg.end_node)
+                     or float(np.median(_ring_contrast(plane, seg.yx, spacing,
+                                                       params.haze_ring_um, "dimmer")))
+                     < _HAZE_INNER)]
         if not hazy and not len(pieces):
             break
         skel[np.isin(lab, pieces)] = False
@@ -326,12 +332,14 @@ def _extent_um(yx: np.ndarray, spacing) -> float:
     return float(np.hypot(*span))
 
 
-def _ring_contrast(plane: np.ndarray, yx: np.ndarray, spacing, ring_um: float) -> np.ndarray:
+def _ring_contrast(plane: np.ndarray, yx: np.ndarray, spacing, ring_um: float,
+                   side: str = "brighter") -> np.ndarray:
     """How far each point of a line stands out from the image ``ring_um`` to either side.
 
-    (centre − brighter side) / centre, with the centre the brightest value
-    within 0.4 µm across the line: 1 on a thin line on a dark background,
-    about 0 or below in uniform haze.
+    (centre − side) / centre, with the centre the brightest value within
+    0.4 µm across the line and the side the ``"brighter"`` or ``"dimmer"`` of
+    the two: 1 on a thin line on a dark background, about 0 or below in
+    uniform haze.
     """
     from scipy import ndimage as ndi
 
@@ -350,7 +358,8 @@ def _ring_contrast(plane: np.ndarray, yx: np.ndarray, spacing, ring_um: float) -
                                    order=1, mode="nearest").reshape(len(path), -1)
 
     centre = across(np.linspace(-0.4, 0.4, 5)).max(axis=1)
-    sides = across([-ring_um, ring_um]).max(axis=1)
+    both = across([-ring_um, ring_um])
+    sides = both.max(axis=1) if side == "brighter" else both.min(axis=1)
     return (centre - sides) / np.maximum(centre, 1e-6)
 
 

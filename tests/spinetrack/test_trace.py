@@ -207,3 +207,17 @@ def test_ring_contrast_of_a_line_and_of_haze():
     assert np.median(on_line) > 0.95
     haze = 1.0 + 0.05 * np.sin(xx / 3.0) + 0.1 * line
     assert abs(np.median(_ring_contrast(haze, path, (0.2, 0.2), 2.0))) < 0.15
+
+
+def test_ring_contrast_dimmer_side_tells_haze_edge_from_haze_inside():
+    from spinetrack.trace import _ring_contrast
+
+    yy, xx = np.mgrid[0:60, 0:100].astype(float)
+    line = np.exp(-((yy - 30.0) ** 2) / (2 * 2.5 ** 2))
+    path = np.column_stack([np.full(60, 30.0), np.arange(20.0, 80.0)])
+    # haze on one side only (a line along the edge of a cell body)
+    edge = line + 0.8 * (yy > 36)
+    assert np.median(_ring_contrast(edge, path, (0.2, 0.2), 2.0)) < 0.3
+    assert np.median(_ring_contrast(edge, path, (0.2, 0.2), 2.0, "dimmer")) > 0.9
+    inside = 0.2 * line + 0.8
+    assert np.median(_ring_contrast(inside, path, (0.2, 0.2), 2.0, "dimmer")) < 0.3
