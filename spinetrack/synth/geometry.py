@@ -230,14 +230,14 @@ def branch_frame(lines: pd.DataFrame, branch_id: np.ndarray, arc: np.ndarray):
 
 
 def line_arrays(line: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(arc, points, derivative, radius) arrays of one branch's centre line, for :func:`frame_at`."""
+    """(arc, points, derivative, radius) of one branch's centre line, for :func:`frame_at`."""
     a = line["arc_um"].to_numpy(dtype=float)
     pts = line[["z_um", "y_um", "x_um"]].to_numpy(dtype=float)
     return a, pts, np.gradient(pts, a, axis=0), line["radius_um"].to_numpy(dtype=float)
 
 
 def frame_at(arrays, arc: np.ndarray):
-    """Centre, unit tangent and radius at ``arc`` on one branch (``arrays`` from :func:`line_arrays`)."""
+    """Centre, unit tangent and radius at ``arc`` on one branch (from :func:`line_arrays`)."""
     a, pts, d, rad = arrays
     arc = np.asarray(arc, dtype=float)
     centre = np.column_stack([np.interp(arc, a, pts[:, i]) for i in range(3)])

@@ -20,8 +20,9 @@ base or drops it).
 
 Size and motion of spine ``i`` (its ``d``-th candidate) come from the random
 stream ``(seed, stream, i, d)`` and its direction at attempt ``j > 0`` from
-``(seed, stream, i, d, j)`` (attempts counted over all bases tried), so a spine keeps its shape when other spines
-change (e.g. with ``null=True``) unless a collision forces a turn.
+``(seed, stream, i, d, j)`` (attempts counted over all bases tried), so a
+spine keeps its shape when other spines change (e.g. with ``null=True``)
+unless a collision forces a turn.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def draw_spine_shapes(cfg: SynthConfig, rng, n: int) -> pd.DataFrame:
 
 
 def _sides_and_elevations(rng, zspine: np.ndarray):
-    """Side (+1/-1, 0 along z) and elevation (degrees) of spines; ``zspine`` marks z-pointing ones."""
+    """Side (+1/-1; 0 along z) and elevation (degrees); ``zspine`` marks z-pointing spines."""
     n = len(zspine)
     side = np.where(rng.random(n) < 0.5, 1, -1)
     elevation = np.where(zspine, rng.choice([-1, 1], n) * rng.uniform(60, 80, n),

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["tube_points", "ball_points", "deposit", "blur", "add_halo", "haze", "neuropil", "upsample", "coarse_step", "move_coarse",
+__all__ = ["tube_points", "ball_points", "deposit", "blur", "add_halo", "haze", "neuropil",
+           "upsample", "coarse_step", "move_coarse",
            "add_upsampled",
            "to_counts", "compound_photon_noise",
            "head_peak_fraction", "POINTS_PER_UM3"]

@@ -416,3 +416,24 @@ def test_axons_bend_around_a_dendrite_instead_of_through_it():
                         clearance=2.0)
     far = far.reshape(-1, 3)
     assert (np.hypot(far[:, 1] - 15.0, far[:, 0] - 10.0) - 0.8 >= 2.0 + 0.15 - 1e-6).all()
+
+
+def test_dynamics_places_spines_only_where_they_fit():
+    """Every spine (initial, new, restored) is placed where ``fits`` accepts it; a spine
+    given up for a row is followed by a fresh draw for that row."""
+    branches = pd.DataFrame({"branch_id": np.arange(3), "length_um": np.full(3, 60.0)})
+    calls = []
+
+    def fits(index, branch_id, arc_um, session, present, draw):
+        calls.append((index, draw))
+        assert all(i < index for i in present)
+        return arc_um < 20.0
+
+    life, _ = simulate_presence(PRESETS["realistic"], branches, 4, np.random.default_rng(0),
+                                fits=fits)
+    assert len(life) > 10 and (life["arc_um"] < 20.0).all()
+    assert life["first_session"].max() >= 1
+    assert any(draw > 0 for _, draw in calls)
+    none, _ = simulate_presence(PRESETS["realistic"], branches, 4, np.random.default_rng(0),
+                                fits=lambda *args: False)
+    assert len(none) == 0
