@@ -679,6 +679,10 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
                           xwidth_um=cands["xwidth_um"].to_numpy(),
                           zwidth_um=cands["zwidth_um"].to_numpy(),
                           shaft_zwidth_um=cands["shaft_zwidth_um"].to_numpy())
+    if getattr(params, "detector_model", "") and not features:  # spinetrack.learn
+        from .learn import learned_keep
+
+        keep = learned_keep(params.detector_model, _select(cands, frame, params, features=True))
     out = _dedupe(out[keep].reset_index(drop=True), voxel)
     out = _drop_on_filopodia(out)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
