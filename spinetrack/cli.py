@@ -503,9 +503,9 @@ def _cmd_learn(args) -> int:
         bar.close()
     out = model.save(args.out)
     prov = model.provenance
-    print(f"learned from {prov['n_positive']} spines and {prov['n_negative']} rejected "
-          f"candidates of {len(series)} session(s); threshold {model.threshold:.2f}; "
-          f"wrote {out}")
+    print(f"learned from {prov['n_person_spines']} of the person's spines in {len(series)} "
+          f"session(s) ({prov['n_positive']} candidate heads labelled spine, "
+          f"{prov['n_negative']} not); threshold {model.threshold:.2f}; wrote {out}")
     return EXIT_OK
 
 

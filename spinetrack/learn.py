@@ -11,11 +11,12 @@ and the rest of the detection are unchanged.
 
 Labels (:func:`label_candidates`): a candidate is *positive* when it is the
 match of a person's spine in the one-to-one matching used to score detections
-(:func:`spinetrack.compare.match_points`, 1.2 µm laterally, 2.5 µm axially);
-*negative* when it matches no spine and lies where the person looked (within
-``near_um`` of their centre lines, or on a traced branch holding one of their
-spines when there are no lines); other candidates (near a spine but not its
-match, near a spine the person excluded, or outside the annotated region) are
+(:func:`spinetrack.compare.match_points`, 1.2 µm laterally, 2.5 µm axially),
+or lies within that tolerance of one (the same head found at another plane;
+de-duplication keeps one); *negative* when it is near no spine and lies where
+the person looked (within ``near_um`` of their centre lines, or on a traced
+branch holding one of their spines when there are no lines); candidates near
+a spine the person excluded (``is_bad``) or outside the annotated region are
 left out of the training.
 
 Features (:data:`FEATURES`) are lengths in µm and intensities in units of the
@@ -254,7 +255,7 @@ def _voxel_from(feats: pd.DataFrame) -> np.ndarray:
 def label_candidates(feats: pd.DataFrame, spines: pd.DataFrame,
                      lines: pd.DataFrame | None = None, near_um: float = 3.0,
                      lateral_um: float | None = None, axial_um: float | None = None,
-                     duplicates: str = "negative") -> np.ndarray:
+                     duplicates: str = "positive") -> np.ndarray:
     """Label one session's candidates from a person's spines of that session.
 
     Parameters
@@ -273,11 +274,17 @@ def label_candidates(feats: pd.DataFrame, spines: pd.DataFrame,
         Negatives lie within this distance (3-D, µm) of ``lines``.
     lateral_um, axial_um : float, optional
         Matching tolerances (default those of :mod:`spinetrack.compare`).
+    duplicates : {"positive", "negative", "ignore"}
+        Label of the candidates within the tolerance of a person's spine that
+        are not its match (the same head found at another plane or offset;
+        de-duplication keeps one of them). ``"positive"`` measured best on
+        rr30a-dev (docs/learn.md).
 
     Returns
     -------
     ndarray of int
-        1 positive, 0 negative, -1 left out of training.
+        1 positive, 0 negative, -1 left out of training. Candidates near a
+        spine the person excluded are always left out.
     """
     from .compare import AXIAL_UM, LATERAL_UM, distance_to_lines, match_points
 
@@ -297,6 +304,7 @@ def label_candidates(feats: pd.DataFrame, spines: pd.DataFrame,
     ci, ti = match_points(c_um, t_um, lateral_um, axial_um)
     # a candidate within the tolerance of any spine is not a clean negative
     near_spine = np.zeros(len(feats), bool)
+    near_excluded = near_spine
     if len(t_um):
         from scipy.spatial import cKDTree
 
@@ -304,13 +312,21 @@ def label_candidates(feats: pd.DataFrame, spines: pd.DataFrame,
         d, j = cKDTree(t_um * scale).query(c_um * scale)
         lat = np.hypot(*(c_um[:, 1:] - t_um[j, 1:]).T)
         near_spine = (np.abs(c_um[:, 0] - t_um[j, 0]) <= axial_um) & (lat <= lateral_um)
+        near_excluded = near_spine & excluded[j]
     if lines is not None and len(lines):
         region = distance_to_lines(feats[pos].assign(session=0),
                                    lines.assign(session=0)) <= near_um
     else:
         good = ci[~excluded[ti]]
         region = feats["branch_id"].isin(set(feats["branch_id"].to_numpy()[good])).to_numpy()
+    if duplicates not in ("positive", "negative", "ignore"):
+        raise InputError(None, f"duplicates must be 'positive', 'negative' or 'ignore', got "
+                               f"{duplicates!r}")
     labels[region & (~near_spine if duplicates == "ignore" else True)] = 0
+    if duplicates == "positive":
+        labels[near_spine] = 1
+    labels[near_excluded] = -1
+    labels[ci[excluded[ti]]] = -1
     labels[ci[~excluded[ti]]] = 1
     return labels
 
@@ -419,8 +435,8 @@ def _tree_predict(nodes: list[dict[str, Any]], X: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fit_boosting(X: np.ndarray, y: np.ndarray, n_trees: int = 150, depth: int = 3,
-                  learning_rate: float = 0.1, l2: float = 1.0, min_hess: float = 2.0,
+def _fit_boosting(X: np.ndarray, y: np.ndarray, n_trees: int = 60, depth: int = 2,
+                  learning_rate: float = 0.1, l2: float = 1.0, min_hess: float = 5.0,
                   n_bins: int = 32) -> dict[str, Any]:
     """Gradient boosting of shallow trees on the logistic loss (Newton steps)."""
     edges = _bin_edges(X, n_bins)
@@ -574,6 +590,46 @@ def learned_keep(model: DetectorModel | str | Path, feats: pd.DataFrame) -> np.n
     return model.accepts(candidate_features(feats))
 
 
+def detection_counts(detections: pd.DataFrame, spines: pd.DataFrame,
+                     lines: pd.DataFrame | None = None, near_um: float = 3.0,
+                     region_branches=None) -> tuple[int, int, int]:
+    """True positives, false positives and misses of one session's detections.
+
+    Matching as in :mod:`spinetrack.compare` (one to one, 1.2 µm laterally,
+    2.5 µm axially). A person's spine marked ``is_bad`` (or ``visible`` False)
+    and a detection matched to one count for nothing. With ``lines``, only
+    spines and unmatched detections within ``near_um`` of them count; without,
+    only unmatched detections on ``region_branches`` (session-local branch ids)
+    are false positives.
+    """
+    from .compare import distance_to_lines, match_points
+
+    pos = ["z_um", "y_um", "x_um"]
+    det = detections[detections["kind"] == "spine"] if "kind" in detections else detections
+    excluded = np.zeros(len(spines), bool)
+    if "is_bad" in spines.columns:
+        excluded |= spines["is_bad"].fillna(False).to_numpy(bool)
+    if "visible" in spines.columns:
+        excluded |= ~spines["visible"].fillna(True).to_numpy(bool)
+    counted = ~excluded
+    d_in = np.ones(len(det), bool)
+    if lines is not None and len(lines):
+        counted &= distance_to_lines(spines[pos].assign(session=0),
+                                     lines.assign(session=0)) <= near_um
+        d_in = distance_to_lines(det[pos].assign(session=0), lines.assign(session=0)) <= near_um
+    elif region_branches is not None:
+        d_in = det["branch_id"].isin(set(region_branches)).to_numpy()
+    di, ti = match_points(det[pos].to_numpy(float), spines[pos].to_numpy(float))
+    tp = int(counted[ti].sum())
+    d_matched = np.zeros(len(det), bool)
+    d_matched[di] = True
+    fp = int((~d_matched & d_in).sum())
+    t_matched = np.zeros(len(spines), bool)
+    t_matched[ti] = True
+    fn = int((counted & ~t_matched).sum())
+    return tp, fp, fn
+
+
 def _threshold(prob: np.ndarray, y: np.ndarray) -> float:
     """The threshold that maximises F1 of the labelled candidates."""
     grid = np.round(np.arange(0.10, 0.91, 0.02), 2)
@@ -591,7 +647,8 @@ def _threshold(prob: np.ndarray, y: np.ndarray) -> float:
 
 def fit_model(X: pd.DataFrame, y: np.ndarray, kind: str = "boosting",
               groups: np.ndarray | None = None, n_folds: int = 5,
-              provenance: dict[str, Any] | None = None, progress=None) -> DetectorModel:
+              provenance: dict[str, Any] | None = None, progress=None,
+              threshold: float | None = None) -> DetectorModel:
     """Fit a classifier and choose its threshold on out-of-fold predictions.
 
     Parameters
@@ -611,6 +668,8 @@ def fit_model(X: pd.DataFrame, y: np.ndarray, kind: str = "boosting",
         Stored with the model.
     progress : callable, optional
         ``progress(stage, done, total)``, once per fold.
+    threshold : float, optional
+        Use this threshold (no out-of-fold fits).
 
     Returns
     -------
@@ -628,8 +687,9 @@ def fit_model(X: pd.DataFrame, y: np.ndarray, kind: str = "boosting",
     values = np.where(np.isfinite(X.to_numpy(float)), X.to_numpy(float), 0.0)
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     uniq = np.unique(groups)
-    k = min(n_folds, len(uniq))
-    threshold = 0.5
+    k = min(n_folds, len(uniq)) if threshold is None else 0
+    given = threshold is not None
+    threshold = 0.5 if threshold is None else float(threshold)
     if k >= 2:
         fold_of = {g: i % k for i, g in enumerate(np.random.default_rng(0).permutation(uniq))}
         fold = np.array([fold_of[g] for g in groups])
@@ -651,8 +711,8 @@ def fit_model(X: pd.DataFrame, y: np.ndarray, kind: str = "boosting",
     prov = dict(provenance or {})
     prov.setdefault("n_positive", int((y == 1).sum()))
     prov.setdefault("n_negative", int((y == 0).sum()))
-    prov.setdefault("threshold_from", f"{k}-fold out-of-fold F1 over groups" if k >= 2
-                    else "default 0.5")
+    prov.setdefault("threshold_from", "given" if given else
+                    f"{k}-fold out-of-fold F1 over groups" if k >= 2 else "default 0.5")
     prov.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return DetectorModel(kind, list(X.columns), params, threshold, prov)
 
@@ -812,7 +872,107 @@ def learn_detector(sessions, spines: pd.DataFrame, lines: pd.DataFrame | None = 
         report(progress, "learn: candidates", k, len(sessions))
         cands.append(session_candidates(session, params))
     report(progress, "learn: candidates", len(sessions), len(sessions))
+    return learn_from_candidates(cands, spines, lines, annotation_sessions, kind=kind,
+                                 near_um=near_um, provenance={
+                                     "trained_on": [getattr(s, "name", str(k))
+                                                    for k, s in enumerate(sessions)],
+                                     "trace": params.trace.to_dict(),
+                                     "detect": params.detect.to_dict(),
+                                     **(provenance or {})}, progress=progress)
+
+
+def learn_from_candidates(cands: list[pd.DataFrame], spines: pd.DataFrame,
+                          lines: pd.DataFrame | None, annotation_sessions: list[int],
+                          kind: str = "boosting", near_um: float = 3.0,
+                          n_folds: int = 5, provenance=None, progress=None
+                          ) -> DetectorModel:
+    """:func:`learn_detector` on candidates already found (:func:`session_candidates`).
+
+    The threshold is the one that maximises the F1 of the *detections* (after
+    de-duplication, scored as :func:`detection_counts`) made from out-of-fold
+    probabilities, folds being whole traced branches.
+    """
     table = training_table(cands, spines, lines, annotation_sessions, near_um)
+    X_all = [candidate_features(f) if len(f) else pd.DataFrame(columns=list(FEATURES))
+             for f in cands]
+    labels = [np.full(len(f), -1) if not len(f) else
+              _session_labels(f, spines, lines, s, near_um)
+              for f, s in zip(cands, annotation_sessions)]
+    groups = [np.array([f"{s}:{b}" for b in f["branch_id"].to_numpy()]) if len(f)
+              else np.zeros(0, str) for f, s in zip(cands, annotation_sessions)]
+    prob = _oof_probability(np.vstack([x.to_numpy(float) for x in X_all]),
+                            np.concatenate(labels), np.concatenate(groups), kind, n_folds,
+                            progress)
+    threshold, oof_f1 = 0.5, None
+    if np.isfinite(prob).any():
+        threshold, oof_f1 = _detection_threshold(cands, np.split(prob, np.cumsum(
+            [len(f) for f in cands])[:-1]), labels, spines, lines, annotation_sessions,
+            near_um)
+    prov = {
+        "annotation_sessions": list(annotation_sessions),
+        "n_person_spines": int(spines["session"].isin(annotation_sessions).sum()),
+        "negatives_from": "within %g µm of the person's lines" % near_um if lines is not None
+        and len(lines) else "traced branches holding a person's spine",
+        "threshold_from": "out-of-fold detection F1 (folds: traced branches)",
+        "out_of_fold_f1": oof_f1,
+        **(provenance or {}),
+    }
+    model = fit_model(table[list(FEATURES)], table["label"].to_numpy(), kind=kind,
+                      threshold=threshold, provenance=prov)
+    return model
+
+
+def _session_labels(feats, spines, lines, session, near_um):
+    sp = spines[spines["session"] == session]
+    ln = None if lines is None else lines[lines["session"] == session]
+    return label_candidates(feats, sp, ln, near_um=near_um)
+
+
+def _oof_probability(values, labels, groups, kind, n_folds, progress=None) -> np.ndarray:
+    """Out-of-fold probability of every candidate (NaN where a fold could not be fitted)."""
+    values = np.where(np.isfinite(values), values, 0.0)
+    prob = np.full(len(values), np.nan)
+    uniq = np.unique(groups)
+    k = min(n_folds, len(uniq))
+    if k < 2:
+        return prob
+    fold_of = {g: i % k for i, g in enumerate(np.random.default_rng(0).permutation(uniq))}
+    fold = np.array([fold_of[g] for g in groups])
+    for i in range(k):
+        report(progress, "learn: folds", i, k)
+        train = (fold != i) & (labels >= 0)
+        if (labels[train] == 1).sum() < 2 or (labels[train] == 0).sum() < 2:
+            continue
+        test = fold == i
+        fitted = _FIT[kind](values[train], labels[train].astype(float))
+        prob[test] = _sigmoid(_MARGIN[kind](fitted, values[test]))
+    report(progress, "learn: folds", k, k)
+    return prob
+
+
+_GRID = np.round(np.concatenate([np.arange(0.02, 0.1, 0.02), np.arange(0.1, 0.91, 0.05)]), 2)
+
+
+def _detection_threshold(cands, probs, labels, spines, lines, sessions, near_um
+                         ) -> tuple[float, float]:
+    """The threshold with the best detection F1 over the sessions, and that F1."""
+    best, best_f1 = 0.5, -1.0
+    for t in _GRID:
+        tp = fp = fn = 0
+        for feats, prob, lab, s in zip(cands, probs, labels, sessions):
+            if not len(feats):
+                continue
+            keep = np.where(np.isfinite(prob), prob >= t, feats["keep"].to_numpy(bool))
+            det = select_detections(feats, keep)
+            sp = spines[spines["session"] == s]
+            ln = None if lines is None else lines[lines["session"] == s]
+            region = set(feats["branch_id"].to_numpy()[lab == 1])
+            a, b, c = detection_counts(det, sp, ln, near_um, region)
+            tp, fp, fn = tp + a, fp + b, fn + c
+        f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = float(t), f1
+    return best, best_f1
     prov = {
         "trained_on": [getattr(s, "name", str(k)) for k, s in enumerate(sessions)],
         "annotation_sessions": annotation_sessions,
