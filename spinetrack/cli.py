@@ -470,6 +470,10 @@ def _add_learn(sub) -> None:
     p.add_argument("--kind", choices=MODEL_KINDS, default="boosting",
                    help="classifier: gradient-boosted trees or logistic regression "
                         "(default boosting)")
+    p.add_argument("--combine", choices=("veto", "replace", "add"), default="veto",
+                   help="veto: keep what the hand-set tests and the model both accept "
+                        "(default; never adds a spine); replace: the model alone; add: "
+                        "either")
     p.add_argument("--near", type=float, default=3.0, metavar="UM",
                    help="negatives lie within UM µm of the person's centre lines (default 3)")
     _voxel_option(p)
@@ -494,7 +498,7 @@ def _cmd_learn(args) -> int:
     try:
         model = learn_detector(list(series), spines, lines,
                                annotation_sessions=args.annotation_sessions, params=params,
-                               kind=args.kind, near_um=args.near,
+                               kind=args.kind, near_um=args.near, combine=args.combine,
                                provenance={"spines": str(args.spines),
                                            "lines": args.lines,
                                            "images": [str(s.path) for s in series]},
@@ -505,7 +509,8 @@ def _cmd_learn(args) -> int:
     prov = model.provenance
     print(f"learned from {prov['n_person_spines']} of the person's spines in {len(series)} "
           f"session(s) ({prov['n_positive']} candidate heads labelled spine, "
-          f"{prov['n_negative']} not); threshold {model.threshold:.2f}; wrote {out}")
+          f"{prov['n_negative']} not); threshold {model.threshold:.2f} ({model.combine}); "
+          f"wrote {out}")
     return EXIT_OK
 
 

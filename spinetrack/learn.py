@@ -74,6 +74,16 @@ __all__ = [
 MODEL_FORMAT = "spinetrack-detector-model"
 MODEL_VERSION = 1
 MODEL_KINDS = ("boosting", "logistic")
+COMBINE = ("replace", "veto", "add")
+
+
+def _combine(model: np.ndarray, hand: np.ndarray | None, how: str) -> np.ndarray:
+    """The model's verdict combined with the hand-set tests' (see DetectorModel.combine)."""
+    if how == "veto":
+        return model & hand
+    if how == "add":
+        return model | hand
+    return model
 
 #: Measurements of a candidate the classifier sees (lengths µm, intensities in shaft units).
 FEATURES = (
@@ -487,6 +497,9 @@ class DetectorModel:
         Candidates with a probability at least this are accepted.
     provenance : dict
         How it was trained: inputs, label counts, parameters, date.
+    combine : str
+        ``"replace"``: the model's verdict replaces the hand-set tests';
+        ``"veto"``: keep what both accept; ``"add"``: keep what either accepts.
     """
 
     kind: str
@@ -494,6 +507,7 @@ class DetectorModel:
     params: dict[str, Any]
     threshold: float = 0.5
     provenance: dict[str, Any] = field(default_factory=dict)
+    combine: str = "replace"
 
     def probability(self, X: pd.DataFrame) -> np.ndarray:
         """Probability that each row (columns :attr:`features`) is a spine."""
@@ -505,13 +519,15 @@ class DetectorModel:
         return _sigmoid(_MARGIN[self.kind](self.params, values))
 
     def accepts(self, X: pd.DataFrame) -> np.ndarray:
-        """Boolean verdict per row: probability at least :attr:`threshold`."""
-        return self.probability(X) >= self.threshold
+        """Boolean verdict per row: probability at least :attr:`threshold`, combined
+        with the hand-set tests' verdict (column ``hand_keep``) as :attr:`combine` says."""
+        hand = X["hand_keep"].to_numpy(bool) if self.combine != "replace" else None
+        return _combine(self.probability(X) >= self.threshold, hand, self.combine)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": MODEL_FORMAT, "version": MODEL_VERSION, "kind": self.kind,
                 "features": list(self.features), "threshold": float(self.threshold),
-                "params": self.params, "provenance": self.provenance}
+                "combine": self.combine, "params": self.params, "provenance": self.provenance}
 
     @classmethod
     def from_dict(cls, data: Any, path: str | Path | None = None) -> DetectorModel:
@@ -535,8 +551,14 @@ class DetectorModel:
             raise InputError(path, "the model's \"threshold\" is not a number") from None
         if not 0.0 <= threshold <= 1.0:
             raise InputError(path, f"the model's threshold {threshold} is not in [0, 1]")
+        combine = data.get("combine", "replace")
+        if combine not in COMBINE:
+            raise InputError(path, f"unknown \"combine\" {combine!r}; expected one of "
+                                   f"{COMBINE}")
+        if combine != "replace" and "hand_keep" not in features:
+            raise InputError(path, f"combine {combine!r} needs the feature \"hand_keep\"")
         model = cls(kind, list(features), data.get("params"), threshold,
-                    dict(data.get("provenance") or {}))
+                    dict(data.get("provenance") or {}), combine)
         try:  # a malformed classifier fails here, not in the middle of a run
             model.probability(pd.DataFrame(np.zeros((1, len(features))), columns=features))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -821,7 +843,7 @@ def training_table(candidates: list[pd.DataFrame], spines: pd.DataFrame,
 def learn_detector(sessions, spines: pd.DataFrame, lines: pd.DataFrame | None = None,
                    annotation_sessions: list[int] | None = None, params=None,
                    kind: str = "boosting", near_um: float = 3.0, provenance=None,
-                   progress=None) -> DetectorModel:
+                   progress=None, combine: str = "veto") -> DetectorModel:
     """Learn the detector's selection from a person's spines of some sessions.
 
     Parameters
@@ -844,6 +866,9 @@ def learn_detector(sessions, spines: pd.DataFrame, lines: pd.DataFrame | None = 
         Negatives lie within this distance of ``lines`` (µm).
     provenance : dict, optional
         Extra provenance to store (e.g. file names).
+    combine : {"veto", "replace", "add"}
+        How the model's verdict meets the hand-set tests' (:class:`DetectorModel`);
+        ``"veto"`` (only remove what the tests keep) measured safest on rr30a-dev.
     progress : callable, optional
 
     Returns
@@ -873,7 +898,7 @@ def learn_detector(sessions, spines: pd.DataFrame, lines: pd.DataFrame | None = 
         cands.append(session_candidates(session, params))
     report(progress, "learn: candidates", len(sessions), len(sessions))
     return learn_from_candidates(cands, spines, lines, annotation_sessions, kind=kind,
-                                 near_um=near_um, provenance={
+                                 near_um=near_um, combine=combine, provenance={
                                      "trained_on": [getattr(s, "name", str(k))
                                                     for k, s in enumerate(sessions)],
                                      "trace": params.trace.to_dict(),
@@ -884,14 +909,16 @@ def learn_detector(sessions, spines: pd.DataFrame, lines: pd.DataFrame | None = 
 def learn_from_candidates(cands: list[pd.DataFrame], spines: pd.DataFrame,
                           lines: pd.DataFrame | None, annotation_sessions: list[int],
                           kind: str = "boosting", near_um: float = 3.0,
-                          n_folds: int = 5, provenance=None, progress=None
-                          ) -> DetectorModel:
+                          n_folds: int = 5, provenance=None, progress=None,
+                          combine: str = "veto") -> DetectorModel:
     """:func:`learn_detector` on candidates already found (:func:`session_candidates`).
 
     The threshold is the one that maximises the F1 of the *detections* (after
     de-duplication, scored as :func:`detection_counts`) made from out-of-fold
     probabilities, folds being whole traced branches.
     """
+    if combine not in COMBINE:
+        raise InputError(None, f"unknown combine {combine!r}; choose one of {COMBINE}")
     table = training_table(cands, spines, lines, annotation_sessions, near_um)
     X_all = [candidate_features(f) if len(f) else pd.DataFrame(columns=list(FEATURES))
              for f in cands]
@@ -907,7 +934,7 @@ def learn_from_candidates(cands: list[pd.DataFrame], spines: pd.DataFrame,
     if np.isfinite(prob).any():
         threshold, oof_f1 = _detection_threshold(cands, np.split(prob, np.cumsum(
             [len(f) for f in cands])[:-1]), labels, spines, lines, annotation_sessions,
-            near_um)
+            near_um, combine)
     prov = {
         "annotation_sessions": list(annotation_sessions),
         "n_person_spines": int(spines["session"].isin(annotation_sessions).sum()),
@@ -919,6 +946,7 @@ def learn_from_candidates(cands: list[pd.DataFrame], spines: pd.DataFrame,
     }
     model = fit_model(table[list(FEATURES)], table["label"].to_numpy(), kind=kind,
                       threshold=threshold, provenance=prov)
+    model.combine = combine
     return model
 
 
@@ -953,8 +981,8 @@ def _oof_probability(values, labels, groups, kind, n_folds, progress=None) -> np
 _GRID = np.round(np.concatenate([np.arange(0.02, 0.1, 0.02), np.arange(0.1, 0.91, 0.05)]), 2)
 
 
-def _detection_threshold(cands, probs, labels, spines, lines, sessions, near_um
-                         ) -> tuple[float, float]:
+def _detection_threshold(cands, probs, labels, spines, lines, sessions, near_um,
+                         combine="replace") -> tuple[float, float]:
     """The threshold with the best detection F1 over the sessions, and that F1."""
     best, best_f1 = 0.5, -1.0
     for t in _GRID:
@@ -962,7 +990,8 @@ def _detection_threshold(cands, probs, labels, spines, lines, sessions, near_um
         for feats, prob, lab, s in zip(cands, probs, labels, sessions):
             if not len(feats):
                 continue
-            keep = np.where(np.isfinite(prob), prob >= t, feats["keep"].to_numpy(bool))
+            hand = feats["keep"].to_numpy(bool)
+            keep = np.where(np.isfinite(prob), _combine(prob >= t, hand, combine), hand)
             det = select_detections(feats, keep)
             sp = spines[spines["session"] == s]
             ln = None if lines is None else lines[lines["session"] == s]
