@@ -708,28 +708,15 @@ def fit_model(X: pd.DataFrame, y: np.ndarray, kind: str = "boosting",
                                "negative; need at least 2 of each)")
     values = np.where(np.isfinite(X.to_numpy(float)), X.to_numpy(float), 0.0)
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
-    uniq = np.unique(groups)
-    k = min(n_folds, len(uniq)) if threshold is None else 0
+    k = min(n_folds, len(np.unique(groups))) if threshold is None else 0
     given = threshold is not None
     threshold = 0.5 if threshold is None else float(threshold)
     if k >= 2:
-        fold_of = {g: i % k for i, g in enumerate(np.random.default_rng(0).permutation(uniq))}
-        fold = np.array([fold_of[g] for g in groups])
-        prob = np.full(len(y), np.nan)
-        for i in range(k):
-            report(progress, "learn", i, k + 1)
-            test = fold == i
-            train = ~test
-            if (y[train] == 1).sum() < 2 or (y[train] == 0).sum() < 2:
-                continue
-            prob[test] = _sigmoid(_MARGIN[kind](_FIT[kind](values[train], y[train]),
-                                                values[test]))
+        prob = _oof_probability(values, y.astype(np.int64), groups, kind, n_folds, progress)
         done = np.isfinite(prob)
         if done.any():
             threshold = _threshold(prob[done], y[done])
-    report(progress, "learn", k, k + 1)
     params = _FIT[kind](values, y)
-    report(progress, "learn", k + 1, k + 1)
     prov = dict(provenance or {})
     prov.setdefault("n_positive", int((y == 1).sum()))
     prov.setdefault("n_negative", int((y == 0).sum()))

@@ -158,3 +158,11 @@ def test_cli_learn_and_detect_with_the_model(two_seeds, tmp_path, capsys):
     rc = main(["-q", "learn", str(tmp_path / "syn" / "session0.tif"), "--spines",
                str(tmp_path / "nothing.csv"), "--out", str(tmp_path / "m2.json")])
     assert rc == 2 and "nothing.csv" in capsys.readouterr().err
+
+
+def test_too_few_labels_is_a_one_line_error(rng):
+    X = pd.DataFrame(rng.normal(size=(20, 2)), columns=["a", "b"])
+    with pytest.raises(InputError, match="too few labelled candidates"):
+        fit_model(X, np.zeros(20, int))
+    with pytest.raises(InputError, match="unknown model kind"):
+        fit_model(X, np.arange(20) % 2, kind="forest")
