@@ -24,7 +24,7 @@ def panels(viewer):
 @pytest.fixture
 def comparing(make_napari_viewer, tiny_folder):
     viewer = make_napari_viewer(show=True)
-    viewer.window.resize(1300, 800)
+    viewer.window.resize(1600, 900)
     open_folder(viewer, tiny_folder)
     edit = EditWidget(viewer)
     viewer.window.add_dock_widget(edit, area="right", name="Correct spines")
@@ -131,3 +131,27 @@ def test_compare_screenshot(comparing, screenshot_dir):
                              flash=False)
     assert (screenshot_dir / "review_compare.png").stat().st_size > 10_000
     assert len(q)
+
+
+def test_plane_labels_and_planes_to_read_of_a_call():
+    import pandas as pd
+
+    from spinetrack_napari._widgets.compare import panel_labels, plane_um, planes_of
+
+    call = pd.Series({"fate": "restored", "session": 2, "z_um": 16.4, "before_session": 1,
+                      "after_session": 2, "before_z_um": 15.3, "after_z_um": 16.4})
+    assert panel_labels(call, [0.0, 4.1, 7.0]) == ("session 1 (day 4.1): lost spine",
+                                                    "session 2 (day 7): restored")
+    assert panel_labels(call.replace("restored", "lost"), None) == ("session 1: last seen",
+                                                                     "session 2: gone")
+    # both circled sites within ±1 µm of the plane shown
+    assert plane_um(call) == pytest.approx(15.85) and plane_um(call, False) == 16.4
+
+    class Image:  # what planes_of reads of the sessions layer
+        scale, translate = (1.0, 1.0, 0.12, 0.12), (0.0, 0.0, 0.0, 0.0)
+        data = np.zeros((3, 40, 2, 2))
+
+    # the z slider snaps to its grid (start 0.3, step 1): 15.85 -> 16.3 -> plane 16
+    assert planes_of(call, Image, (0.3, 39.3, 1.0)) == [(1, 16), (2, 16)]
+    assert planes_of(call, Image, (0.3, 39.3, 1.0), comparing=False) == [(2, 16)]
+    assert planes_of(call, Image) == [(1, 16), (2, 16)]

@@ -27,7 +27,7 @@ import pandas as pd
 
 from .._convert import META_KEY, ring_points, session_points, spines_layer
 
-__all__ = ["SessionComparison", "ROLE", "panel_labels"]
+__all__ = ["SessionComparison", "ROLE", "panel_labels", "plane_um", "planes_of", "Prefetch"]
 
 ROLE = "compare"
 SIDES = ("before", "after")
@@ -48,9 +48,9 @@ def panel_labels(call: pd.Series, days: list[float] | None = None) -> tuple[str,
     if fate == "lost":
         what = ("last seen", "gone")
     elif fate == "restored":
-        what = ("lost spine last seen", "restored here")
+        what = ("lost spine", "restored")
     else:
-        what = ("not there yet", f"{fate}: new")
+        what = ("not yet", "new")
     return tuple(f"{name(k)}: {w}" for k, w in zip(sessions, what))  # type: ignore[return-value]
 
 
@@ -292,19 +292,32 @@ class SessionComparison:
             self.select(int(call["spine_id"]), int(call["session"]))
 
 
-def planes_of(call: pd.Series, image, z_range=None) -> list[tuple[int, int]]:
-    """(session, plane) of the ``sessions`` image that comparing ``call`` shows.
+def plane_um(call: pd.Series, comparing: bool = True) -> float:
+    """The z (µm) to show ``call`` at: the spine's, or while comparing the middle of
+    the two circled sites (a restored spine and its lost predecessor may lie in
+    different planes; the middle shows both within the viewer's ±1 µm)."""
+    if not comparing:
+        return float(call["z_um"])
+    return 0.5 * (float(call["before_z_um"]) + float(call["after_z_um"]))
 
+
+def planes_of(call: pd.Series, image, z_range=None,
+              comparing: bool = True) -> list[tuple[int, int]]:
+    """(session, plane) of the ``sessions`` image that showing ``call`` reads.
+
+    Comparing: both compared sessions; else the call's own session.
     ``z_range``: the viewer's ``dims.range[1]`` (start, stop, step), whose grid
     the z slider snaps to.
     """
-    z_um = float(call["z_um"])
+    z_um = plane_um(call, comparing)
     if z_range is not None and z_range[2] > 0:
         start, stop, step = (float(v) for v in z_range)
         z_um = float(np.clip(start + round((z_um - start) / step) * step, start, stop))
     vz, tz = float(image.scale[1]), float(image.translate[1])
     z = int(np.round((z_um - tz) / vz))
     z = int(np.clip(z, 0, image.data.shape[1] - 1))
+    if not comparing:
+        return [(int(call["session"]), z)]
     return [(int(call["before_session"]), z), (int(call["after_session"]), z)]
 
 

@@ -25,7 +25,7 @@ from .._convert import FATE_COLORS
 from ._close_guard import ask_unsaved, install_close_guard
 from ._jobs import start_job
 from ._state import state_for, viewer_camera
-from .compare import Prefetch, SessionComparison, planes_of
+from .compare import Prefetch, SessionComparison, plane_um, planes_of
 
 __all__ = ["EditWidget"]
 
@@ -259,9 +259,7 @@ class EditWidget(QWidget):
         if image is None or image.ndim != 4 or len(queue) < 2:
             return
         call = queue.iloc[(i + (1 if step > 0 else -1)) % len(queue)]
-        planes = planes_of(call, image, self.viewer.dims.range[1])
-        if not self.comparison.active:  # only the call's own session is shown
-            planes = [(int(call["session"]), planes[0][1])]
+        planes = planes_of(call, image, self.viewer.dims.range[1], self.comparison.active)
         self.prefetch.request(image, planes)
 
     def _go_to(self, call) -> None:
@@ -273,7 +271,7 @@ class EditWidget(QWidget):
                 self.comparison.show(call)
             viewer.dims.set_point(0, int(call["session"]))
             if viewer.dims.ndim >= 4:
-                viewer.dims.set_point(1, float(call["z_um"]))
+                viewer.dims.set_point(1, plane_um(call, comparing))
             viewer_camera(viewer).center = (float(call["y_um"]), float(call["x_um"]))
         layer = self.state.layer("spines")
         if layer is not None:
