@@ -42,6 +42,7 @@ def test_compare_shows_both_sessions_centred_on_the_call(comparing):
     viewer.layers["identities"].visible = False
     before["identities"] = False
     active = viewer.layers.selection.active
+    margins = (viewer.dims.margin_left, viewer.dims.margin_right)
     edit.compare.setChecked(True)
     call = current_call(edit)
     a, b = int(call["before_session"]), int(call["after_session"])
@@ -70,10 +71,12 @@ def test_compare_shows_both_sessions_centred_on_the_call(comparing):
     assert sel == [(int(call["spine_id"]), int(call["session"]))]
     assert not any(viewer.layers[n].visible for n in before)
     assert "comparing session" in edit.location.text()
+    assert viewer.dims.margin_left[1] == viewer.dims.margin_right[1] == 1.5
 
     edit.compare.setChecked(False)  # off: the layers as they were
     assert {layer.name: layer.visible for layer in viewer.layers} == before
     assert not grid.enabled and viewer.layers.selection.active is active
+    assert (viewer.dims.margin_left, viewer.dims.margin_right) == margins
 
 
 def test_next_keeps_the_comparison_and_edits_invalidate_the_queue(comparing):

@@ -33,6 +33,9 @@ ROLE = "compare"
 SIDES = ("before", "after")
 #: Field of view of each panel when the comparison opens on a wider view (µm).
 PANEL_WIDTH_UM = 30.0
+#: While comparing, spines this close to the plane are shown (µm; the viewer's usual 1 µm
+#: can miss one of two sites a plane apart, and the panels' images show one plane anyway).
+COMPARE_MARGIN_UM = 1.5
 
 
 def panel_labels(call: pd.Series, days: list[float] | None = None) -> tuple[str, str]:
@@ -124,6 +127,8 @@ class SessionComparison:
         for layer, visible in self._saved.get("visible", []):
             if layer in viewer.layers:
                 layer.visible = visible
+        if "margins" in self._saved and len(self._saved["margins"][0]) == viewer.dims.ndim:
+            viewer.dims.margin_left, viewer.dims.margin_right = self._saved["margins"]
         active = self._saved.get("active")
         if active is not None and active in viewer.layers:
             viewer.layers.selection.active = active
@@ -203,7 +208,9 @@ class SessionComparison:
         self.project = self.state.project
         self._saved = {"grid": (grid.enabled, grid.stride, tuple(grid.shape), grid.spacing),
                        "visible": [(layer, bool(layer.visible)) for layer in viewer.layers],
-                       "active": viewer.layers.selection.active}
+                       "active": viewer.layers.selection.active,
+                       "margins": (tuple(viewer.dims.margin_left),
+                                   tuple(viewer.dims.margin_right))}
         from napari.layers import Image, Points
 
         image = self.state.layer("sessions")
@@ -235,6 +242,7 @@ class SessionComparison:
         if self._saved["active"] is not None:
             viewer.layers.selection.active = self._saved["active"]
         self._zoom_in()
+        _widen_z_margin(viewer, COMPARE_MARGIN_UM)
 
     def _hide_others(self) -> None:
         viewer = self.state.viewer
@@ -299,6 +307,17 @@ def plane_um(call: pd.Series, comparing: bool = True) -> float:
     if not comparing:
         return float(call["z_um"])
     return 0.5 * (float(call["before_z_um"]) + float(call["after_z_um"]))
+
+
+def _widen_z_margin(viewer, margin_um: float) -> None:
+    """Show points within at least ``margin_um`` of the plane (z is the second-last
+    but one axis: (session, z, y, x))."""
+    if viewer.dims.ndim < 3:
+        return
+    z = viewer.dims.ndim - 3
+    left, right = list(viewer.dims.margin_left), list(viewer.dims.margin_right)
+    left[z], right[z] = max(left[z], margin_um), max(right[z], margin_um)
+    viewer.dims.margin_left, viewer.dims.margin_right = tuple(left), tuple(right)
 
 
 def planes_of(call: pd.Series, image, z_range=None,
