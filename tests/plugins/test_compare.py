@@ -158,3 +158,22 @@ def test_plane_labels_and_planes_to_read_of_a_call():
     assert planes_of(call, Image, (0.3, 39.3, 1.0)) == [(1, 16), (2, 16)]
     assert planes_of(call, Image, (0.3, 39.3, 1.0), comparing=False) == [(2, 16)]
     assert planes_of(call, Image) == [(1, 16), (2, 16)]
+
+
+def test_napari_point_tools_in_a_panel_edit_that_session(comparing):
+    viewer, edit, folder = comparing
+    edit.compare.setChecked(True)
+    call = current_call(edit)
+    side = "before" if call["session"] == call["before_session"] else "after"
+    panel = viewer.layers[f"{side}: spines"]
+    n = len(panel.data)
+    panel.remove_selected()  # the call, selected in its panel, deleted with napari's tool
+    assert [e.kind for e in load_edits(folder)] == ["delete"]
+    assert len(viewer.layers[f"{side}: spines"].data) == n - 1
+    after = viewer.layers["after: spines"]
+    k = int(call["after_session"])
+    after.add([3.0, 3.0, 13.0])  # napari's add mode in the right-hand panel
+    edits = load_edits(folder)
+    assert [e.kind for e in edits] == ["delete", "add"] and edits[-1].session == k
+    f = state_for(viewer).project.results.spines
+    assert ((f["session"] == k) & (f["source"] == "manual")).sum() == 1

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spinetrack.edits import Edit
+
 from .._convert import META_KEY, ring_points, session_points, spines_layer
 
 __all__ = ["SessionComparison", "ROLE", "panel_labels", "plane_um", "planes_of", "Prefetch"]
@@ -79,6 +81,10 @@ class SessionComparison:
         self._saved: dict[str, Any] = {}
         self._shown: dict[str, tuple] = {}  # side: (results, session) the panel shows
         self.project = None
+        self._filling = False
+        self._removing: list[tuple[int, int]] = []
+        self._moved: dict[str, set[int]] = {}
+        self._timer = None
 
     @property
     def active(self) -> bool:
@@ -228,6 +234,8 @@ class SessionComparison:
             data, kwargs, _ = session_points(self.state.project.results, 0, f"{side}: spines",
                                              self.state.project.folder)
             group["spines"] = Points(data, ndim=3, **kwargs)
+            group["spines"].events.data.connect(
+                lambda event, side=side: self._on_panel_data(side, event))
             data, kwargs, _ = ring_points((0.0, 0.0), "", f"{side}: call")
             group["ring"] = Points(data, **kwargs)
             for layer in group.values():
@@ -243,6 +251,51 @@ class SessionComparison:
             viewer.layers.selection.active = self._saved["active"]
         self._zoom_in()
         _widen_z_margin(viewer, COMPARE_MARGIN_UM)
+
+    # ------------------------------------------------------------------ napari's own tools
+    def _on_panel_data(self, side: str, event) -> None:
+        """napari's point tools in a panel make edits in that panel's session, as on the
+        spines layer (add mode, delete, dragging a selected point)."""
+        if self._filling or self.state.project is None or side not in self._shown:
+            return
+        layer, session = self.layers[side]["spines"], self._shown[side][1]
+        feats, action = layer.features, str(event.action)
+        project = self.state.project
+        if action == "removing":
+            self._removing = [(int(feats["spine_id"].iloc[i]), int(feats["session"].iloc[i]))
+                              for i in event.data_indices if 0 <= i < len(feats)]
+        elif action == "removed":
+            gone, self._removing = self._removing, []
+            self.state._native(lambda: [Edit.delete(project.spines, sid, s) for sid, s in gone])
+        elif action == "added":
+            new = [np.array(layer.data[i % len(layer.data)]) for i in event.data_indices]
+            self.state._native(lambda: [Edit.add(session, p) for p in new])
+        elif action == "changed":
+            self._moved.setdefault(side, set()).update(int(i) for i in event.data_indices)
+            self._settle_later()
+
+    def _settle_later(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        if self._timer is None:
+            self._timer = QTimer()
+            self._timer.setSingleShot(True)
+            self._timer.timeout.connect(self._apply_moves)
+        self._timer.start(self.state.DRAG_SETTLE_MS)
+
+    def _apply_moves(self) -> None:
+        moved, self._moved = self._moved, {}
+        project = self.state.project
+        if project is None or not self.active:
+            return
+        targets = []
+        for side, rows in moved.items():
+            layer = self.layers[side]["spines"]
+            feats = layer.features
+            targets += [(int(feats["spine_id"].iloc[i]), int(feats["session"].iloc[i]),
+                         np.array(layer.data[i])) for i in sorted(rows) if i < len(feats)]
+        self.state._native(lambda: [Edit.move(project.spines, sid, s, to)
+                                    for sid, s, to in targets])
 
     def _hide_others(self) -> None:
         viewer = self.state.viewer
@@ -290,7 +343,11 @@ class SessionComparison:
                     every = spines_layer(results, self.state.project.folder)
                 data, kwargs, _ = session_points(results, k, group["spines"].name,
                                                  self.state.project.folder, every)
-                _set_points(group["spines"], data, kwargs)
+                self._filling = True
+                try:
+                    _set_points(group["spines"], data, kwargs)
+                finally:
+                    self._filling = False
                 self._shown[side] = (results, k)
             ring = group["ring"]
             ring.data = np.array([ring_yx])
@@ -372,7 +429,8 @@ def _read_planes(data, planes) -> None:
 
 
 def _set_points(layer, data: np.ndarray, kwargs: dict[str, Any]) -> None:
-    """Replace a points layer's points and their styling in place."""
+    """Replace a points layer's points and their styling in place (call inside
+    ``_filling``: the data events are not edits)."""
     layer.selected_data = set()
     layer.data = data
     layer.features = kwargs["features"]
