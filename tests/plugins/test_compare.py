@@ -73,6 +73,9 @@ def test_compare_shows_both_sessions_centred_on_the_call(comparing):
     assert "comparing session" in edit.location.text()
     assert viewer.dims.margin_left[1] == viewer.dims.margin_right[1] == 1.5
 
+    extra = viewer.add_points([[1.0, 2.0, 3.0]], name="mine")  # added while comparing
+    assert not extra.visible and len(panels(viewer)) == 2
+    before["mine"] = True
     edit.compare.setChecked(False)  # off: the layers as they were
     assert {layer.name: layer.visible for layer in viewer.layers} == before
     assert not grid.enabled and viewer.layers.selection.active is active
@@ -177,3 +180,12 @@ def test_napari_point_tools_in_a_panel_edit_that_session(comparing):
     assert [e.kind for e in edits] == ["delete", "add"] and edits[-1].session == k
     f = state_for(viewer).project.results.spines
     assert ((f["session"] == k) & (f["source"] == "manual")).sum() == 1
+
+
+def test_compare_without_a_project_says_so(make_napari_viewer):
+    viewer = make_napari_viewer()
+    edit = EditWidget(viewer)
+    edit.compare.setChecked(True)
+    assert not edit.compare.isChecked() and "two or more sessions" in edit.status.text()
+    assert not _grid(viewer).enabled and len(viewer.layers) == 0
+    assert not edit.review(1) and "open a spinetrack results folder" in edit.status.text()

@@ -120,8 +120,10 @@ class SessionComparison:
         """Remove the comparison and put the viewer back as it was."""
         viewer = self.state.viewer
         layers, self.layers = self.layers, {}
-        if viewer is None:
+        if viewer is None or not layers:
+            self.call = None
             return
+        viewer.layers.events.inserted.disconnect(self._on_inserted)
         for side in layers.values():
             for layer in side.values():
                 if layer in viewer.layers:
@@ -251,6 +253,12 @@ class SessionComparison:
             viewer.layers.selection.active = self._saved["active"]
         self._zoom_in()
         _widen_z_margin(viewer, COMPARE_MARGIN_UM)
+        viewer.layers.events.inserted.connect(self._on_inserted)
+
+    def _on_inserted(self, event=None) -> None:
+        """A layer added while comparing is hidden (else it would take a viewbox)."""
+        if self.active:
+            self._hide_others()
 
     # ------------------------------------------------------------------ napari's own tools
     def _on_panel_data(self, side: str, event) -> None:
