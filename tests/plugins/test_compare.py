@@ -21,14 +21,18 @@ def panels(viewer):
     return [[viewer.layers[i].name for i in idx] for _, idx in grid.iter_viewboxes(viewer.layers)]
 
 
-@pytest.fixture
-def comparing(make_napari_viewer, tiny_folder):
-    viewer = make_napari_viewer(show=True)
+def _comparing(make_napari_viewer, folder, show=False):
+    viewer = make_napari_viewer(show=show)
     viewer.window.resize(1600, 900)
-    open_folder(viewer, tiny_folder)
+    open_folder(viewer, folder)
     edit = EditWidget(viewer)
     viewer.window.add_dock_widget(edit, area="right", name="Correct spines")
-    return viewer, edit, tiny_folder
+    return viewer, edit, folder
+
+
+@pytest.fixture
+def comparing(make_napari_viewer, tiny_folder):
+    return _comparing(make_napari_viewer, tiny_folder)
 
 
 def current_call(edit):
@@ -122,10 +126,10 @@ def test_next_keeps_the_comparison_and_edits_invalidate_the_queue(comparing):
     assert not any(layer.name.startswith(("before:", "after:")) for layer in viewer.layers)
 
 
-def test_compare_screenshot(comparing, screenshot_dir):
+def test_compare_screenshot(make_napari_viewer, tiny_folder, screenshot_dir):
     from qtpy.QtWidgets import QApplication
 
-    viewer, edit, folder = comparing
+    viewer, edit, folder = _comparing(make_napari_viewer, tiny_folder, show=True)
     edit.compare.setChecked(True)
     # a restored call: the lost spine's session beside the new spine's
     q = edit._queue()
