@@ -41,7 +41,8 @@ COMPARE_MARGIN_UM = 1.5
 
 
 def panel_labels(call: pd.Series, days: list[float] | None = None) -> tuple[str, str]:
-    """What each panel shows, e.g. ``("session 0 (day 0): last seen", "session 1 (day 4.1): gone")``."""
+    """What each panel shows, e.g. ``"session 0 (day 0): last seen"`` and
+    ``"session 1 (day 4.1): gone"`` for a spine lost after session 0."""
     fate = str(call["fate"])
     sessions = (int(call["before_session"]), int(call["after_session"]))
 
