@@ -193,3 +193,25 @@ def test_compare_without_a_project_says_so(make_napari_viewer):
     assert not edit.compare.isChecked() and "two or more sessions" in edit.status.text()
     assert not _grid(viewer).enabled and len(viewer.layers) == 0
     assert not edit.review(1) and "open a spinetrack results folder" in edit.status.text()
+
+
+def test_prefetch_reads_the_next_planes_in_the_background():
+    import threading
+
+    from spinetrack_napari._widgets.compare import Prefetch
+
+    class Planes:  # records which (session, plane) is read, and from which thread
+        shape = (3, 10, 2, 2)
+        seen: list = []
+
+        def __getitem__(self, index):
+            self.seen.append((index, threading.current_thread() is threading.main_thread()))
+            return np.zeros((2, 2))
+
+    class Image:
+        data = Planes()
+
+    prefetch = Prefetch()
+    prefetch.request(Image, [(1, 4), (2, 4)])
+    prefetch.wait(10)
+    assert Planes.seen == [((1, 4), False), ((2, 4), False)]
