@@ -218,3 +218,14 @@ def test_prefetch_reads_the_next_planes_in_the_background():
     prefetch.request(Image, [(1, 4), (2, 4)])
     prefetch.wait(10)
     assert Planes.seen == [((1, 4), False), ((2, 4), False)]
+
+
+def test_compare_without_session_images_shows_the_spines(comparing):
+    viewer, edit, folder = comparing
+    viewer.layers.remove(viewer.layers["sessions"])
+    edit.compare.setChecked(True)
+    assert panels(viewer) == [["before: spines", "before: call"],
+                              ["after: spines", "after: call"]]
+    assert edit.review(1) and len(panels(viewer)) == 2
+    edit.compare.setChecked(False)
+    assert [layer.name for layer in viewer.layers] == ["branches", "identities", "spines"]
