@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import __version__
 from .errors import InputError
 from .files import write_json_atomic
 from .progress import report
@@ -598,6 +599,7 @@ def learned_keep(model: DetectorModel | str | Path, feats: pd.DataFrame) -> np.n
 
     ``model`` may be a path; loaded models are cached by path and modification time.
     """
+    path = None
     if not isinstance(model, DetectorModel):
         path = Path(model)
         try:
@@ -609,7 +611,10 @@ def learned_keep(model: DetectorModel | str | Path, feats: pd.DataFrame) -> np.n
         model = _CACHE[key]
     if not len(feats):
         return np.zeros(0, bool)
-    return model.accepts(candidate_features(feats))
+    try:
+        return model.accepts(candidate_features(feats))
+    except InputError as exc:
+        raise InputError(path, exc.problem) from None
 
 
 def detection_counts(detections: pd.DataFrame, spines: pd.DataFrame,
@@ -928,6 +933,7 @@ def learn_from_candidates(cands: list[pd.DataFrame], spines: pd.DataFrame,
         "negatives_from": "within %g µm of the person's lines" % near_um if lines is not None
         and len(lines) else "traced branches holding a person's spine",
         "threshold_from": "out-of-fold detection F1 (folds: traced branches)",
+        "spinetrack_version": __version__,
         "out_of_fold_f1": oof_f1,
         **(provenance or {}),
     }

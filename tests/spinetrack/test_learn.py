@@ -166,3 +166,13 @@ def test_too_few_labels_is_a_one_line_error(rng):
         fit_model(X, np.zeros(20, int))
     with pytest.raises(InputError, match="unknown model kind"):
         fit_model(X, np.arange(20) % 2, kind="forest")
+
+
+def test_model_from_another_version_names_the_file(tmp_path, two_seeds):
+    future = DetectorModel("logistic", ["hand_keep", "new_measure"],
+                           {"mean": [0.0, 0.0], "scale": [1.0, 1.0], "intercept": 0.0,
+                            "coef": [1.0, 1.0]})
+    path = future.save(tmp_path / "future.json")
+    with pytest.raises(InputError, match="new_measure") as info:
+        learned_keep(path, two_seeds[0]["cands"])
+    assert str(path) in str(info.value)
