@@ -679,6 +679,10 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
                           xwidth_um=cands["xwidth_um"].to_numpy(),
                           zwidth_um=cands["zwidth_um"].to_numpy(),
                           shaft_zwidth_um=cands["shaft_zwidth_um"].to_numpy())
+    if getattr(params, "detector_model", "") and not features:  # spinetrack.learn
+        from .learn import learned_keep
+
+        keep = learned_keep(params.detector_model, _select(cands, frame, params, features=True))
     out = _dedupe(out[keep].reset_index(drop=True), voxel)
     out = _drop_on_filopodia(out)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
@@ -761,6 +765,10 @@ def detect_session(session, params=None, progress=None) -> tuple[Tracing, pd.Dat
     from .params import Params
 
     params = params or Params()
+    if params.detect.detector_model:  # a bad model file fails before any tracing
+        from .learn import load_model
+
+        load_model(params.detect.detector_model)
     tracing = trace_dendrites(session.image, session.voxel_size_um, params.trace, progress)
     spines = detect_spines(session.image, session.voxel_size_um, tracing, params.detect,
                            progress)

@@ -130,6 +130,10 @@ class DetectParams(_Section):
     z_spines: bool = param(True, "also detect spines pointing up or down along z (heads at "
                            "least 1.5 µm straight above or below the shaft that stand out "
                            "clearly); turn off for annotations that only mark lateral spines")
+    detector_model: str = param("", "a model learned from a person's corrections ('spinetrack "
+                                "learn', JSON): keep the candidate heads it accepts instead of "
+                                "the hand-set tests' verdict; empty: the hand-set tests",
+                                "path", flag="--detector-model")
 
 
 @dataclass(frozen=True)
