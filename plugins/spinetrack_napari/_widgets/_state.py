@@ -237,13 +237,7 @@ class SpinetrackState:
             self._settle_later()
 
     def _settle_later(self) -> None:
-        from qtpy.QtCore import QTimer
-
-        if self._timer is None:
-            self._timer = QTimer()
-            self._timer.setSingleShot(True)
-            self._timer.timeout.connect(self._apply_moves)
-        self._timer.start(self.DRAG_SETTLE_MS)
+        self._timer = restart_single_shot(self._timer, self._apply_moves, self.DRAG_SETTLE_MS)
 
     def _apply_moves(self) -> None:
         layer, moved, self._moved = self._watched, sorted(self._moved), set()
@@ -380,3 +374,19 @@ def _set_z_margin(viewer, margin_um: float = 1.0) -> None:
     left[1] = right[1] = margin_um
     viewer.dims.margin_left = tuple(left)
     viewer.dims.margin_right = tuple(right)
+
+
+def restart_single_shot(timer, slot, ms: int):
+    """(Re)start a single-shot QTimer that calls ``slot`` after ``ms``; created on first use.
+
+    Dragged points fire a 'changed' event for every mouse move; the edit is
+    applied once the drag has settled.
+    """
+    from qtpy.QtCore import QTimer
+
+    if timer is None:
+        timer = QTimer()
+        timer.setSingleShot(True)
+        timer.timeout.connect(slot)
+    timer.start(ms)
+    return timer

@@ -28,6 +28,7 @@ import pandas as pd
 from spinetrack.edits import Edit
 
 from .._convert import META_KEY, ring_points, session_points, spines_layer
+from ._state import restart_single_shot
 
 __all__ = ["SessionComparison", "ROLE", "panel_labels", "plane_um", "planes_of", "Prefetch"]
 
@@ -284,13 +285,8 @@ class SessionComparison:
             self._settle_later()
 
     def _settle_later(self) -> None:
-        from qtpy.QtCore import QTimer
-
-        if self._timer is None:
-            self._timer = QTimer()
-            self._timer.setSingleShot(True)
-            self._timer.timeout.connect(self._apply_moves)
-        self._timer.start(self.state.DRAG_SETTLE_MS)
+        self._timer = restart_single_shot(self._timer, self._apply_moves,
+                                          self.state.DRAG_SETTLE_MS)
 
     def _apply_moves(self) -> None:
         moved, self._moved = self._moved, {}
