@@ -461,7 +461,7 @@ def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None) -> pd.
     # background, haze beside a dendrite does not
     beyond_o = np.clip(io + np.sign(io - centre) * _odd(0.6 / step), 0, n_off - 1)
     outer = vol[ia, iz, beyond_o] / np.maximum(vol[ia, iz, io], 1e-6)
-    haze = _haze(vol, resid, ia, iz, io, centre, step)
+    haze = _haze(vol, ia, iz, io, centre, step)
     a_int = np.clip(np.round(pos[:, 0]).astype(int), 0, n_arc - 1)
     frac = pos[:, 0] - np.floor(pos[:, 0])
     a0 = np.clip(np.floor(pos[:, 0]).astype(int), 0, n_arc - 1)
@@ -483,35 +483,34 @@ def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None) -> pd.
         **haze, **_z_extent(vol, resid, ia, iz, io, centre, voxel[0], (lo_arc, hi_arc))})
 
 
-def _haze(vol, resid, ia, iz, io, centre: int, step: float) -> dict:
-    """Brightness and texture of the surroundings of each head.
+_HAZE_ALONG_UM = 2.0  # the far-side window of a head spans this much arc either way ...
+_HAZE_BEYOND_UM = (0.6, 1.5)  # ... from this far to this far beyond the head
 
-    ``haze_level`` and ``haze_sd``: median and robust SD of the straightened
-    image on the far side of the head (0.6 to 1.5 µm farther out, ±2 µm along the
-    arc, the head's plane ±1); ``resid_sd``: robust SD of the residual at the
-    head's offset and plane along ±3 µm of arc, leaving out ±0.6 µm around the
-    head (the texture of haze at that distance from the shaft).
+
+def _haze(vol, ia, iz, io, centre: int, step: float) -> dict:
+    """Brightness and texture of the surroundings on the far side of each head.
+
+    The window is 0.6 to 1.5 µm farther out than the head (beyond its blur),
+    ±2 µm along the arc, the head's plane ±1. ``haze_level`` is its median and
+    ``haze_sd`` its lower-tail spread (median − 16th percentile: another
+    dendrite or head in the window only adds to the upper tail). Diffuse haze
+    beside a dendrite raises both; they are reported with the candidates (see
+    :func:`_select` with ``features=True``) and not used by the hand-set tests
+    (docs/detection.md, round 6).
     """
-    n_arc, n_z, n_off = vol.shape
-    a_far, a_tex, a_gap = (int(round(u / step)) for u in (2.0, 3.0, 0.6))
-    o_lo, o_hi = int(round(0.6 / step)), int(round(1.5 / step))
-    level = np.full(len(ia), np.nan, np.float32)
-    sd = np.full(len(ia), np.nan, np.float32)
-    rsd = np.full(len(ia), np.nan, np.float32)
+    n_off = vol.shape[2]
+    a_far = int(round(_HAZE_ALONG_UM / step))
+    o_lo, o_hi = (int(round(u / step)) for u in _HAZE_BEYOND_UM)
+    level = np.empty(len(ia), np.float32)
+    sd = np.empty(len(ia), np.float32)
     for m in range(len(ia)):
         a, z, o = int(ia[m]), int(iz[m]), int(io[m])
         sgn = 1 if o >= centre else -1
         offs = np.clip(o + sgn * np.arange(o_lo, o_hi + 1), 0, n_off - 1)
         win = vol[max(a - a_far, 0):a + a_far + 1, max(z - 1, 0):z + 2][:, :, offs]
-        level[m] = np.median(win)
-        sd[m] = 1.4826 * np.median(np.abs(win - level[m]))
-        row = resid[:, z, o]
-        idx = np.r_[max(a - a_tex, 0):max(a - a_gap, 0), min(a + a_gap + 1, n_arc):
-                    min(a + a_tex + 1, n_arc)]
-        if len(idx) > 3:
-            r = row[idx]
-            rsd[m] = 1.4826 * np.median(np.abs(r - np.median(r)))
-    return {"haze_level": level, "haze_sd": sd, "resid_sd": rsd}
+        q16, level[m] = np.percentile(win, [16, 50])
+        sd[m] = level[m] - q16
+    return {"haze_level": level, "haze_sd": sd}
 
 
 def _peak_masks(resid, foot):
@@ -650,7 +649,13 @@ _Z_MAX_GAP = 1.1  # ... and no brighter than this × the dimmest point between i
 
 def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
             ) -> pd.DataFrame:
-    """Attach candidates to their nearest shaft, filter, de-duplicate, describe."""
+    """Attach candidates to their nearest shaft, filter, de-duplicate, describe.
+
+    With ``features=True`` every candidate is returned, not de-duplicated, with
+    its measurements, ``keep`` (passes every test), the far-side haze columns
+    of :func:`_haze_features` and one ``margin_<test>`` column per selection
+    test (:func:`_margins`; negative: fails).
+    """
     voxel = frame.voxel
     head = cands[["z", "y", "x"]].to_numpy(float)
     j, _ = frame.nearest(head)
@@ -698,10 +703,26 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
                           noise=cands["noise"].to_numpy(),
                           xwidth_um=cands["xwidth_um"].to_numpy(),
                           zwidth_um=cands["zwidth_um"].to_numpy(),
-                          shaft_zwidth_um=cands["shaft_zwidth_um"].to_numpy())
+                          shaft_zwidth_um=cands["shaft_zwidth_um"].to_numpy(),
+                          **_haze_features(cands),
+                          **{f"margin_{k}": v.to_numpy() for k, v in margins.items()})
     out = _dedupe(out[keep].reset_index(drop=True), voxel)
     out = _drop_on_filopodia(out)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
+
+
+def _haze_features(cands: pd.DataFrame) -> dict:
+    """Far-side surroundings of each candidate: level, spread and the head's contrast.
+
+    ``far_contrast`` is (head value − ``haze_level``) in units of the larger of
+    ``haze_sd`` and the branch's background noise.
+    """
+    if "haze_level" not in cands.columns:
+        return {}
+    level = cands["haze_level"].to_numpy()
+    spread = np.maximum(cands["haze_sd"].to_numpy(), cands["noise"].to_numpy())
+    return {"haze_level": level, "haze_sd": cands["haze_sd"].to_numpy(),
+            "far_contrast": (cands["value"].to_numpy() - level) / np.maximum(spread, 1e-6)}
 
 
 def _margins(cands: pd.DataFrame, length: np.ndarray, head_radius: np.ndarray, params
