@@ -522,7 +522,7 @@ def _peak_masks(resid, foot):
     residual; when that maximum is then rejected, the head had no candidate. Maxima of the residual within their
     own plane (footprint along z one plane) that are not maxima over the full
     footprint are returned as well, flagged, and must pass a stricter test
-    (:func:`_plane_peak_ok`).
+    (:func:`_plane_margin`).
 
     Returns
     -------
@@ -543,19 +543,21 @@ _PLANE_PEAK_MAX_SLOPE = 0.3  # ... kept only where the shaft model across the br
                              # shaft's flank
 
 
-def _plane_peak_ok(cands: pd.DataFrame) -> np.ndarray:
-    """Whether each candidate passes the extra test of maxima found only within their plane.
+def _plane_margin(cands: pd.DataFrame) -> np.ndarray:
+    """Margin of the extra test of maxima found only within their plane (< 0: fails).
 
     Such a maximum lies beside a brighter one of a neighbouring plane; on the
     shaft's flank (steep shaft model across the branch) it is mostly the shaft's
-    own edge, farther out mostly a head.
+    own edge, farther out mostly a head. It must be lateral and the shaft model's
+    slope at it at most ``_PLANE_PEAK_MAX_SLOPE``; the margin is in units of
+    ``_SLOPE_SCALE``. Other candidates have margin ``inf``.
     """
     if "plane_peak" not in cands.columns:
-        return np.ones(len(cands), bool)
+        return np.full(len(cands), np.inf)
     plane = cands["plane_peak"].fillna(False).to_numpy(bool)
     lateral = cands["lateral"].to_numpy(bool)
-    return ~plane | (lateral & (cands["slope"].to_numpy() <= _PLANE_PEAK_MAX_SLOPE))
-
+    slope = (_PLANE_PEAK_MAX_SLOPE - cands["slope"].to_numpy()) / _SLOPE_SCALE
+    return np.where(plane, np.where(lateral, slope, -np.inf), np.inf)
 
 def _z_extent(vol, resid, ia, iz, io, centre: int, dz_um: float, inner) -> dict:
     """Extents along z (µm) of each head and of the branch's shaft.
@@ -755,10 +757,6 @@ def _margins(cands: pd.DataFrame, length: np.ndarray, head_radius: np.ndarray, p
         return np.where(mask, m, inf)
 
     surface = cands["surface_um"].to_numpy() - _SURFACE_SLACK_UM
-    thin_z = cands["zwidth_um"].to_numpy() - _OFF_PLANE_MIN_Z * cands["shaft_zwidth_um"].to_numpy()
-    strong = (cands["resid"].to_numpy() >= _OFF_PLANE_RESID) & lateral
-    plane = (cands["plane_peak"].fillna(False).to_numpy(bool) if "plane_peak" in cands.columns
-             else np.zeros(len(cands), bool))
     return pd.DataFrame({
         "centre": (length - _CENTRE_FRAC * params.min_protrusion_um) / scale,
         "surface": only(lateral, (np.abs(cands["offset_um"].to_numpy()) - surface) / scale),
@@ -768,10 +766,8 @@ def _margins(cands: pd.DataFrame, length: np.ndarray, head_radius: np.ndarray, p
         "neck": (neck_min - _MIN_NECK) / noise - _NECK_SNR,
         "z_width": only(~lateral, (_Z_MAX_WIDTH_UM - cands["xwidth_um"].to_numpy()) / scale),
         "z_gap": only(~lateral, (_Z_MAX_GAP * neck_min - value) / noise),
-        "plane": np.where(plane, np.where(lateral, (_PLANE_PEAK_MAX_SLOPE
-                                                    - cands["slope"].to_numpy()) / _SLOPE_SCALE,
-                                          -inf), inf),
-        "z_thin": only((side == 0) & ~strong, thin_z / _Z_THIN_SCALE_UM),
+        "plane": _plane_margin(cands),
+        "z_thin": _z_thin_margin(cands, side),
     }, index=cands.index)
 
 
@@ -793,24 +789,21 @@ _OFF_PLANE_MIN_Z = 0.6  # a head lying mostly above or below the shaft (side 0) 
 _OFF_PLANE_RESID = 0.2  # ... and (lateral candidates) weaker than this is noise or haze
 
 
-def _thin_off_plane(cands: pd.DataFrame, side: np.ndarray) -> np.ndarray:
-    """Heads mostly above or below the shaft that are thinner along z than the optical blur.
+def _z_thin_margin(cands: pd.DataFrame, side: np.ndarray) -> np.ndarray:
+    """Margin of the test of heads above or below the shaft thinner along z than the blur.
 
     The microscope blurs every object along z, a head (smaller than the shaft)
     nearly as much as the shaft, so a real head's residual spans most of the
     shaft's blurred thickness; a residual maximum confined to fewer planes,
-    beside or within the shaft's own axial blur, is noise or haze. Lateral
-    candidates that stand out clearly (residual ``_OFF_PLANE_RESID``) are kept.
-
-    Returns
-    -------
-    ndarray of bool
-        True for the candidates to reject.
+    beside or within the shaft's own axial blur, is noise or haze. The test
+    applies to heads lying mostly above or below the shaft (``side`` 0) except
+    lateral candidates that stand out clearly (residual ``_OFF_PLANE_RESID``):
+    their extent along z minus ``_OFF_PLANE_MIN_Z`` × the shaft's, in units of
+    ``_Z_THIN_SCALE_UM`` (< 0: fails). Others have margin ``inf``.
     """
-    weak = (cands["resid"].to_numpy() < _OFF_PLANE_RESID) | ~cands["lateral"].to_numpy(bool)
-    thin = cands["zwidth_um"].to_numpy() < _OFF_PLANE_MIN_Z * cands["shaft_zwidth_um"].to_numpy()
-    return (side == 0) & thin & weak
-
+    strong = (cands["resid"].to_numpy() >= _OFF_PLANE_RESID) & cands["lateral"].to_numpy(bool)
+    thin = cands["zwidth_um"].to_numpy() - _OFF_PLANE_MIN_Z * cands["shaft_zwidth_um"].to_numpy()
+    return np.where((side == 0) & ~strong, thin / _Z_THIN_SCALE_UM, np.inf)
 
 def _drop_on_filopodia(df: pd.DataFrame) -> pd.DataFrame:
     """Drop spine calls on the stalk of a filopodium (same branch and side, nearer the shaft)."""
