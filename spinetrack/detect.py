@@ -462,6 +462,7 @@ def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None) -> pd.
     beyond_o = np.clip(io + np.sign(io - centre) * _odd(0.6 / step), 0, n_off - 1)
     outer = vol[ia, iz, beyond_o] / np.maximum(vol[ia, iz, io], 1e-6)
     haze = _haze(vol, ia, iz, io, centre, step)
+    bulge = _outline_bulge(vol, ia, iz, io, centre, step)
     a_int = np.clip(np.round(pos[:, 0]).astype(int), 0, n_arc - 1)
     frac = pos[:, 0] - np.floor(pos[:, 0])
     a0 = np.clip(np.floor(pos[:, 0]).astype(int), 0, n_arc - 1)
@@ -479,9 +480,38 @@ def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None) -> pd.
         "value": vol[ia, iz, io], "resid": strength, "neck_min": neck_min,
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
         "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral,
-        "outer": outer, "xwidth_um": xwidth, "plane_peak": plane_only,
+        "outer": outer, "xwidth_um": xwidth, "plane_peak": plane_only, "bulge_um": bulge,
         **haze, **_z_extent(vol, resid, ia, iz, io, centre, voxel[0], (lo_arc, hi_arc))})
 
+
+_BULGE_ALONG_UM = (0.5, 1.5)  # the outline beside a head is taken this far along the arc on
+                              # each side (beyond the head's own half width)
+
+
+def _outline_bulge(vol, ia, iz, io, centre: int, step: float) -> np.ndarray:
+    """How far the shaft's outline bulges out at each head beyond both sides (µm).
+
+    On the head's plane and side the outline is, at every arc position, the
+    first offset from the centre line where the value falls below half the
+    centre's. The bulge is the outline at the head's arc position minus the
+    larger of its medians 0.5–1.5 µm before and after it along the arc: positive
+    where something protrudes from the shaft there, zero or negative along a
+    straight edge and where the shaft only widens towards one side (a taper, a
+    junction).
+    """
+    n_arc = vol.shape[0]
+    near, far = (int(round(u / step)) for u in _BULGE_ALONG_UM)
+    out = np.zeros(len(ia), np.float32)
+    for m in range(len(ia)):
+        a, z, o = int(ia[m]), int(iz[m]), int(io[m])
+        lo, hi = max(a - far, 0), min(a + far + 1, n_arc)
+        prof = vol[lo:hi, z, centre:] if o >= centre else vol[lo:hi, z, centre::-1]
+        below = prof < 0.5 * prof[:, :1]
+        edge = np.where(below.any(axis=1), np.argmax(below, axis=1), prof.shape[1]) * step
+        k = a - lo
+        sides = [np.median(x) for x in (edge[:max(k - near + 1, 0)], edge[k + near:]) if len(x)]
+        out[m] = edge[k] - max(sides) if sides else 0.0
+    return out
 
 _HAZE_ALONG_UM = 2.0  # the far-side window of a head spans this much arc either way ...
 _HAZE_BEYOND_UM = (0.6, 1.5)  # ... from this far to this far beyond the head
@@ -653,8 +683,13 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
             ) -> pd.DataFrame:
     """Attach candidates to their nearest shaft, filter, de-duplicate, describe.
 
+    Candidates that pass every test are kept and de-duplicated; then maxima on
+    the shaft's flank that fill a gap are added (:func:`_may_fill`,
+    :func:`_flank_fill`).
+
     With ``features=True`` every candidate is returned, not de-duplicated, with
-    its measurements, ``keep`` (passes every test), the far-side haze columns
+    its measurements, ``keep`` (passes every test), ``fill`` (may fill a gap),
+    ``bulge_um`` (:func:`_outline_bulge`), the far-side haze columns
     of :func:`_haze_features` and one ``margin_<test>`` column per selection
     test (:func:`_margins`; negative: fails).
     """
@@ -682,6 +717,7 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     side = np.where(lateral < np.abs(d_um[:, 0]) * _Z_WEIGHT, 0, np.sign(cross)).astype(int)
     margins = _margins(cands.assign(side=side), length, head_radius, params)
     keep = _accept(margins)
+    fill = _may_fill(margins, cands)
     contrast = value / np.maximum(neck_mean, 1e-6)
     filo = (length >= _FILOPODIUM_MIN_UM) & (contrast < _FILOPODIUM_CONTRAST)
     out = pd.DataFrame({
@@ -697,7 +733,7 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
         "kind": np.where(filo, "filopodium", "spine"),
     })
     if features:  # every candidate with its measurements, for calibration
-        return out.assign(keep=keep, neck_min=neck_min, neck_mean=neck_mean, resid=resid,
+        return out.assign(keep=keep, fill=fill, neck_min=neck_min, neck_mean=neck_mean, resid=resid,
                           dist_um=dist, radius_um=radius,
                           offset_um=cands["offset_um"].to_numpy(),
                           surface_um=cands["surface_um"].to_numpy(),
@@ -706,10 +742,12 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
                           xwidth_um=cands["xwidth_um"].to_numpy(),
                           zwidth_um=cands["zwidth_um"].to_numpy(),
                           shaft_zwidth_um=cands["shaft_zwidth_um"].to_numpy(),
+                          bulge_um=_column(cands, "bulge_um", 0.0),
                           **_haze_features(cands),
                           **{f"margin_{k}": v.to_numpy() for k, v in margins.items()})
-    out = _dedupe(out[keep].reset_index(drop=True), voxel)
-    out = _drop_on_filopodia(out)
+    kept = _drop_on_filopodia(_dedupe(out[keep].reset_index(drop=True), voxel))
+    out = pd.concat([kept, _flank_fill(out[fill].reset_index(drop=True), kept, voxel)],
+                    ignore_index=True)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
 
 
@@ -783,6 +821,45 @@ def _accept(margins: pd.DataFrame) -> np.ndarray:
     about as many false calls as true ones on rr30a-dev.
     """
     return (margins.to_numpy(float) >= 0).all(axis=1)
+
+_FILL_UM = 1.6  # a flank maximum fills a gap: no kept call within this (the peak footprint,
+                # 0.9 µm, plus the de-duplication distance, 0.7 µm: beyond one head's reach)
+
+
+def _column(cands: pd.DataFrame, name: str, default: float) -> np.ndarray:
+    """A candidate column, or ``default`` for every row where the table has none."""
+    if name in cands.columns:
+        return cands[name].to_numpy(float)
+    return np.full(len(cands), default)
+
+
+def _may_fill(margins: pd.DataFrame, cands: pd.DataFrame) -> np.ndarray:
+    """Maxima found only within their plane that may fill a gap between kept calls.
+
+    They fail the plane-peak test only (on the shaft's flank, or not lateral),
+    which rejects them because on the flank most such maxima are the shaft's
+    own edge. Where the shaft's outline bulges out at the maximum beyond both
+    sides along the arc (:func:`_outline_bulge`), something protrudes there; such
+    a maximum is kept when no other call is near (:func:`_flank_fill`).
+    """
+    failing = margins.to_numpy(float) < 0
+    plane = margins.columns.get_loc("plane")
+    only_plane = failing[:, plane] & (failing.sum(axis=1) == 1)
+    return only_plane & (_column(cands, "bulge_um", 0.0) > 0)
+
+
+def _flank_fill(fill: pd.DataFrame, kept: pd.DataFrame, voxel) -> pd.DataFrame:
+    """The calls of ``fill`` farther than ``_FILL_UM`` (laterally) from every kept call.
+
+    A maximum on the shaft's flank next to a kept call is that head's blur or
+    the shaft beside it; alone, it is mostly a stubby spine whose brightest
+    point lies on the flank. They are de-duplicated among themselves.
+    """
+    if len(fill) and len(kept):
+        d, _ = cKDTree(kept[["y_um", "x_um"]].to_numpy()).query(fill[["y_um", "x_um"]].to_numpy())
+        fill = fill[d > _FILL_UM].reset_index(drop=True)
+    return _dedupe(fill, voxel)
+
 
 _OFF_PLANE_MIN_Z = 0.6  # a head lying mostly above or below the shaft (side 0) whose residual
                         # is thinner along z than this × the shaft's blurred thickness ...

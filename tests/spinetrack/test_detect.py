@@ -399,3 +399,52 @@ def test_candidate_table_carries_each_tests_margin(tube):
     assert (table["keep"] == (margins >= 0).all(axis=1)).all()
     assert table["keep"].any() and not table["keep"].all()
     assert np.isfinite(table["far_contrast"]).all()
+
+
+def _edge_volume(edge_px, step=0.12, centre=30):
+    """A straightened plane whose shaft reaches ``edge_px[a]`` samples out at arc ``a``."""
+    n = len(edge_px)
+    vol = np.zeros((n, 1, 2 * centre + 1), np.float32)
+    for a, e in enumerate(edge_px):
+        vol[a, 0, centre - 5:centre + e + 1] = 1.0
+    return vol, step, centre
+
+
+@pytest.mark.parametrize("shape, expected", [
+    ("straight", 0.0),
+    ("bump", 0.36),     # 3 samples out over 0.5 µm of arc
+    ("taper", 0.0),     # the shaft widens towards one side only: no bulge
+])
+def test_outline_bulge_is_a_protrusion_beyond_both_sides(shape, expected):
+    from spinetrack.detect import _outline_bulge
+
+    edge = np.full(41, 5)
+    if shape == "bump":
+        edge[18:23] = 8
+    elif shape == "taper":
+        edge[20:] = 7
+    vol, step, centre = _edge_volume(edge)
+    a = 20
+    got = _outline_bulge(vol, np.array([a]), np.array([0]), np.array([centre + edge[a]]),
+                         centre, step)
+    assert got[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_flank_maxima_fill_only_gaps_between_kept_calls():
+    from spinetrack.detect import _flank_fill, _may_fill
+
+    names = ["centre", "surface", "plane", "neck"]
+    margins = pd.DataFrame([[1, 1, -2, 5], [1, 1, -2, 5], [-1, 1, -2, 5], [1, 1, 1, 5]],
+                           columns=names)
+    cands = pd.DataFrame({"bulge_um": [0.24, 0.0, 0.24, 0.24]})
+    assert _may_fill(margins, cands).tolist() == [True, False, False, False]
+
+    def calls(yx, score):
+        yx = np.asarray(yx, float)
+        return pd.DataFrame({"z_um": 5.0, "y_um": yx[:, 0], "x_um": yx[:, 1], "score": score})
+
+    kept = calls([[10.0, 10.0]], [1.0])
+    fill = calls([[10.0, 11.0], [10.0, 14.0], [10.3, 14.0], [10.0, 20.0]], [0.5, 0.4, 0.3, 0.2])
+    out = _flank_fill(fill, kept, np.array([1.0, 0.12, 0.12]))
+    assert sorted(out["x_um"].tolist()) == [14.0, 20.0]  # 1 µm from the kept call: its blur
+    assert out.loc[out["x_um"] == 14.0, "score"].tolist() == [0.4]  # de-duplicated
