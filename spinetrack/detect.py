@@ -106,7 +106,9 @@ def _default_params():
 class _Frame:
     """Uniformly resampled centre lines of all branches, for nearest-point queries."""
 
-    def __init__(self, lines: pd.DataFrame, voxel: np.ndarray, step_um: float) -> None:
+    def __init__(self, lines: pd.DataFrame, voxel: np.ndarray, step_um: float,
+                 shape: tuple | None = None) -> None:
+        self.shape = shape  # (z, y, x) of the stack, when known
         parts = []
         for bid, g in lines.groupby("branch_id", sort=True):
             arc = g["arc_um"].to_numpy(float)
@@ -146,7 +148,7 @@ def _candidates(image, voxel_size_um, tracing, params, progress):
         return None, None
     step = float(min(voxel[1], voxel[2]))
     lines = _unbend(lines, voxel)
-    frame = _Frame(lines, voxel, step)
+    frame = _Frame(lines, voxel, step, stack.shape)
     bg = float(np.median(stack[:, ::4, ::4]))
     reach_um = float(frame.points["radius_um"].max()) + params.max_spine_length_um + 0.5
     offsets = np.arange(-np.ceil(reach_um / step), np.ceil(reach_um / step) + 1) * step
@@ -167,7 +169,7 @@ def _candidates(image, voxel_size_um, tracing, params, progress):
     hidden = _hidden_lines(stack, frame, voxel, bg, shaft, params)
     if len(hidden):
         frame = _Frame(pd.concat([lines, hidden.drop(columns="parent_id")], ignore_index=True),
-                       voxel, step)
+                       voxel, step, stack.shape)
         parent = dict(zip(hidden["branch_id"], hidden["parent_id"]))
         frame.points["report_id"] = frame.points["branch_id"].map(
             lambda b: parent.get(b, b)).astype(int)
@@ -746,8 +748,8 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
                           **_haze_features(cands),
                           **{f"margin_{k}": v.to_numpy() for k, v in margins.items()})
     kept = _drop_on_filopodia(_dedupe(out[keep].reset_index(drop=True), voxel))
-    out = pd.concat([kept, _flank_fill(out[fill].reset_index(drop=True), kept, voxel)],
-                    ignore_index=True)
+    fill = _flank_fill(out[fill].reset_index(drop=True), kept, voxel, frame.shape)
+    out = pd.concat([kept, fill], ignore_index=True)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
 
 
@@ -848,18 +850,26 @@ def _may_fill(margins: pd.DataFrame, cands: pd.DataFrame) -> np.ndarray:
     return only_plane & (_column(cands, "bulge_um", 0.0) > 0)
 
 
-def _flank_fill(fill: pd.DataFrame, kept: pd.DataFrame, voxel) -> pd.DataFrame:
+def _flank_fill(fill: pd.DataFrame, kept: pd.DataFrame, voxel, shape=None) -> pd.DataFrame:
     """The calls of ``fill`` farther than ``_FILL_UM`` (laterally) from every kept call.
 
     A maximum on the shaft's flank next to a kept call is that head's blur or
     the shaft beside it; alone, it is mostly a stubby spine whose brightest
-    point lies on the flank. They are de-duplicated among themselves.
+    point lies on the flank. Within the outline's window (``_BULGE_ALONG_UM``) of
+    the image's edge in (y, x) (``shape``, when given) the outline is not known
+    on both sides (a dendrite leaving the image seems to bulge), so none is
+    taken there. They are de-duplicated among themselves.
     """
     if len(fill) and len(kept):
         d, _ = cKDTree(kept[["y_um", "x_um"]].to_numpy()).query(fill[["y_um", "x_um"]].to_numpy())
         fill = fill[d > _FILL_UM].reset_index(drop=True)
+    if len(fill) and shape is not None:
+        inside = np.ones(len(fill), bool)
+        for col, n, v in (("y", shape[1], voxel[1]), ("x", shape[2], voxel[2])):
+            c = fill[col].to_numpy()
+            inside &= np.minimum(c, n - 1 - c) * v >= _BULGE_ALONG_UM[1]
+        fill = fill[inside].reset_index(drop=True)
     return _dedupe(fill, voxel)
-
 
 _OFF_PLANE_MIN_Z = 0.6  # a head lying mostly above or below the shaft (side 0) whose residual
                         # is thinner along z than this × the shaft's blurred thickness ...

@@ -448,3 +448,10 @@ def test_flank_maxima_fill_only_gaps_between_kept_calls():
     out = _flank_fill(fill, kept, np.array([1.0, 0.12, 0.12]))
     assert sorted(out["x_um"].tolist()) == [14.0, 20.0]  # 1 µm from the kept call: its blur
     assert out.loc[out["x_um"] == 14.0, "score"].tolist() == [0.4]  # de-duplicated
+    # none within the outline's window (1.5 µm) of the image's edge
+    voxel = np.array([1.0, 0.12, 0.12])
+    edge = calls([[10.0, 14.0], [10.0, 2.2 * 0.12 + 1.0]], [0.4, 0.3]).assign(
+        y=10.0 / 0.12, x=[14.0 / 0.12, 2.2 + 1.0 / 0.12])
+    out = _flank_fill(edge, kept.iloc[:0], voxel, shape=(20, 400, 400))
+    assert out["x_um"].tolist() == [14.0]
+    assert len(_flank_fill(edge, kept.iloc[:0], voxel)) == 2
