@@ -435,8 +435,87 @@ def _cmd_track(args) -> int:
     return EXIT_OK
 
 
+def _add_learn(sub) -> None:
+    from .learn import MODEL_KINDS
+    from .params import add_arguments
+
+    p = sub.add_parser(
+        "learn", help="learn the detector's selection from a person's corrected spines",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_fill("Label the detector's candidate heads in the given sessions from a "
+                          "person's spines (a candidate matching a person's spine is a spine; "
+                          "one near the person's centre lines matching none is not), fit a "
+                          "small classifier and write it as JSON. Apply it with 'spinetrack "
+                          "run/detect --detector-model MODEL.json' on sessions of the same kind "
+                          "of data. docs/learn.md gives the measured gains and the caveats."),
+        epilog="examples:\n"
+               "  spinetrack learn day0.tif --spines corrected_run/ --out model.json\n"
+               "  spinetrack learn session0.tif --spines truth_spines.csv --lines "
+               "truth_lines.csv --out model.json\n"
+               "  spinetrack run day0.tif day4.tif --out results --detector-model model.json")
+    p.add_argument("sessions", nargs="+", metavar="SESSION",
+                   help="the corrected sessions' TIFFs; the k-th is session k of the spines "
+                        "table unless --sessions says otherwise")
+    p.add_argument("--spines", required=True, metavar="TABLE_OR_DIR",
+                   help="the person's spines: a table (session, z_um, y_um, x_um; optional "
+                        "branch_id, is_bad), a results folder corrected in napari, or an "
+                        "rr30a-style truth folder")
+    p.add_argument("--lines", metavar="TABLE",
+                   help="the person's centre lines (session, z_um, y_um, x_um, branch_id, "
+                        "point); negatives are taken within --near of them (default: a "
+                        "folder's lines, else the traced branches holding a person's spine)")
+    p.add_argument("--sessions", dest="annotation_sessions", type=int, nargs="+", metavar="S",
+                   help="session number in the spines table of each SESSION")
+    p.add_argument("--out", required=True, metavar="MODEL.json", help="model file (written)")
+    p.add_argument("--kind", choices=MODEL_KINDS, default="boosting",
+                   help="classifier: gradient-boosted trees or logistic regression "
+                        "(default boosting)")
+    p.add_argument("--combine", choices=("veto", "replace", "add"), default="veto",
+                   help="veto: keep what the hand-set tests and the model both accept "
+                        "(default; never adds a spine); replace: the model alone; add: "
+                        "either")
+    p.add_argument("--near", type=float, default=3.0, metavar="UM",
+                   help="negatives lie within UM µm of the person's centre lines (default 3)")
+    _voxel_option(p)
+    add_arguments(p, ("trace", "detect"))
+    p.set_defaults(func=_cmd_learn)
+
+
+def _cmd_learn(args) -> int:
+    from .errors import InputError
+    from .io import read_series
+    from .learn import learn_detector, read_annotations
+    from .params import params_from_args
+    from .progress import TqdmProgress
+
+    params = params_from_args(args)
+    if params.detect.detector_model:
+        raise InputError(None, "--detector-model is for run/detect; learning starts from the "
+                               "hand-set tests' candidates")
+    spines, lines = read_annotations(args.spines, args.lines)
+    series = read_series(args.sessions, voxel_size_um=args.voxel_size)
+    bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
+    try:
+        model = learn_detector(list(series), spines, lines,
+                               annotation_sessions=args.annotation_sessions, params=params,
+                               kind=args.kind, near_um=args.near, combine=args.combine,
+                               provenance={"spines": str(args.spines),
+                                           "lines": args.lines,
+                                           "images": [str(s.path) for s in series]},
+                               progress=bar)
+    finally:
+        bar.close()
+    out = model.save(args.out)
+    prov = model.provenance
+    print(f"learned from {prov['n_person_spines']} of the person's spines in {len(series)} "
+          f"session(s) ({prov['n_positive']} candidate heads labelled spine, "
+          f"{prov['n_negative']} not); threshold {model.threshold:.2f} ({model.combine}); "
+          f"wrote {out}")
+    return EXIT_OK
+
+
 COMMANDS: list[Callable] = [_add_info, _add_run, _add_detect, _add_compare, _add_report,
-                            _add_synth, _add_track, _add_batch]
+                            _add_synth, _add_track, _add_batch, _add_learn]
 
 
 # --------------------------------------------------------------------------- shared options

@@ -685,12 +685,15 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
             ) -> pd.DataFrame:
     """Attach candidates to their nearest shaft, filter, de-duplicate, describe.
 
-    Candidates that pass every test are kept and de-duplicated; then maxima on
-    the shaft's flank that fill a gap are added (:func:`_may_fill`,
-    :func:`_flank_fill`).
+    Candidates that pass every test are kept, de-duplicated and rid of spine
+    calls on filopodium stalks; then maxima on the shaft's flank that fill a gap
+    between them are added, de-duplicated among themselves (:func:`_may_fill`,
+    :func:`_gap_fillers`). With a learned detector model (``detector_model``,
+    :mod:`spinetrack.learn`) the model's verdict replaces both.
 
     With ``features=True`` every candidate is returned, not de-duplicated, with
-    its measurements, ``keep`` (passes every test), ``fill`` (may fill a gap),
+    its measurements, ``keep`` (the tests' verdict, gap fillers included),
+    ``fill`` (may fill a gap),
     ``bulge_um`` (:func:`_outline_bulge`), the far-side haze columns
     of :func:`_haze_features` and one ``margin_<test>`` column per selection
     test (:func:`_margins`; negative: fails).
@@ -734,9 +737,10 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
         "score": resid * np.minimum(neck_min / np.maximum(value, 1e-6), 1.0),
         "kind": np.where(filo, "filopodium", "spine"),
     })
+    filled = _gap_fillers(out, keep, fill, voxel, frame.shape)
     if features:  # every candidate with its measurements, for calibration
-        return out.assign(keep=keep, fill=fill, neck_min=neck_min, neck_mean=neck_mean, resid=resid,
-                          dist_um=dist, radius_um=radius,
+        return out.assign(keep=keep | filled, fill=fill, neck_min=neck_min, neck_mean=neck_mean,
+                          resid=resid, dist_um=dist, radius_um=radius,
                           offset_um=cands["offset_um"].to_numpy(),
                           surface_um=cands["surface_um"].to_numpy(),
                           slope=cands["slope"].to_numpy(),
@@ -747,9 +751,14 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
                           bulge_um=_column(cands, "bulge_um", 0.0),
                           **_haze_features(cands),
                           **{f"margin_{k}": v.to_numpy() for k, v in margins.items()})
+    if getattr(params, "detector_model", "") and not features:  # spinetrack.learn
+        from .learn import learned_keep
+
+        keep = learned_keep(params.detector_model, _select(cands, frame, params, features=True))
+        filled = np.zeros(len(out), bool)  # the model's verdict covers the gap fillers
     kept = _drop_on_filopodia(_dedupe(out[keep].reset_index(drop=True), voxel))
-    fill = _flank_fill(out[fill].reset_index(drop=True), kept, voxel, frame.shape)
-    out = pd.concat([kept, fill], ignore_index=True)
+    out = pd.concat([kept, _dedupe(out[filled].reset_index(drop=True), voxel)],
+                    ignore_index=True)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
 
 
@@ -842,7 +851,7 @@ def _may_fill(margins: pd.DataFrame, cands: pd.DataFrame) -> np.ndarray:
     which rejects them because on the flank most such maxima are the shaft's
     own edge. Where the shaft's outline bulges out at the maximum beyond both
     sides along the arc (:func:`_outline_bulge`), something protrudes there; such
-    a maximum is kept when no other call is near (:func:`_flank_fill`).
+    a maximum is kept when no other call is near (:func:`_gap_fillers`).
     """
     failing = margins.to_numpy(float) < 0
     plane = margins.columns.get_loc("plane")
@@ -850,26 +859,38 @@ def _may_fill(margins: pd.DataFrame, cands: pd.DataFrame) -> np.ndarray:
     return only_plane & (_column(cands, "bulge_um", 0.0) > 0)
 
 
-def _flank_fill(fill: pd.DataFrame, kept: pd.DataFrame, voxel, shape=None) -> pd.DataFrame:
-    """The calls of ``fill`` farther than ``_FILL_UM`` (laterally) from every kept call.
+def _gap_fillers(calls: pd.DataFrame, keep: np.ndarray, fill: np.ndarray, voxel,
+                 shape=None) -> np.ndarray:
+    """Which of the ``fill`` candidates lie in a gap between the calls the tests keep.
 
     A maximum on the shaft's flank next to a kept call is that head's blur or
     the shaft beside it; alone, it is mostly a stubby spine whose brightest
-    point lies on the flank. Within the outline's window (``_BULGE_ALONG_UM``) of
-    the image's edge in (y, x) (``shape``, when given) the outline is not known
-    on both sides (a dendrite leaving the image seems to bulge), so none is
-    taken there. They are de-duplicated among themselves.
+    point lies on the flank. A gap: farther than ``_FILL_UM`` (laterally) from
+    every call the tests keep (after de-duplication). Only spines fill gaps. Within the outline's
+    window (``_BULGE_ALONG_UM``) of the image's edge in (y, x) (``shape``, when
+    given) the outline is not known on both sides (a dendrite leaving the image
+    seems to bulge), so none is taken there.
+
+    Returns
+    -------
+    ndarray of bool
+        Per row of ``calls`` (the candidates as detections); they are not
+        de-duplicated among themselves here.
     """
-    if len(fill) and len(kept):
-        d, _ = cKDTree(kept[["y_um", "x_um"]].to_numpy()).query(fill[["y_um", "x_um"]].to_numpy())
-        fill = fill[d > _FILL_UM].reset_index(drop=True)
-    if len(fill) and shape is not None:
-        inside = np.ones(len(fill), bool)
+    out = np.asarray(fill, bool) & (calls["kind"] == "spine").to_numpy()
+    if not out.any():
+        return out
+    kept = _drop_on_filopodia(_dedupe(calls[keep].reset_index(drop=True), voxel))
+    idx = np.flatnonzero(out)
+    if len(kept):
+        d, _ = cKDTree(kept[["y_um", "x_um"]].to_numpy()).query(
+            calls[["y_um", "x_um"]].to_numpy()[idx])
+        out[idx[d <= _FILL_UM]] = False
+    if shape is not None:
         for col, n, v in (("y", shape[1], voxel[1]), ("x", shape[2], voxel[2])):
-            c = fill[col].to_numpy()
-            inside &= np.minimum(c, n - 1 - c) * v >= _BULGE_ALONG_UM[1]
-        fill = fill[inside].reset_index(drop=True)
-    return _dedupe(fill, voxel)
+            c = calls[col].to_numpy()
+            out &= np.minimum(c, n - 1 - c) * v >= _BULGE_ALONG_UM[1]
+    return out
 
 _OFF_PLANE_MIN_Z = 0.6  # a head lying mostly above or below the shaft (side 0) whose residual
                         # is thinner along z than this × the shaft's blurred thickness ...
@@ -945,6 +966,10 @@ def detect_session(session, params=None, progress=None) -> tuple[Tracing, pd.Dat
     from .params import Params
 
     params = params or Params()
+    if params.detect.detector_model:  # a bad model file fails before any tracing
+        from .learn import load_model
+
+        load_model(params.detect.detector_model)
     tracing = trace_dendrites(session.image, session.voxel_size_um, params.trace, progress)
     spines = detect_spines(session.image, session.voxel_size_um, tracing, params.detect,
                            progress)

@@ -108,6 +108,13 @@ class TraceParams(_Section):
                                  "µm", min=0.0)
     bridge_gap_um: float = param(3.0, "dim gaps up to this long along a dendrite are bridged",
                                  "µm", min=0.0)
+    haze_ring_um: float = param(2.0, "a branch with a free end is kept only if its centre line "
+                                "stands out from the image this far to either side (pieces "
+                                "traced in the diffuse haze around cell bodies do not); 0 keeps "
+                                "every branch", "µm", min=0.0, max=20.0)
+    haze_max_um: float = param(20.0, "only pieces that fit in a box with this diagonal are "
+                               "judged by the haze test (cell bodies are smaller; longer "
+                               "dendrites are always kept)", "µm", min=0.0)
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,10 @@ class DetectParams(_Section):
     z_spines: bool = param(True, "also detect spines pointing up or down along z (heads at "
                            "least 1.5 µm straight above or below the shaft that stand out "
                            "clearly); turn off for annotations that only mark lateral spines")
+    detector_model: str = param("", "a model learned from a person's corrections ('spinetrack "
+                                "learn', JSON): keep the candidate heads it accepts instead of "
+                                "the hand-set tests' verdict; empty: the hand-set tests",
+                                "path", flag="--detector-model")
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,13 @@ class RegisterParams(_Section):
     local_scale_um: float = param(10.0, "smoothing length of the local (non-rigid) correction "
                                   "fitted to the centre lines; 0 keeps the registration rigid",
                                   "µm", min=0.0, max=500.0)
+    max_local_shift_um: float = param(8.0, "a stretch of centre line at least 8 µm long that "
+                                      "still lies away from session 0's lines after the smooth "
+                                      "correction is shifted onto a line of session 0 that no "
+                                      "other line covers, if a single shift up to this far "
+                                      "lays most of it there (a dendrite that moved more than "
+                                      "its neighbours); 0 turns this off", "µm", min=0.0,
+                                      max=50.0)
 
 
 @dataclass(frozen=True)

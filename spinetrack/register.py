@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from .errors import InputError
@@ -486,6 +488,82 @@ def _local_offsets(q: np.ndarray, dst_tree: cKDTree, dst: np.ndarray, max_dist: 
     return anchors, disp, counts.astype(float)
 
 
+_STRAY_MIN_UM = 8.0  # shortest stretch of centre line that is shifted on its own
+_STRAY_FRACTION = 0.6  # ... if this fraction of it then lies on session 0's uncovered lines
+
+
+def _empty_offsets():
+    return np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
+
+
+def _pieces(points: np.ndarray, gap_um: float) -> np.ndarray:
+    """Label of the connected piece (points closer than ``gap_um`` chained) of every point."""
+    pairs = cKDTree(points).query_pairs(gap_um, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
+                       shape=(len(points), len(points)))
+    return connected_components(graph, directed=False)[1]
+
+
+def _shift_onto(run: np.ndarray, tree: cKDTree, dst: np.ndarray, max_shift: float,
+                near: float) -> np.ndarray | None:
+    """One translation laying ``run`` on ``dst``, searched within ``max_shift`` µm.
+
+    Trimmed translation-only closest points, the pairing radius shrinking from
+    ``max_shift`` to ``near``. None unless at least ``_STRAY_FRACTION`` of the
+    run ends within ``near`` of ``dst`` with a shift no longer than ``max_shift``.
+    """
+    t = np.zeros(3)
+    for it in range(12):
+        radius = max(near, max_shift * (1.0 - it / 8.0))
+        d, j = tree.query(run + t, distance_upper_bound=radius)
+        ok = np.isfinite(d)
+        if ok.sum() < _STRAY_FRACTION * len(run) / 2:
+            return None
+        t = np.median(dst[j[ok]] - run[ok], axis=0)
+    d, _ = tree.query(run + t, distance_upper_bound=near)
+    if np.linalg.norm(t) > max_shift or np.mean(np.isfinite(d)) < _STRAY_FRACTION:
+        return None
+    return t
+
+
+def _stray_offsets(q: np.ndarray, fixed: np.ndarray, tree: cKDTree, params: RegisterParams):
+    """Local anchors for stretches of line that moved further than the smooth correction reaches.
+
+    Deep in living tissue one dendrite can move several µm relative to its
+    neighbours between days. After the rigid fit its centre line lies beyond the
+    match distance of session 0's, so the local correction (fitted to pairs within
+    half of it) leaves it where it is, and it becomes a new branch whose spines are
+    all "formed" while those of its session-0 line are all "lost". Each such
+    stretch (at least ``_STRAY_MIN_UM`` long) is shifted as a whole onto the lines
+    of session 0 that no line of this session covers, if one shift of at most
+    ``max_local_shift_um`` lays most of it there; its anchors carry that shift
+    plus the remaining point offsets.
+    """
+    md = params.match_distance_um
+    d, _ = tree.query(q, distance_upper_bound=md)
+    stray = q[~np.isfinite(d)]
+    d0, _ = cKDTree(q).query(fixed, distance_upper_bound=md)
+    free = fixed[~np.isfinite(d0)]
+    if len(stray) * LINE_STEP_UM < _STRAY_MIN_UM or len(free) < 10:
+        return _empty_offsets()
+    free_tree = cKDTree(free)
+    labels = _pieces(stray, 2.5 * LINE_STEP_UM)
+    found = []
+    for lab in np.unique(labels):
+        run = stray[labels == lab]
+        if len(run) * LINE_STEP_UM < _STRAY_MIN_UM:
+            continue
+        t = _shift_onto(run, free_tree, free, params.max_local_shift_um, md / 2)
+        if t is None:
+            continue
+        anc, dsp, wts = _local_offsets(run + t, free_tree, free, md / 2,
+                                       params.local_scale_um / 4)
+        found.append((anc - t, dsp + t, wts))
+    if not found:
+        return _empty_offsets()
+    return tuple(np.concatenate(parts) for parts in zip(*found))
+
+
 # --------------------------------------------------------------------------- API
 
 
@@ -547,6 +625,10 @@ def register_pair(fixed_image, fixed_vox, moving_image, moving_vox, fixed_lines:
             anchors, disp, weights = _local_offsets(q, tree, fixed_lines,
                                                     params.match_distance_um / 2,
                                                     params.local_scale_um / 4)
+            if params.max_local_shift_um > 0:
+                more = _stray_offsets(q, fixed_lines, tree, params)
+                anchors, disp, weights = (np.concatenate([x, y]) for x, y in
+                                          zip((anchors, disp, weights), more))
     return a, b, anchors, disp, weights
 
 

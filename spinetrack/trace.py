@@ -88,8 +88,10 @@ def trace_dendrites(image: np.ndarray, voxel_size_um, params=None, progress=None
     The stack is projected along z (maximum), scaled by robust percentiles (so
     a dim day traces like a bright one), filtered for bright ridges at the
     shaft scale, thresholded with hysteresis and skeletonised. Short side twigs
-    are pruned, gaps along a dendrite bridged, and the skeleton split into
-    branches between ends and junctions. Each centre-line point then gets its
+    are pruned, gaps along a dendrite bridged, pieces that do not stand out
+    from their surroundings (the haze around cell bodies, see
+    :func:`_drop_haze`) removed, and the skeleton split into branches between
+    ends and junctions. Each centre-line point then gets its
     z from the smoothed intensity profile along z, and a shaft radius from the
     half-maximum width of the projected intensity across the line.
 
@@ -127,7 +129,7 @@ def trace_dendrites(image: np.ndarray, voxel_size_um, params=None, progress=None
         return _empty(voxel, stack.shape)
     mask = _dendrite_mask(plane, spacing, params)
     report(progress, "trace", 1, steps)
-    skel = _clean_skeleton(mask, spacing, params)
+    skel = _drop_haze(_clean_skeleton(mask, spacing, params), plane, spacing, params)
     report(progress, "trace", 2, steps)
     from ._skeleton import skeleton_segments
 
@@ -189,6 +191,11 @@ _COARSE = 1.5  # the ridge filter also runs at this multiple of shaft_sigma_um (
 _WEAK_MIN_UM = 15.0  # a dim piece without a seed is kept when its centre line is this long
 _WEAK_SNR = 4.0  # ... and its mean brightness is this many noise SDs above the median
 _SEED_SNR = 8.0  # seeds are at least this many robust noise SDs above the median
+_HAZE_CONTRAST = 0.7  # a free-ended piece is kept when its sides at haze_ring_um are at most
+# 0.3 of its centre's brightness (median along it); rr30a: dendrites 0.83-0.98, haze pieces <= 0.6
+_HAZE_INNER = 0.3  # ... and a piece between two junctions when even its dimmer side is brighter
+# than 0.7 of its centre (inside the haze; rr30a: dendrites and crossings 0.51-1.0)
+_HAZE_ROUNDS = 5  # rounds of removing haze pieces (each can free the end of the next)
 
 
 def _normalised_projection(stack: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -247,6 +254,113 @@ def _clean_skeleton(mask: np.ndarray, spacing, params) -> np.ndarray:
     skel = skeletonize(skel)
     skel = prune_twigs(skel, spacing, params.prune_twig_um)
     return drop_short_components(skel, spacing, params.min_branch_length_um)
+
+
+def _drop_haze(skel: np.ndarray, plane: np.ndarray, spacing, params) -> np.ndarray:
+    """Remove pieces of skeleton that do not stand out from their surroundings.
+
+    A dendrite is a thin line with dark image on both sides; the diffuse haze
+    around a cell body or a bright blob also has ridges, and the weak-ridge mask
+    joins them to the dendrites nearby. The contrast of a segment is the median
+    over its points of :func:`_ring_contrast` (the brighter of the two sides
+    ``haze_ring_um`` across the line against the centre); a segment is clear
+    when its contrast is at least ``_HAZE_CONTRAST``. Only pieces that fit in a
+    cell body (spanning at most ``haze_max_um``) are judged. Dropped, in rounds:
+
+    - every connected piece of skeleton whose clear segments add up to less
+      than ``min_branch_length_um`` (a network of haze on its own, which need
+      not have free ends);
+    - every segment that is not clear and has a free end or closes a loop on
+      one node. A segment between two junctions goes only when even its dimmer
+      side is bright (contrast against it below ``_HAZE_INNER``: inside the
+      haze); crossings and dendrites running side by side have one bright side
+      there. Once a haze piece goes, its neighbour may become free-ended and is
+      judged in the next round.
+    """
+    from scipy import ndimage as ndi
+    from skimage.morphology import skeletonize
+
+    from ._skeleton import drop_short_components, prune_twigs, skeleton_segments
+
+    if params.haze_ring_um <= 0:
+        return skel
+    skel = skel.copy()
+    for _ in range(_HAZE_ROUNDS):
+        segments = skeleton_segments(skel)
+        clear = [float(np.median(_ring_contrast(plane, seg.yx, spacing, params.haze_ring_um)))
+                 >= _HAZE_CONTRAST for seg in segments]
+        lab, n = ndi.label(skel, structure=np.ones((3, 3), bool))
+        pieces = _hazy_pieces(lab, n, segments, clear, spacing, params)
+        hazy = [seg for seg, ok in zip(segments, clear)
+                if not ok and _extent_um(seg.yx, spacing) <= params.haze_max_um
+                and (("end" in (seg.start_kind, seg.end_kind) or seg.start_node == seg.end_node)
+                     or float(np.median(_ring_contrast(plane, seg.yx, spacing,
+                                                       params.haze_ring_um, "dimmer")))
+                     < _HAZE_INNER)]
+        if not hazy and not len(pieces):
+            break
+        skel[np.isin(lab, pieces)] = False
+        for seg in hazy:
+            first = 1 if seg.start_kind == "junction" else 0
+            last = len(seg.yx) - 1 if seg.end_kind == "junction" else len(seg.yx)
+            iy, ix = np.round(seg.yx[first:last]).astype(int).T
+            skel[iy, ix] = False
+        skel = prune_twigs(skeletonize(skel), spacing, params.prune_twig_um)
+        skel = drop_short_components(skel, spacing, params.min_branch_length_um)
+    return skel
+
+
+def _hazy_pieces(lab: np.ndarray, n: int, segments, clear, spacing, params) -> np.ndarray:
+    """Labels of connected pieces within ``haze_max_um`` with too few clear segments."""
+    from scipy import ndimage as ndi
+
+    clear_length = np.zeros(n + 1)
+    for seg, ok in zip(segments, clear):
+        y, x = np.round(seg.yx[len(seg.yx) // 2]).astype(int)
+        clear_length[lab[y, x]] += seg.length(spacing) if ok else 0.0
+    small = np.zeros(n + 1, bool)
+    for k, box in enumerate(ndi.find_objects(lab), 1):
+        if box is not None:
+            span = np.array([box[0].stop - box[0].start, box[1].stop - box[1].start])
+            small[k] = float(np.hypot(*(span * np.asarray(spacing)))) <= params.haze_max_um
+    return np.nonzero(small & (clear_length < params.min_branch_length_um))[0]
+
+
+def _extent_um(yx: np.ndarray, spacing) -> float:
+    """Diagonal of the bounding box of pixel positions, in µm."""
+    span = (np.max(yx, axis=0) - np.min(yx, axis=0) + 1) * np.asarray(spacing)
+    return float(np.hypot(*span))
+
+
+def _ring_contrast(plane: np.ndarray, yx: np.ndarray, spacing, ring_um: float,
+                   side: str = "brighter") -> np.ndarray:
+    """How far each point of a line stands out from the image ``ring_um`` to either side.
+
+    (centre − side) / centre, with the centre the brightest value within
+    0.4 µm across the line and the side the ``"brighter"`` or ``"dimmer"`` of
+    the two: 1 on a thin line on a dark background, about 0 or below in
+    uniform haze.
+    """
+    from scipy import ndimage as ndi
+
+    px = float(np.mean(spacing))
+    path = _smooth_path(np.asarray(yx, float), spacing, 0.4)
+    if len(path) < 2:
+        return np.ones(len(path))
+    tangent = np.gradient(ndi.gaussian_filter1d(path, 2.0, axis=0, mode="nearest"), axis=0)
+    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-9)
+    normal = np.column_stack([-tangent[:, 1], tangent[:, 0]])
+
+    def across(offsets_um):
+        off = np.asarray(offsets_um, float) / px
+        coords = path[:, :, None] + normal[:, :, None] * off[None, None, :]
+        return ndi.map_coordinates(plane, [coords[:, 0].ravel(), coords[:, 1].ravel()],
+                                   order=1, mode="nearest").reshape(len(path), -1)
+
+    centre = across(np.linspace(-0.4, 0.4, 5)).max(axis=1)
+    both = across([-ring_um, ring_um])
+    sides = both.max(axis=1) if side == "brighter" else both.min(axis=1)
+    return (centre - sides) / np.maximum(centre, 1e-6)
 
 
 def _smooth_path(yx: np.ndarray, spacing, sigma_um: float) -> np.ndarray:

@@ -39,6 +39,8 @@ __all__ = [
     "spine_features",
     "points_to_spines",
     "contrast_limits",
+    "session_points",
+    "ring_points",
 ]
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,54 @@ def spines_layer(results: Results, folder: str | Path | None = None) -> LayerDat
                  "visible": per_session <= LABELS_UP_TO},
         "metadata": _meta("spines", folder, n_sessions=results.n_sessions),
         "projection_mode": "all",
+    }
+    return data, kwargs, "points"
+
+
+def session_points(results: Results, session: int, name: str,
+                   folder: str | Path | None = None,
+                   every_session: LayerData | None = None) -> LayerData:
+    """The spines of one session as 3-D points ``(z, y, x)`` µm, styled as the spines layer.
+
+    For the side-by-side comparison: a layer that shows one session whatever the
+    session slider says. Features as :func:`spines_layer`; ``every_session`` is
+    that function's result when the caller has it already.
+    """
+    data, kwargs, kind = every_session if every_session is not None \
+        else spines_layer(results, folder)
+    kwargs = dict(kwargs)
+    keep = np.flatnonzero(data[:, 0].round() == session) if len(data) else np.zeros(0, int)
+    feats = kwargs["features"].iloc[keep].reset_index(drop=True)
+    symbol = kwargs["symbol"]
+    kwargs.update(name=name, features=feats, face_color=kwargs["face_color"][keep],
+                  border_color=kwargs["border_color"][keep],
+                  symbol=[symbol[i] for i in keep] if isinstance(symbol, list) and len(keep)
+                  else "disc",
+                  metadata=_meta("compare", folder, session=int(session)))
+    kwargs["text"] = dict(kwargs["text"], translation=kwargs["text"]["translation"][1:])
+    return data[keep, 1:].reshape(-1, 3), kwargs, kind
+
+
+#: Diameter of the ring that circles the call in the comparison (µm).
+RING_SIZE_UM = 3.0
+
+
+def ring_points(position_yx, label: str, name: str,
+                folder: str | Path | None = None) -> LayerData:
+    """A gold ring (y, x) µm around a call, shown in every plane, with a label beside it."""
+    data = np.asarray(position_yx, float).reshape(1, 2)
+    kwargs = {
+        "name": name,
+        "features": pd.DataFrame({"label": [label]}),
+        "face_color": "transparent",
+        "border_color": BRANCH_HIGHLIGHT,
+        "border_width": 0.06,
+        "size": RING_SIZE_UM,
+        "symbol": "disc",
+        # centred above the ring, so it stays inside a narrow panel
+        "text": {"string": "{label}", "size": 10, "color": BRANCH_HIGHLIGHT,
+                 "anchor": "center", "translation": [-0.75 * RING_SIZE_UM, 0.0]},
+        "metadata": _meta("compare", folder),
     }
     return data, kwargs, "points"
 
@@ -331,6 +381,8 @@ def image_layer(stack: np.ndarray, voxel_um, names: list[str] | None = None,
         "colormap": "gray",
         "contrast_limits": contrast_limits(stack),
         "axis_labels": ("session", "z", "y", "x"),
+        # one plane: napari 0.9 averages the dims margin (kept for the points) by default
+        "projection_mode": "none",
         "metadata": _meta("sessions", folder, names=list(names or [])),
     }
     return stack, kwargs, "image"

@@ -343,10 +343,10 @@ def test_review_steps_through_the_calls_to_check(editing, screenshot_dir):
     (first,) = layer.selected_data
     assert f["fate"].iloc[first] != "stable"
     assert int(round(viewer.dims.point[0])) == f["session"].iloc[first]
-    assert f"call 1 of {n_calls}" in edit.status.text()
+    assert edit.location.text().startswith(f"call 1 of {n_calls}: {f['fate'].iloc[first]}")
     assert edit.review(1) and layer.selected_data != {first}
     assert edit.review(-1) and layer.selected_data == {first}
-    assert edit.review(-1) and f"call {n_calls} of {n_calls}" in edit.status.text()
+    assert edit.review(-1) and f"call {n_calls} of {n_calls}" in edit.location.text()
     edit.review(1)
     viewer.window.screenshot(str(screenshot_dir / "review_call.png"), canvas_only=False,
                              flash=False)

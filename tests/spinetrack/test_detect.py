@@ -396,7 +396,9 @@ def test_candidate_table_carries_each_tests_margin(tube):
     table = _select(cands, frame, p.detect, features=True)
     margins = table[[c for c in table.columns if c.startswith("margin_")]]
     assert margins.shape[1] == 10
-    assert (table["keep"] == (margins >= 0).all(axis=1)).all()
+    passes = (margins >= 0).all(axis=1)
+    assert (table["keep"] | ~passes).all()  # every candidate passing all tests is kept ...
+    assert (passes | ~table["keep"] | table["fill"]).all()  # ... the others only to fill gaps
     assert table["keep"].any() and not table["keep"].all()
     assert np.isfinite(table["far_contrast"]).all()
 
@@ -431,7 +433,7 @@ def test_outline_bulge_is_a_protrusion_beyond_both_sides(shape, expected):
 
 
 def test_flank_maxima_fill_only_gaps_between_kept_calls():
-    from spinetrack.detect import _flank_fill, _may_fill
+    from spinetrack.detect import _gap_fillers, _may_fill
 
     names = ["centre", "surface", "plane", "neck"]
     margins = pd.DataFrame([[1, 1, -2, 5], [1, 1, -2, 5], [-1, 1, -2, 5], [1, 1, 1, 5]],
@@ -439,19 +441,15 @@ def test_flank_maxima_fill_only_gaps_between_kept_calls():
     cands = pd.DataFrame({"bulge_um": [0.24, 0.0, 0.24, 0.24]})
     assert _may_fill(margins, cands).tolist() == [True, False, False, False]
 
-    def calls(yx, score):
-        yx = np.asarray(yx, float)
-        return pd.DataFrame({"z_um": 5.0, "y_um": yx[:, 0], "x_um": yx[:, 1], "score": score})
-
-    kept = calls([[10.0, 10.0]], [1.0])
-    fill = calls([[10.0, 11.0], [10.0, 14.0], [10.3, 14.0], [10.0, 20.0]], [0.5, 0.4, 0.3, 0.2])
-    out = _flank_fill(fill, kept, np.array([1.0, 0.12, 0.12]))
-    assert sorted(out["x_um"].tolist()) == [14.0, 20.0]  # 1 µm from the kept call: its blur
-    assert out.loc[out["x_um"] == 14.0, "score"].tolist() == [0.4]  # de-duplicated
-    # none within the outline's window (1.5 µm) of the image's edge
     voxel = np.array([1.0, 0.12, 0.12])
-    edge = calls([[10.0, 14.0], [10.0, 2.2 * 0.12 + 1.0]], [0.4, 0.3]).assign(
-        y=10.0 / 0.12, x=[14.0 / 0.12, 2.2 + 1.0 / 0.12])
-    out = _flank_fill(edge, kept.iloc[:0], voxel, shape=(20, 400, 400))
-    assert out["x_um"].tolist() == [14.0]
-    assert len(_flank_fill(edge, kept.iloc[:0], voxel)) == 2
+    x_um = np.array([10.0, 11.0, 14.0, 20.0, 1.2])  # a kept call, then four flank maxima
+    calls = pd.DataFrame({"z_um": 5.0, "y_um": 10.0, "x_um": x_um, "z": 5.0,
+                          "y": 10.0 / 0.12, "x": x_um / 0.12, "score": 1.0,
+                          "kind": "spine", "branch_id": 0, "side": 1, "arc_um": x_um,
+                          "length_um": 0.5})
+    keep = np.array([True, False, False, False, False])
+    fill = ~keep
+    got = _gap_fillers(calls, keep, fill, voxel, shape=(20, 400, 400))
+    # 1 µm from the kept call: its blur; 1.2 µm from the image's edge: no outline there
+    assert got.tolist() == [False, False, True, True, False]
+    assert _gap_fillers(calls, keep, fill, voxel).tolist() == [False, False, True, True, True]

@@ -127,3 +127,37 @@ def test_identity_and_errors():
         Registration.from_dict({"sessions": "nonsense"})
     with pytest.raises(InputError):
         register_series(None, [], RegisterParams())
+
+
+def _straight(z, y0, y1, n=300):
+    """A straight centre line (µm) across the 60 µm field, from y0 to y1 at depth z."""
+    x = np.linspace(5, 55, n)
+    return np.stack([np.full(n, float(z)), np.linspace(y0, y1, n), x], 1)
+
+
+def _moved_branch_distance(moved, params):
+    """Median distance of session 1's copy of ``moved`` to its session-0 line, registered."""
+    fixed = [_straight(6, 10, 14), _straight(8, 30, 26), _straight(15, 45, 40)]
+    later = fixed[:2] + [moved(fixed[2])]
+    t0, t1 = _tracing(fixed), _tracing(later)
+    reg = register_series(None, [t0, t1], params)
+    q = reg.to_reference(1, later[2])
+    return np.median(np.linalg.norm(q - fixed[2], axis=1))
+
+
+def test_a_dendrite_that_moved_alone_is_brought_back():
+    # the deep dendrite moved 5 µm across the field relative to the others
+    shift = lambda p: p + np.array([0.0, 5.0, 0.0])  # noqa: E731
+    # the smooth field carries most of the shift (its neighbours pull the rest back)
+    assert _moved_branch_distance(shift, RegisterParams()) < 1.0
+    assert _moved_branch_distance(shift, RegisterParams(max_local_shift_um=0)) > 4.5
+    # beyond max_local_shift_um it stays where it is
+    assert _moved_branch_distance(shift, RegisterParams(max_local_shift_um=3)) > 4.5
+
+
+def test_a_new_dendrite_beside_a_covered_one_is_left_alone():
+    fixed = [_straight(6, 10, 14), _straight(8, 30, 26)]
+    later = fixed + [_straight(8, 35, 31)]  # new, 5 µm beside a dendrite session 1 also has
+    reg = register_series(None, [_tracing(fixed), _tracing(later)], RegisterParams())
+    q = reg.to_reference(1, later[2])
+    assert np.median(np.linalg.norm(q - later[2], axis=1)) < 0.3

@@ -145,3 +145,79 @@ def test_diffuse_glow_beside_a_dendrite_makes_no_branch():
                          - (zz - 3.0) ** 2 / (2 * 2.0 ** 2))
     img = np.clip(img + glow, 0, 255).astype(np.uint8)
     assert trace_dendrites(img, VOXEL, TraceParams()).n_branches == 1
+
+
+def _with_hazy_body(img, centre_yx_um, level, radius_um=4.0, seed=0):
+    """Add a textured, diffuse cell body (haze with ridges of its own) to a stack."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed + 100)
+    zz, yy, xx = np.meshgrid(*(np.arange(n) * v for n, v in zip(img.shape, VOXEL)),
+                             indexing="ij")
+    r = np.hypot(yy - centre_yx_um[0], xx - centre_yx_um[1])
+    body = np.exp(-(zz - 3.0) ** 2 / (2 * 2.0 ** 2)) / (1.0 + np.exp((r - radius_um) / 0.5))
+    texture = ndi.gaussian_filter(rng.normal(0, 1, img.shape), (1.0, 4.0, 4.0))
+    texture = 1.0 + 0.5 * texture / texture.std()
+    return np.clip(img + level * body * texture, 0, 255).astype(np.uint8)
+
+
+def test_hazy_cell_body_beside_a_dendrite_makes_no_branch():
+    tube, _ = tube_image(shape=(12, 200, 300), shaft_y_um=6.0, noise=4.0, seed=0)
+    img = _with_hazy_body(tube, (12.0, 15.0), level=40.0)
+    # the haze has ridges: without the contrast test it is traced as a net of branches
+    assert trace_dendrites(img, VOXEL, TraceParams(haze_ring_um=0.0)).n_branches > 3
+    # pieces spanning more than haze_max_um are never judged
+    assert trace_dendrites(img, VOXEL, TraceParams(haze_max_um=2.0)).n_branches > 3
+    tracing = trace_dendrites(img, VOXEL, TraceParams())
+    assert tracing.n_branches == 1
+    assert np.abs(tracing.lines["y_um"] - 6.0).max() < 0.3
+    assert tracing.graph["length_um"].iloc[0] > 25.0
+
+
+def test_haze_touching_a_dendrite_leaves_the_dendrite_alone():
+    tube, _ = tube_image(shape=(12, 200, 300), shaft_y_um=6.0, noise=4.0, seed=1)
+    img = _with_hazy_body(tube, (10.0, 15.0), level=40.0, seed=1)
+    assert trace_dendrites(img, VOXEL, TraceParams(haze_ring_um=0.0)).n_branches > 1
+    tracing = trace_dendrites(img, VOXEL, TraceParams())
+    assert tracing.n_branches == 1
+    assert np.abs(tracing.lines["y_um"] - 6.0).max() < 0.3
+    assert tracing.graph["length_um"].iloc[0] > 25.0
+
+
+def test_dim_dendrite_next_to_haze_is_still_traced():
+    bright, _ = tube_image(shape=(12, 260, 300), shaft_y_um=6.0, noise=4.0, seed=2)
+    dim, _ = tube_image(shape=(12, 260, 300), shaft_y_um=14.0, noise=0.0)
+    img = np.clip(bright + (dim.astype(float) - 5.0) / 12.0, 0, 255).astype(np.uint8)
+    img = _with_hazy_body(img, (20.5, 15.0), level=20.0, radius_um=3.5, seed=2)
+    assert trace_dendrites(img, VOXEL, TraceParams(haze_ring_um=0.0)).n_branches > 2
+    tracing = trace_dendrites(img, VOXEL, TraceParams())
+    assert tracing.n_branches == 2
+    on_dim = tracing.graph.loc[tracing.lines.groupby("branch_id")["y_um"].median().sub(14.0)
+                               .abs().lt(0.5).to_numpy(), "length_um"]
+    assert len(on_dim) == 1 and on_dim.iloc[0] > 25.0
+
+
+def test_ring_contrast_of_a_line_and_of_haze():
+    from spinetrack.trace import _ring_contrast
+
+    yy, xx = np.mgrid[0:60, 0:100].astype(float)
+    line = np.exp(-((yy - 30.0) ** 2) / (2 * 2.5 ** 2))
+    path = np.column_stack([np.full(60, 30.0), np.arange(20.0, 80.0)])
+    on_line = _ring_contrast(line, path, (0.2, 0.2), 2.0)
+    assert np.median(on_line) > 0.95
+    haze = 1.0 + 0.05 * np.sin(xx / 3.0) + 0.1 * line
+    assert abs(np.median(_ring_contrast(haze, path, (0.2, 0.2), 2.0))) < 0.15
+
+
+def test_ring_contrast_dimmer_side_tells_haze_edge_from_haze_inside():
+    from spinetrack.trace import _ring_contrast
+
+    yy, xx = np.mgrid[0:60, 0:100].astype(float)
+    line = np.exp(-((yy - 30.0) ** 2) / (2 * 2.5 ** 2))
+    path = np.column_stack([np.full(60, 30.0), np.arange(20.0, 80.0)])
+    # haze on one side only (a line along the edge of a cell body)
+    edge = line + 0.8 * (yy > 36)
+    assert np.median(_ring_contrast(edge, path, (0.2, 0.2), 2.0)) < 0.3
+    assert np.median(_ring_contrast(edge, path, (0.2, 0.2), 2.0, "dimmer")) > 0.9
+    inside = 0.2 * line + 0.8
+    assert np.median(_ring_contrast(inside, path, (0.2, 0.2), 2.0, "dimmer")) < 0.3

@@ -76,6 +76,8 @@ class SpinetrackState:
         self._timer = None
         self._stats_job = None
         self.selected_branch: int | None = None
+        #: The side-by-side comparison of two sessions (set by the correction widget).
+        self.comparison = None
         viewer.layers.events.inserted.connect(self._on_inserted)
 
     @property
@@ -310,8 +312,13 @@ class SpinetrackState:
                                     lambda *a: None, done, failed)
 
     def current_session(self) -> int:
-        """The session the viewer shows (its first dimension)."""
+        """The session the viewer shows: its first dimension, or in the side-by-side
+        comparison the session of the panel under the cursor."""
         viewer = self.viewer
+        if self.comparison is not None and self.comparison.active:
+            k = self.comparison.session_at(viewer.cursor.viewbox)
+            if k is not None:
+                return k
         n = self.project.results.n_sessions if self.project else 1
         return int(np.clip(round(viewer.dims.point[0]), 0, max(n - 1, 0)))
 
@@ -321,8 +328,16 @@ class SpinetrackState:
                 "camera_center": [float(c) for c in viewer_camera(viewer).center],
                 "camera_zoom": float(viewer_camera(viewer).zoom),
                 "selected_branch": self.selected_branch,
-                "visible": {role: bool(layer.visible) for role in _ROLES
+                "visible": {role: self._was_visible(layer) for role in _ROLES
                             if (layer := self.layer(role)) is not None}}
+
+    def _was_visible(self, layer) -> bool:
+        """The layer's visibility, as it was before a comparison hid it."""
+        if self.comparison is not None and self.comparison.active:
+            visible = self.comparison.was_visible(layer)
+            if visible is not None:
+                return bool(visible)
+        return bool(layer.visible)
 
     def restore_view(self) -> None:
         """Put the viewer back where the project's ``view.json`` says it was."""

@@ -5,7 +5,8 @@ project (library code); the widget only reads the selection and the cursor.
 Shortcuts (viewer-wide): Shift-A add at cursor, Shift-D delete selected,
 Shift-M move selected to cursor, Shift-J join, Shift-S split, Shift-Z undo,
 Shift-N / Shift-P next / previous call to check (:func:`spinetrack.review.review_queue`:
-every lost, restored, formed or transient spine, branch by branch).
+every lost, restored, formed or transient spine, branch by branch), Shift-C the
+two sessions of the call side by side (:mod:`.compare`).
 napari's own point tools on the spines layer (add mode, delete, dragging a
 selected point) make the same edits.
 """
@@ -18,12 +19,13 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBo
 from spinetrack.edits import Edit, EditError
 from spinetrack.errors import SpinetrackError
 from spinetrack.fates import FATES
-from spinetrack.review import review_queue
+from spinetrack.review import ReviewCursor
 
 from .._convert import FATE_COLORS
 from ._close_guard import ask_unsaved, install_close_guard
 from ._jobs import start_job
 from ._state import state_for, viewer_camera
+from .compare import Prefetch, SessionComparison, plane_um, planes_of
 
 __all__ = ["EditWidget"]
 
@@ -62,7 +64,11 @@ class EditWidget(QWidget):
         fate_row.addWidget(set_fate)
 
         review_row = QHBoxLayout()
-        self._review_pos = -1
+        self.cursor = ReviewCursor()
+        if self.state.comparison is None:
+            self.state.comparison = SessionComparison(self.state)
+        self.comparison = self.state.comparison
+        self.prefetch = Prefetch()
         for key, text, shortcut, step in (("previous", "Previous call", "Shift-P", -1),
                                           ("next", "Next call to check", "Shift-N", 1)):
             b = QPushButton(f"{text}  [{shortcut}]")
@@ -74,6 +80,16 @@ class EditWidget(QWidget):
             self.buttons[key] = b
             review_row.addWidget(b)
             napari_viewer.bind_key(shortcut, _key(slot), overwrite=True)
+        self.compare = QCheckBox("Compare sessions  [Shift-C]")
+        self.compare.setToolTip("show the two sessions of the call side by side, centred on "
+                                "it: a lost spine's last session and the next, a new spine's "
+                                "previous session and its first, a restored spine's lost "
+                                "predecessor and itself")
+        self.compare.toggled.connect(self._compare_toggled)
+        review_row.addWidget(self.compare)
+        napari_viewer.bind_key("Shift-C", _key(self.compare.toggle), overwrite=True)
+        self.location = QLabel("")
+        self.location.setWordWrap(True)
 
         self.autosave = QCheckBox("Save after every edit")
         self.autosave.setChecked(True)
@@ -97,10 +113,12 @@ class EditWidget(QWidget):
         layout.addLayout(grid)
         layout.addLayout(fate_row)
         layout.addLayout(review_row)
+        layout.addWidget(self.location)
         layout.addLayout(save_row)
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.state.changed.connect(self._update_status)
+        self.state.changed.connect(self._results_changed)
         self.state.message.connect(self._say)
         self._update_status()
 
@@ -114,7 +132,10 @@ class EditWidget(QWidget):
         return ask_unsaved(self, None if project is None else project.folder)
 
     def _selected(self) -> list[tuple[int, int]]:
-        """(spine_id, session) of the selected points of the spines layer."""
+        """(spine_id, session) of the selected points of the spines layer (or, while
+        comparing sessions, of the two panels)."""
+        if self.comparison.active:
+            return self.comparison.selected()
         layer = self.state.layer("spines")
         if layer is None:
             return []
@@ -205,29 +226,105 @@ class EditWidget(QWidget):
         self._say("nothing to undo" if last is None else f"undone: {last.describe()}")
         return last is not None
 
+    def _queue(self):
+        results = self.state.project.results
+        return self.cursor.queue(results.spines, results.fates, results.n_sessions)
+
     def review(self, step: int = 1) -> bool:
-        """Go to the next (``step`` 1) or previous (-1) call to check and select it."""
-        project = self.state.project
-        if project is None:
+        """Go to the next (``step`` 1) or previous (-1) call to check and select it.
+
+        The queue is cached (:class:`spinetrack.review.ReviewCursor`) and computed
+        again only after the spines change; the place is kept by position, so
+        after the current call is resolved *next* is the call that followed it.
+        """
+        if self.state.project is None:
             self._say("open a spinetrack results folder or run detection first")
             return False
-        queue = review_queue(project.results.spines, project.results.fates)
-        if not len(queue):
+        queue = self._queue()
+        i = self.cursor.step(queue, step)
+        if i is None:
             self._say("nothing to check: every spine is stable")
+            self._show_location()
             return False
-        self._review_pos = (self._review_pos + step) % len(queue)
-        call = queue.iloc[self._review_pos]
-        viewer = self.viewer
-        viewer.dims.set_point(0, int(call["session"]))
-        if viewer.dims.ndim >= 4:
-            viewer.dims.set_point(1, float(call["z_um"]))
-        viewer_camera(viewer).center = (float(call["y_um"]), float(call["x_um"]))
-        layer = self.state.layer("spines")
-        if layer is not None and int(call["row"]) < len(layer.data):
-            layer.selected_data = {int(call["row"])}
-        self._say(f"call {self._review_pos + 1} of {len(queue)}: {call['what']} "
-                  f"(branch {int(call['branch_id'])} at {call['arc_um']:.1f} µm)")
+        call = queue.iloc[i]
+        self._go_to(call)
+        self._show_location(queue)
+        self._say(call["what"])
+        self._prefetch_next(queue, i, step)
         return True
+
+    def _prefetch_next(self, queue, i: int, step: int) -> None:
+        """Start resampling the planes the next call in this direction will show."""
+        image = self.state.layer("sessions")
+        if image is None or image.ndim != 4 or len(queue) < 2:
+            return
+        call = queue.iloc[(i + (1 if step > 0 else -1)) % len(queue)]
+        planes = planes_of(call, image, self.viewer.dims.range[1], self.comparison.active)
+        self.prefetch.request(image, planes)
+
+    def _go_to(self, call) -> None:
+        """Session, plane and centre of ``call``; select it (in the panels when comparing)."""
+        viewer = self.viewer
+        comparing = self.compare.isChecked() and self.state.project.results.n_sessions > 1
+        with self.comparison.paused():
+            if comparing:
+                self.comparison.show(call)
+            viewer.dims.set_point(0, int(call["session"]))
+            if viewer.dims.ndim >= 4:
+                viewer.dims.set_point(1, plane_um(call, comparing))
+            viewer_camera(viewer).center = (float(call["y_um"]), float(call["x_um"]))
+        layer = self.state.layer("spines")
+        if layer is not None:
+            row = int(call["row"])
+            layer.selected_data = {row} if row < len(layer.data) and not self.comparison.active \
+                else set()
+
+    def _show_location(self, queue=None) -> None:
+        """``call 12 of 393: lost, branch 3, arc 21.4 µm`` (or that the call is resolved)."""
+        if self.state.project is None or self.cursor.current is None:
+            self.location.setText("")
+            return
+        queue = self._queue() if queue is None else queue
+        i = self.cursor.index(queue)
+        if i is None:
+            self.location.setText(f"call resolved; {len(queue)} calls left "
+                                  f"(Shift-N: the next one)")
+            return
+        call = queue.iloc[i]
+        text = (f"call {i + 1} of {len(queue)}: {call['fate']}, branch {int(call['branch_id'])}, "
+                f"arc {call['arc_um']:.1f} µm")
+        if self.comparison.active:
+            text += (f"; comparing session {int(call['before_session'])} | "
+                     f"session {int(call['after_session'])}")
+        self.location.setText(text)
+
+    def _compare_toggled(self, on: bool) -> None:
+        if not on:
+            self.comparison.close()
+            self._show_location()
+            return
+        project = self.state.project
+        if project is None or project.results.n_sessions < 2:
+            self._say("comparing needs a project with two or more sessions")
+            self.compare.setChecked(False)
+            return
+        queue = self._queue()
+        i = self.cursor.index(queue)
+        if i is None:  # no call yet, or the last one was resolved
+            self.review(1)
+        else:
+            self._go_to(queue.iloc[i])
+            self._show_location(queue)
+
+    def _results_changed(self) -> None:
+        """The spines changed: the queue is recomputed when next needed; redraw the panels."""
+        self.cursor.invalidate()
+        if self.comparison.active:
+            if self.state.project is None or self.state.project is not self.comparison.project:
+                self.compare.setChecked(False)
+            else:
+                self.comparison.refresh()
+        self._show_location()
 
     # ------------------------------------------------------------------ saving
     def _autosave_toggled(self, on: bool) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, get_type_hints
 
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox,
-                            QToolBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLineEdit,
+                            QSpinBox, QToolBox, QVBoxLayout, QWidget)
 
 from spinetrack.params import SECTIONS, Params, describe
 
@@ -38,6 +38,8 @@ def _input(f: dataclasses.Field, kind: type) -> QWidget:
         w.addItems([str(c) for c in meta["choices"]])
     elif kind is bool:
         w = QCheckBox()
+    elif kind is str:  # a file path (e.g. the detector model)
+        w = QLineEdit()
     elif kind is int:
         w = QSpinBox()
         w.setRange(int(lo) if lo is not None else -2**31 + 1,
@@ -85,6 +87,8 @@ class ParamsForm(QWidget):
                 w.setCurrentText(str(value))
             elif isinstance(w, QCheckBox):
                 w.setChecked(bool(value))
+            elif isinstance(w, QLineEdit):
+                w.setText(str(value))
             else:
                 w.setValue(value)
 
@@ -95,6 +99,8 @@ class ParamsForm(QWidget):
                 out[name] = w.currentText()
             elif isinstance(w, QCheckBox):
                 out[name] = w.isChecked()
+            elif isinstance(w, QLineEdit):
+                out[name] = w.text().strip()
             else:
                 out[name] = kind(w.value())
         return out
