@@ -21,6 +21,7 @@ __all__ = ["simulate_presence", "stress_transition"]
 MIN_GAP_UM = 0.7      # smallest distance along a branch between two present spines
 END_GAP_UM = 1.5      # no spine this close to a branch end or junction
 NEW_LOSS_RATE = 0.5  # new spines are less stable than old ones
+RESTORE_SPREAD_UM = 1.2  # a restored spine's base is this close to the lost site along the branch
 
 
 def stress_transition(n_sessions: int) -> int:
@@ -29,32 +30,27 @@ def stress_transition(n_sessions: int) -> int:
 
 
 def _free_arc(rng, lo, hi, taken: np.ndarray, near: float | None = None,
-              spread: float = 1.2, tries: int = 40) -> float | None:
+              spread: float = RESTORE_SPREAD_UM, tries: int = 40,
+              accept=None) -> float | None:
     """A random arc in [lo, hi] at least MIN_GAP_UM from every value in ``taken``.
 
-    With ``near``, draw within ``spread`` of it instead.
+    With ``near``, draw within ``spread`` of it instead. With ``accept``, a
+    callable ``accept(arc) -> bool``, the arc must also be accepted by it (a
+    spine shape fits there).
     """
     for _ in range(tries):
         a = rng.uniform(lo, hi) if near is None else near + rng.uniform(-spread, spread)
         if a < lo or a > hi:
             continue
-        if len(taken) == 0 or np.min(np.abs(taken - a)) >= MIN_GAP_UM:
+        if len(taken) and np.min(np.abs(taken - a)) < MIN_GAP_UM:
+            continue
+        if accept is None or accept(float(a)):
             return float(a)
     return None
 
 
-def _initial_arcs(rng, lo, hi, density) -> list[float]:
-    n = rng.poisson(density * max(hi - lo, 0.0))
-    arcs: list[float] = []
-    for _ in range(n):
-        a = _free_arc(rng, lo, hi, np.asarray(arcs))
-        if a is not None:
-            arcs.append(a)
-    return sorted(arcs)
-
-
 def simulate_presence(cfg: SynthConfig, branches: pd.DataFrame, n_sessions: int,
-                      rng: np.random.Generator, null: bool = False):
+                      rng: np.random.Generator, null: bool = False, fits=None):
     """Draw the spines of every session.
 
     Parameters
@@ -66,6 +62,14 @@ def simulate_presence(cfg: SynthConfig, branches: pd.DataFrame, n_sessions: int,
     rng : Generator
     null : bool
         Spread the stress transition's losses uniformly (no branch clustering).
+    fits : callable, optional
+        ``fits(index, branch_id, arc_um, session, present, draw) -> bool``: whether
+        a new spine (row ``index``; ``draw`` counts the spines given up for that
+        row before) fits at ``arc_um`` from ``session`` on beside the spines
+        ``present`` (row indices present then); e.g.
+        :meth:`spinetrack.synth.placement.SpinePlacer.fits`. A base where it does
+        not fit is redrawn (restored spines stay within 1.2 µm of their site,
+        or become ordinary new spines); a spine that fits nowhere is dropped.
 
     Returns
     -------
@@ -79,11 +83,21 @@ def simulate_presence(cfg: SynthConfig, branches: pd.DataFrame, n_sessions: int,
     """
     bounds = {int(b): (END_GAP_UM, float(L) - END_GAP_UM)
               for b, L in zip(branches["branch_id"], branches["length_um"])}
-    rows = []
+    rows: list[list] = []
+    given_up: dict[int, int] = {}  # spines given up per row index (see ``fits``)
     for b, (lo, hi) in bounds.items():
         density = rng.uniform(*cfg.spine_density_per_um)
-        for a in _initial_arcs(rng, lo, hi, density):
-            rows.append([len(rows), b, a, 0, n_sessions - 1, -1])
+        first = len(rows)
+        for _ in range(rng.poisson(density * max(hi - lo, 0.0))):
+            taken = np.array([r[2] for r in rows[first:]])
+            i = len(rows)
+            accept = None if fits is None else (
+                lambda a, b=b, i=i: fits(i, b, a, 0, range(i), given_up.get(i, 0)))
+            a = _free_arc(rng, lo, hi, taken, accept=accept)
+            if a is not None:
+                rows.append([i, b, a, 0, n_sessions - 1, -1])
+            else:
+                given_up[i] = given_up.get(i, 0) + 1
     spines = np.array(rows, dtype=float).reshape(-1, 6)
 
     stress_k = stress_transition(n_sessions)
@@ -111,6 +125,14 @@ def simulate_presence(cfg: SynthConfig, branches: pd.DataFrame, n_sessions: int,
         reoccupied = set(spines[spines[:, 5] >= 0, 5].astype(int).tolist())
         lost_sites = [i for i in np.flatnonzero(spines[:, 4] <= k) if i not in reoccupied]
         new_rows = []
+
+        def accept_new(b, taken_all, k=k, new_rows=new_rows):
+            if fits is None:
+                return None
+            index = len(spines) + len(new_rows)
+            return lambda a: fits(index, b, a, k + 1, taken_all[:, 0].astype(int),
+                                  given_up.get(index, 0))
+
         for _ in range(n_new):
             taken_all = np.concatenate([spines[survivors], np.array(new_rows).reshape(-1, 6)])
             site = -1
@@ -118,7 +140,8 @@ def simulate_presence(cfg: SynthConfig, branches: pd.DataFrame, n_sessions: int,
                 site = int(lost_sites.pop(int(rng.integers(len(lost_sites)))))
                 b = int(spines[site, 1])
                 taken = taken_all[taken_all[:, 1] == b, 2]
-                a = _free_arc(rng, *bounds[b], taken, near=spines[site, 2])
+                a = _free_arc(rng, *bounds[b], taken, near=spines[site, 2],
+                              accept=accept_new(b, taken_all))
                 if a is None:
                     site = -1
             if site < 0:
@@ -127,8 +150,10 @@ def simulate_presence(cfg: SynthConfig, branches: pd.DataFrame, n_sessions: int,
                     continue
                 b = int(rng.choice(ids, p=lengths / lengths.sum()))
                 taken = taken_all[taken_all[:, 1] == b, 2]
-                a = _free_arc(rng, *bounds[b], taken)
+                a = _free_arc(rng, *bounds[b], taken, accept=accept_new(b, taken_all))
                 if a is None:
+                    index = len(spines) + len(new_rows)
+                    given_up[index] = given_up.get(index, 0) + 1
                     continue
             new_rows.append([len(spines) + len(new_rows), b, a, k + 1, n_sessions - 1, site])
         if new_rows:

@@ -123,7 +123,8 @@ def make_branches(cfg: SynthConfig, rng: np.random.Generator, box, n_target: int
     branches : DataFrame
         ``branch_id, length_um, radius_um, start_kind, end_kind, dendrite``.
     stubs : DataFrame
-        ``stub, point, z_um, y_um, x_um, radius_um`` of the bare continuations.
+        ``stub, point, z_um, y_um, x_um, radius_um, branch_id`` of the bare
+        continuations (``branch_id``: the branch each continues).
     """
     outer = box if outer is None else outer
     (zlo, zhi), (ylo, yhi), (xlo, xhi) = box
@@ -201,9 +202,9 @@ def make_branches(cfg: SynthConfig, rng: np.random.Generator, box, n_target: int
     for i, (pts, seg) in enumerate(stubs):
         srows.append(pd.DataFrame({
             "stub": i, "point": np.arange(len(pts)), "z_um": pts[:, 0], "y_um": pts[:, 1],
-            "x_um": pts[:, 2], "radius_um": brows[seg]["radius_um"]}))
+            "x_um": pts[:, 2], "radius_um": brows[seg]["radius_um"], "branch_id": seg}))
     stub_df = (pd.concat(srows, ignore_index=True) if srows else pd.DataFrame(
-        columns=["stub", "point", "z_um", "y_um", "x_um", "radius_um"]))
+        columns=["stub", "point", "z_um", "y_um", "x_um", "radius_um", "branch_id"]))
     return pd.concat(rows, ignore_index=True), pd.DataFrame(brows), stub_df
 
 
@@ -224,16 +225,25 @@ def branch_frame(lines: pd.DataFrame, branch_id: np.ndarray, arc: np.ndarray):
         sel = branch_id == b
         if not sel.any():
             continue
-        a = grp["arc_um"].to_numpy()
-        pts = grp[["z_um", "y_um", "x_um"]].to_numpy()
-        for i in range(3):
-            centre[sel, i] = np.interp(arc[sel], a, pts[:, i])
-        d = np.gradient(pts, a, axis=0)
-        for i in range(3):
-            tangent[sel, i] = np.interp(arc[sel], a, d[:, i])
-        radius[sel] = np.interp(arc[sel], a, grp["radius_um"].to_numpy())
-    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+        centre[sel], tangent[sel], radius[sel] = frame_at(line_arrays(grp), arc[sel])
     return centre, tangent, radius
+
+
+def line_arrays(line: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(arc, points, derivative, radius) of one branch's centre line, for :func:`frame_at`."""
+    a = line["arc_um"].to_numpy(dtype=float)
+    pts = line[["z_um", "y_um", "x_um"]].to_numpy(dtype=float)
+    return a, pts, np.gradient(pts, a, axis=0), line["radius_um"].to_numpy(dtype=float)
+
+
+def frame_at(arrays, arc: np.ndarray):
+    """Centre, unit tangent and radius at ``arc`` on one branch (from :func:`line_arrays`)."""
+    a, pts, d, rad = arrays
+    arc = np.asarray(arc, dtype=float)
+    centre = np.column_stack([np.interp(arc, a, pts[:, i]) for i in range(3)])
+    tangent = np.column_stack([np.interp(arc, a, d[:, i]) for i in range(3)])
+    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+    return centre, tangent, np.interp(arc, a, rad)
 
 
 def _left_normal(tangent):
@@ -264,11 +274,27 @@ def spine_shapes(lines, spines: pd.DataFrame) -> pd.DataFrame:
     out = spines.copy()
     centre, tangent, radius = branch_frame(lines, out["branch_id"].to_numpy(),
                                            out["arc_um"].to_numpy())
+    arrays = shape_points(centre, tangent, radius, out["side"].to_numpy(dtype=float),
+                          out["elevation_deg"].to_numpy(dtype=float),
+                          out["azimuth_deg"].to_numpy(dtype=float),
+                          out["length_um"].to_numpy(dtype=float))
+    for name, arr in zip("cbhd", arrays):
+        out[name + "z"], out[name + "y"], out[name + "x"] = arr[:, 0], arr[:, 1], arr[:, 2]
+    out["shaft_radius_um"] = radius
+    return out
+
+
+def shape_points(centre, tangent, radius, side, elevation_deg, azimuth_deg, length_um):
+    """Centre, base, head and unit direction ((n, 3) each) of spines at a branch frame.
+
+    The direction leaves the shaft to the ``side`` (+1 left, -1 right, 0 along
+    z), turned ``azimuth_deg`` along the branch and ``elevation_deg`` out of the
+    image plane; the base is on the shaft surface, the head ``length_um`` beyond.
+    """
     left, along = _left_normal(tangent)
-    side = out["side"].to_numpy(dtype=float)
-    lateral = np.where(side[:, None] < 0, -left, left)
-    el = np.deg2rad(out["elevation_deg"].to_numpy())
-    az = np.deg2rad(out["azimuth_deg"].to_numpy())
+    lateral = np.where(np.asarray(side, float)[:, None] < 0, -left, left)
+    el = np.deg2rad(elevation_deg)
+    az = np.deg2rad(azimuth_deg)
     horiz = np.cos(az)[:, None] * lateral + np.sin(az)[:, None] * along
     zhat = np.array([1.0, 0.0, 0.0])
     direction = np.cos(el)[:, None] * horiz + np.sin(el)[:, None] * zhat
@@ -276,11 +302,8 @@ def spine_shapes(lines, spines: pd.DataFrame) -> pd.DataFrame:
     perp = direction - np.sum(direction * tangent, axis=1, keepdims=True) * tangent
     perp /= np.linalg.norm(perp, axis=1, keepdims=True)
     base = centre + radius[:, None] * perp
-    head = base + out["length_um"].to_numpy()[:, None] * direction
-    for name, arr in (("c", centre), ("b", base), ("h", head), ("d", direction)):
-        out[name + "z"], out[name + "y"], out[name + "x"] = arr[:, 0], arr[:, 1], arr[:, 2]
-    out["shaft_radius_um"] = radius
-    return out
+    head = base + np.asarray(length_um, float)[:, None] * direction
+    return centre, base, head, direction
 
 
 def filopodium_shapes(lines, filo: pd.DataFrame) -> pd.DataFrame:
@@ -311,12 +334,33 @@ def make_puncta(cfg: SynthConfig, rng, extent_um, avoid: np.ndarray, n: int) -> 
         "brightness": rng.uniform(1.0, 2.5, len(pts))})
 
 
-def make_axons(rng, box, n: int, avoid: np.ndarray, min_dist: float = 2.0):
+AXON_RADIUS_UM = (0.1, 0.15)  # range of the radius of a rendered axon
+
+
+def make_axons(rng, box, n: int, avoid: np.ndarray, obstacles=None, clearance: float = 2.0):
     """Thin axons crossing the field with boutons along them.
 
-    Axon stretches within ``min_dist`` µm of a point in ``avoid`` (dendrite
-    centre lines, spine heads) are left out, and boutons keep 3 µm away, so
-    nothing of an axon touches a dendrite.
+    An axon does not pass through a dendrite: where it would come closer than
+    ``clearance`` µm (surface to surface) to one of ``obstacles`` (balls:
+    shaft points with the shaft radius, spine necks and heads), it is bent
+    along z to pass just above or below, as axons in the neuropil do; a stretch
+    that still comes too close is left out. Boutons keep 3 µm away from every
+    point in ``avoid`` (dendrite centre lines, spine heads).
+
+    Parameters
+    ----------
+    rng : Generator
+    box : ((zlo, zhi), (ylo, yhi), (xlo, xhi))
+        Field, µm.
+    n : int
+        Number of axons.
+    avoid : (m, 3) array
+        Points boutons keep 3 µm from (and, without ``obstacles``, axons keep
+        ``clearance`` µm from).
+    obstacles : tuple of ((k, 3) array, (k,) array), optional
+        Centres and radii of the balls making up the dendrites, µm.
+    clearance : float
+        Smallest distance between an axon's surface and a dendrite's, µm.
 
     Returns
     -------
@@ -330,6 +374,8 @@ def make_axons(rng, box, n: int, avoid: np.ndarray, min_dist: float = 2.0):
     (zlo, zhi), (ylo, yhi), (xlo, xhi) = box
     diag = float(np.hypot(yhi - ylo, xhi - xlo))
     tree = cKDTree(avoid) if len(avoid) else None
+    if obstacles is None:
+        obstacles = (np.asarray(avoid, float).reshape(-1, 3), np.zeros(len(avoid)))
     segs, bout = [], []
     for _ in range(n):
         start, heading = _edge_start(rng, box)
@@ -337,7 +383,7 @@ def make_axons(rng, box, n: int, avoid: np.ndarray, min_dist: float = 2.0):
                      2 * diag, wiggle=0.6)
         if len(pts) < 4:
             continue
-        far = np.ones(len(pts), bool) if tree is None else tree.query(pts)[0] >= min_dist
+        pts, far = _detour(pts, obstacles, clearance + AXON_RADIUS_UM[1], rng)
         keep = far[:-1] & far[1:]
         segs.append(np.stack([pts[:-1][keep], pts[1:][keep]], axis=1))
         arc = _arc(pts)
@@ -345,7 +391,8 @@ def make_axons(rng, box, n: int, avoid: np.ndarray, min_dist: float = 2.0):
         spots = spots[spots < arc[-1]]
         idx = np.searchsorted(arc, spots)
         cand = pts[idx]
-        ok = np.ones(len(cand), bool) if tree is None else tree.query(cand)[0] >= 3.0
+        ok = far[idx] & (np.ones(len(cand), bool) if tree is None
+                         else tree.query(cand)[0] >= 3.0)
         bout.append(cand[ok])
     segs_arr = np.concatenate(segs) if segs else np.zeros((0, 2, 3))
     b = np.concatenate(bout) if bout else np.zeros((0, 3))
@@ -353,3 +400,49 @@ def make_axons(rng, box, n: int, avoid: np.ndarray, min_dist: float = 2.0):
                             "radius_um": rng.uniform(0.25, 0.45, len(b)),
                             "brightness": rng.uniform(0.8, 2.0, len(b))})
     return segs_arr, boutons
+
+
+def _clearance_deficit(pts, centres, radii, tree, reach, margin):
+    """Signed z shift each point needs to clear every ball by ``margin`` (0: clear)."""
+    need = np.zeros(len(pts))
+    for i, near in enumerate(tree.query_ball_point(pts, reach)):
+        if not near:
+            continue
+        c, r = centres[near], radii[near] + margin
+        dz = pts[i, 0] - c[:, 0]
+        lateral2 = np.sum((pts[i, 1:] - c[:, 1:]) ** 2, axis=1)
+        hit = lateral2 + dz ** 2 < r ** 2
+        if not hit.any():
+            continue
+        # pass on the side the axon already is (above or below the nearest ball)
+        j = np.flatnonzero(hit)[np.argmin(lateral2[hit] + dz[hit] ** 2)]
+        side = 1.0 if dz[j] >= 0 else -1.0
+        target = c[hit, 0] + side * np.sqrt(np.maximum(r[hit] ** 2 - lateral2[hit], 0.0))
+        need[i] = (target.max() - pts[i, 0]) if side > 0 else (target.min() - pts[i, 0])
+    return need
+
+
+def _detour(pts, obstacles, margin: float, rng, rounds: int = 6):
+    """Bend a curve along z around balls; returns the points and which are clear."""
+    from scipy.ndimage import gaussian_filter1d, maximum_filter1d
+    from scipy.spatial import cKDTree
+
+    centres, radii = obstacles
+    if not len(centres):
+        return pts, np.ones(len(pts), bool)
+    tree = cKDTree(centres)
+    reach = float(np.max(radii)) + margin
+    pts = pts.copy()
+    for _ in range(rounds):
+        need = _clearance_deficit(pts, centres, radii, tree, reach, margin)
+        if not need.any():
+            break
+        # a smooth bend over ~2 µm each side that reaches the needed shift
+        up = maximum_filter1d(np.maximum(need, 0), int(2.0 / STEP_UM) | 1)
+        down = maximum_filter1d(np.maximum(-need, 0), int(2.0 / STEP_UM) | 1)
+        shift = gaussian_filter1d(up - down, 1.0 / STEP_UM, mode="nearest")
+        shift = np.where(need != 0, np.sign(need) * np.maximum(np.abs(shift), np.abs(need)),
+                         shift)
+        pts[:, 0] += shift + np.sign(shift) * 0.02
+    clear = _clearance_deficit(pts, centres, radii, tree, reach, margin) == 0
+    return pts, clear

@@ -46,6 +46,14 @@ class SynthConfig:
         Largest |dz/ds| of a branch (z change per µm along it).
     psf_sigma_um : tuple of float
         (z, y, x) standard deviation of the Gaussian point-spread function, µm.
+    psf_halo_ratio : float
+        Light in a broad halo of the point-spread function relative to the
+        light in its Gaussian core (aberrations and scattering of the
+        excitation light in tissue); gives the diffuse glow beside bright
+        dendrites of in-vivo images. The core keeps its brightness (``photons``
+        was calibrated on heads). 0: a pure Gaussian PSF.
+    psf_halo_sigma_um : tuple of float
+        (z, y, x) standard deviation of the halo, µm.
     photons : float
         Photons per µm³ of fluorophore-filled volume at the surface (depth 0).
     depth_decay_um : float
@@ -91,6 +99,12 @@ class SynthConfig:
         How much of the field the patches cover (0 none, ~1 like rr30a).
     axons_per_100um : float
         Thin axons with boutons crossing each 100 µm of field width.
+    axon_clearance_um : float
+        Smallest distance between an axon's surface and a dendrite's (shaft,
+        neck, head), µm; an axon in the way of a dendrite bends along z to pass
+        just above or below it (axons run through the neuropil between
+        dendrites and touch them at synapses). A large value keeps axons away
+        from dendrites altogether.
     dim_puncta_per_1000um2 : float
         Small dim puncta of the neuropil per 1000 µm² of field.
     shaft_texture : float
@@ -98,6 +112,13 @@ class SynthConfig:
     shaft_brightness : float
         Fluorophore density of shafts relative to spines (rr30a's shafts are
         about 1.5 times brighter than a same-sized head would be).
+    spine_gap_um : float
+        Smallest distance between the surfaces of any two spines present in one
+        session (heads and necks) and between a spine and a dendrite's shaft, µm
+        (:mod:`spinetrack.synth.placement`). 0.15 µm: room for the thinnest
+        unmyelinated axons or glial processes of the neuropil (0.1–0.2 µm)
+        between two membranes; spines seen to touch in light microscopy are
+        separated by at least that in electron micrographs.
     min_snr : float
         A spine head whose noise-free peak is below this many noise standard
         deviations is marked ``visible = False`` in the truth.
@@ -118,6 +139,8 @@ class SynthConfig:
     puncta_per_1000um2: float = 6.0
     tilt: float = 0.25
     psf_sigma_um: tuple[float, float, float] = (1.0, 0.25, 0.25)
+    psf_halo_ratio: float = 0.25
+    psf_halo_sigma_um: tuple[float, float, float] = (3.0, 1.0, 1.0)
     photons: float = 140.0
     depth_decay_um: float = 60.0
     background_photons: float = 1.9
@@ -139,9 +162,11 @@ class SynthConfig:
     neuropil: float = 0.08
     neuropil_cover: float = 1.0
     axons_per_100um: float = 5.0
+    axon_clearance_um: float = 0.15
     dim_puncta_per_1000um2: float = 80.0
     shaft_texture: float = 0.3
     shaft_brightness: float = 2.0
+    spine_gap_um: float = 0.15
     min_snr: float = 2.0
 
     def replace(self, **changes: Any) -> "SynthConfig":
@@ -161,11 +186,12 @@ PRESETS: dict[str, SynthConfig] = {
         dim_spine_fraction=0.0, puncta_per_1000um2=2.0, filopodia_per_um=0.01,
         depth_decay_um=200.0, gain_shape=50.0, noise_corr_px=(0.0, 0.0),
         neuropil=0.0, dim_puncta_per_1000um2=0.0, shaft_texture=0.15, shaft_brightness=1.3,
-        axons_per_100um=1.0,
+        axons_per_100um=1.0, axon_clearance_um=2.0, psf_halo_ratio=0.0,
     ),
     "realistic": SynthConfig(),
     "hard": SynthConfig(
-        photons=110.0, background_photons=3.0, neuropil=0.12, dim_puncta_per_1000um2=120.0,
+        photons=110.0, psf_halo_ratio=0.4, background_photons=3.0, neuropil=0.12,
+        dim_puncta_per_1000um2=120.0,
         haze_fraction=0.5, read_noise=1.2,
         drift_um=(4.0, 8.0, 8.0), rotation_deg=4.0, warp_um=0.6, brightness_change=0.3,
         dim_spine_fraction=0.2, puncta_per_1000um2=10.0, filopodia_per_um=0.04,

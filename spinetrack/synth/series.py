@@ -13,7 +13,8 @@ from ..io import Series, Session
 from ..progress import ProgressCallback, report
 from . import render
 from .dynamics import simulate_presence
-from .geometry import make_axons, make_branches, make_puncta, spine_shapes
+from .geometry import AXON_RADIUS_UM, make_axons, make_branches, make_puncta, spine_shapes
+from .placement import SpinePlacer
 from .presets import PRESETS, SynthConfig, get_preset
 from .transform import SessionTransform, identity_transform, random_transform
 
@@ -97,28 +98,6 @@ def _check_args(preset, n_sessions, days, shape):
     return cfg, n_sessions, days
 
 
-def _draw_spine_shapes(cfg: SynthConfig, rng, n: int) -> pd.DataFrame:
-    """Shape parameters of ``n`` spines (fixed for a spine's life)."""
-    zspine = rng.random(n) < cfg.z_spine_fraction
-    side = np.where(rng.random(n) < 0.5, 1, -1)
-    elevation = np.where(zspine, rng.choice([-1, 1], n) * rng.uniform(60, 80, n),
-                         rng.uniform(-35, 35, n))
-    lo, hi = cfg.head_radius_um
-    head = lo + (hi - lo) * rng.random(n) ** 3  # most heads small, a few large
-    lo, hi = cfg.spine_length_um
-    length = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
-    length = np.maximum(length, 0.8 * head + 0.35)
-    bright = rng.uniform(0.7, 1.3, n)
-    dim = rng.random(n) < cfg.dim_spine_fraction
-    head = np.where(dim, rng.uniform(cfg.head_radius_um[0] * 0.7, cfg.head_radius_um[0], n), head)
-    bright = np.where(dim, rng.uniform(0.25, 0.5, n), bright)
-    return pd.DataFrame({
-        "side": np.where(zspine, 0, side), "elevation_deg": elevation,
-        "azimuth_deg": rng.uniform(-30, 30, n), "length_um": length, "head_radius_um": head,
-        "neck_radius_um": rng.uniform(*cfg.neck_radius_um, n), "brightness": bright,
-        "near_limit": dim})
-
-
 def _filopodia(cfg, rng, branches, lines, n_sessions) -> pd.DataFrame:
     total = float(branches["length_um"].sum())
     n = rng.poisson(cfg.filopodia_per_um * total)
@@ -138,16 +117,6 @@ def _filopodia(cfg, rng, branches, lines, n_sessions) -> pd.DataFrame:
         "azimuth_deg": rng.uniform(-45, 45, n), "length_um": rng.uniform(2.5, 5.0, n),
         "first_session": first, "last_session": last})
     return spine_shapes(lines, filo)
-
-
-def _session_instances(cfg, shapes: pd.DataFrame, n_sessions: int, rng) -> dict[str, np.ndarray]:
-    """Per (spine, session) jitter of head position, head size and brightness."""
-    n = len(shapes)
-    return {
-        "jitter": rng.normal(0, cfg.head_jitter_um, (n, n_sessions, 3)) * [0.5, 1.0, 1.0],
-        "head_scale": rng.uniform(0.9, 1.1, (n, n_sessions)),
-        "bright_scale": rng.uniform(0.85, 1.15, (n, n_sessions)),
-    }
 
 
 def _xyz(df: pd.DataFrame, prefix: str) -> np.ndarray:
@@ -190,6 +159,9 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, se
     volume = render.deposit(cfg.shape, session_um / voxel, weights)
     signal = render.blur(volume, cfg.psf_sigma_um, voxel)
     del volume
+    if cfg.psf_halo_ratio > 0:
+        render.add_halo(signal, voxel, cfg.psf_sigma_um, cfg.psf_halo_sigma_um,
+                        cfg.psf_halo_ratio)
     if cfg.haze_fraction > 0 or neuropil is not None:
         coarse = np.float32(cfg.haze_fraction) * render.haze(signal, voxel, coarse=True)
         if neuropil is not None:  # the out-of-focus tissue moves with the field
@@ -204,8 +176,11 @@ def _render_session(cfg, tf, shaft, spines_k, head, filo_k, puncta, neuropil, se
                             cfg.gain_shape, cfg.noise_corr_px)
 
 
-def _clutter(cfg, rng, extent, outer, avoid, n_sessions):
+def _clutter(cfg, rng, extent, outer, avoid, obstacles, n_sessions):
     """Puncta (bright boutons, dim neuropil puncta, boutons on axons), axons, neuropil.
+
+    ``avoid``: points puncta keep 3 µm from; ``obstacles``: (centres, radii) of
+    the balls filling the dendrites, which axons pass at ``cfg.axon_clearance_um``.
 
     Returns
     -------
@@ -221,14 +196,14 @@ def _clutter(cfg, rng, extent, outer, avoid, n_sessions):
     dim["radius_um"] = rng.uniform(0.15, 0.35, len(dim))
     dim["brightness"] = rng.uniform(0.5, 2.0, len(dim))
     axons, boutons = make_axons(rng, outer, rng.poisson(cfg.axons_per_100um * extent[2] / 100.0),
-                                avoid)
+                                avoid, obstacles, cfg.axon_clearance_um)
     puncta = pd.concat([bright.assign(kind="bouton"), dim.assign(kind="neuropil"),
                         boutons.assign(kind="axon bouton")], ignore_index=True)
     puncta["punctum_id"] = np.arange(len(puncta))
     present = rng.random((len(puncta), n_sessions)) < 0.85
     if len(axons):
         ap, aw, _ = render.tube_points(rng, axons[:, 0], axons[:, 1],
-                                       rng.uniform(0.1, 0.15, len(axons)), 1.0)
+                                       rng.uniform(*AXON_RADIUS_UM, len(axons)), 1.0)
     else:
         ap, aw = np.zeros((0, 3)), np.zeros(0)
     neuropil = (render.neuropil(rng, cfg.shape, voxel_um(cfg), n_blobs=cfg.neuropil_cover)
@@ -397,16 +372,17 @@ def _build_world(cfg: SynthConfig, seed: int, n_sessions: int, null: bool) -> _W
     g = _rng(seed, _GEOMETRY)
     lines, branches, stubs = make_branches(cfg, g, box, _n_branches(cfg, g, box), outer)
 
-    life, dyn_info = simulate_presence(cfg, branches, n_sessions, _rng(seed, _DYNAMICS), null)
-    shapes = _draw_spine_shapes(cfg, _rng(seed, _SHAPES), len(life))
-    spines = spine_shapes(lines, pd.concat([life, shapes], axis=1))
-    inst = _session_instances(cfg, spines, n_sessions, _rng(seed, _SHAPES + 10))
+    placer = SpinePlacer(cfg, lines, stubs, n_sessions, seed, _SHAPES)
+    life, dyn_info = simulate_presence(cfg, branches, n_sessions, _rng(seed, _DYNAMICS), null,
+                                       fits=placer.fits)
+    spines, inst = placer.table(lines, life)
     filo = _filopodia(cfg, _rng(seed, _SHAPES + 20), branches, lines, n_sessions)
     shaft = _shaft_points(cfg, _rng(seed, _SHAFT), lines, stubs)
 
     avoid = np.concatenate([lines[["z_um", "y_um", "x_um"]].to_numpy(), _xyz(spines, "h")])
     puncta, present, axon_points, neuropil = _clutter(
-        cfg, _rng(seed, _PUNCTA), extent, outer, avoid, n_sessions)
+        cfg, _rng(seed, _PUNCTA), extent, outer, avoid,
+        _dendrite_balls(cfg, lines, stubs, spines), n_sessions)
     shaft = (np.concatenate([shaft[0], axon_points[0]]),
              np.concatenate([shaft[1], axon_points[1]]))
 
@@ -418,6 +394,21 @@ def _build_world(cfg: SynthConfig, seed: int, n_sessions: int, null: bool) -> _W
     gains = np.concatenate([[1.0], 1 + tr.uniform(-1, 1, n_sessions - 1) * cfg.brightness_change])
     return _World(lines, branches, spines, inst, filo, shaft, puncta, present, neuropil,
                   transforms, gains, dyn_info)
+
+
+def _dendrite_balls(cfg, lines, stubs, spines):
+    """(centres, radii) of balls covering every shaft, neck and head (any session), µm."""
+    cols = ["z_um", "y_um", "x_um"]
+    centres = [lines[cols].to_numpy(float), stubs[cols].to_numpy(float)]
+    radii = [lines["radius_um"].to_numpy(float), stubs["radius_um"].to_numpy(float)]
+    if len(spines):
+        base, head = _xyz(spines, "b"), _xyz(spines, "h")
+        t = np.linspace(0.0, 1.0, 8)
+        centres.append((base[:, None] + t[None, :, None] * (head - base)[:, None]).reshape(-1, 3))
+        radii.append(np.repeat(spines["neck_radius_um"].to_numpy(float), len(t)))
+        centres.append(head)  # largest size and a 3-SD head jitter
+        radii.append(1.1 * spines["head_radius_um"].to_numpy(float) + 3 * cfg.head_jitter_um)
+    return np.concatenate(centres), np.concatenate(radii)
 
 
 def _session(world: _World, cfg: SynthConfig, k: int, rng):

@@ -67,7 +67,9 @@ def test_realism_of_the_realistic_preset(realistic):
     assert 0.25 <= density <= 0.65
     image = realistic.series[0].image
     assert image.dtype == np.uint8
-    assert 0.1 < np.mean(image == 0) < 0.6  # dim: many zero pixels, like rr30a
+    # dim: many zero pixels, like rr30a (0.28; the full realistic field 0.22; this field of
+    # 24 planes holds as much dendrite in half the depth, 0.10)
+    assert 0.08 < np.mean(image == 0) < 0.6
     assert s0["visible"].mean() > 0.6  # most spines are visible, some are near the limit
     assert not s0["visible"].all()
     assert len(truth["filopodia"]) > 0
@@ -271,3 +273,167 @@ def test_out_of_focus_patches_move_with_the_field():
     got = np.array(ndi.center_of_mass(moved)) * step
     want = tf.apply(np.array([[10.0, 20 * 0.96, 20 * 0.96]]))[0]
     np.testing.assert_allclose(got, want, atol=0.05)
+
+
+# ---------------------------------------------------------------- spines never interpenetrate
+
+
+def _world(preset, seed, n_sessions, shape=(24, 512, 512)):
+    from spinetrack.synth import series as synth_series
+
+    cfg = (PRESETS[preset] if isinstance(preset, str) else preset).replace(shape=shape)
+    return cfg, synth_series._build_world(cfg, seed, n_sessions, False)
+
+
+def test_overlaps_finds_touching_heads_and_crossing_necks():
+    from spinetrack.synth.placement import overlaps
+
+    base_a, head_a = np.array([0.0, 0, 0]), np.array([0.0, 0, 2.0])
+    heads = np.array([[0.0, 1.3, 2.0],     # head surfaces 0.3 µm apart: clear
+                      [0.0, 1.1, 2.0],     # 0.1 µm apart: closer than the gap
+                      [0.0, 0.8, 2.0],     # interpenetrating
+                      [0.0, 1.0, -1.0]])   # its neck crosses a's neck
+    bases = np.array([[0.0, 1.3, 0], [0.0, 1.1, 0], [0.0, 0.8, 0], [0.0, -1.0, 1.0]])
+    hit = overlaps(head_a, 0.5, base_a, 0.1, heads, np.full(4, 0.5), bases, np.full(4, 0.1),
+                   gap=0.15)
+    assert hit.tolist() == [False, True, True, True]
+
+
+@pytest.mark.parametrize("preset,seeds", [("realistic", range(4)), ("hard", range(2))])
+def test_no_two_spines_of_one_session_interpenetrate(preset, seeds):
+    """Heads and necks keep the gap in every session, new and restored spines included."""
+    from spinetrack.synth.placement import overlaps
+
+    checked = 0
+    for seed in seeds:
+        cfg, world = _world(preset, seed, 4)
+        sp, inst = world.spines, world.instances
+        assert sp["first_session"].max() >= 1  # later sessions add spines
+        for k in range(4):
+            alive = np.flatnonzero((sp["first_session"] <= k) & (sp["last_session"] >= k))
+            head = _xyz_of(sp, "h")[alive] + inst["jitter"][alive, k]
+            radius = sp["head_radius_um"].to_numpy()[alive] * inst["head_scale"][alive, k]
+            base, neck = _xyz_of(sp, "b")[alive], sp["neck_radius_um"].to_numpy()[alive]
+            for i in range(len(alive)):
+                rest = np.arange(len(alive)) != i
+                hit = overlaps(head[i], radius[i], base[i], neck[i], head[rest], radius[rest],
+                               base[rest], neck[rest], cfg.spine_gap_um - 1e-6)
+                assert not hit.any(), (seed, k, int(sp["spine_id"].iloc[alive[i]]))
+            checked += len(alive)
+    assert checked >= 30 * len(seeds)
+
+
+def _xyz_of(df, prefix):
+    return df[[prefix + "z", prefix + "y", prefix + "x"]].to_numpy(dtype=float)
+
+
+def test_truth_heads_of_one_session_do_not_overlap(realistic):
+    """In the written truth (each session's own frame, warp included) heads stay apart."""
+    spines = realistic.truth["spines"]
+    for _, s in spines.groupby("session"):
+        pos = s[["z_um", "y_um", "x_um"]].to_numpy()
+        radius = s["head_radius_um"].to_numpy()
+        d = np.linalg.norm(pos[:, None] - pos[None], axis=2) + np.eye(len(s)) * 1e9
+        assert (d > radius[:, None] + radius[None]).all()
+
+
+def test_heads_keep_clear_of_every_shaft():
+    from scipy.spatial import cKDTree
+
+    cfg, world = _world("realistic", 2, 3)
+    lines = world.lines
+    tree = cKDTree(lines[["z_um", "y_um", "x_um"]].to_numpy())
+    sp, inst = world.spines, world.instances
+    for k in range(3):
+        alive = np.flatnonzero((sp["first_session"] <= k) & (sp["last_session"] >= k))
+        head = _xyz_of(sp, "h")[alive] + inst["jitter"][alive, k]
+        radius = sp["head_radius_um"].to_numpy()[alive] * inst["head_scale"][alive, k]
+        for h, r in zip(head, radius):
+            near = tree.query_ball_point(h, r + 1.5)
+            d = np.linalg.norm(lines[["z_um", "y_um", "x_um"]].to_numpy()[near] - h, axis=1)
+            assert (d >= r + lines["radius_um"].to_numpy()[near] + cfg.spine_gap_um - 1e-6).all()
+
+
+def test_restored_spines_keep_their_site():
+    """A spine placed at a lost site stays within 1.2 µm of it along the same branch, and
+    classify_fates calls it restored from a lost spine of its branch."""
+    n_restored = 0
+    for seed in range(3):
+        _, world = _world("realistic", seed, 4)
+        sp = world.spines.set_index("spine_id")
+        restored = sp[sp["restored_site"] >= 0]
+        site = sp.loc[restored["restored_site"]]
+        assert (restored["branch_id"].to_numpy() == site["branch_id"].to_numpy()).all()
+        assert (np.abs(restored["arc_um"].to_numpy() - site["arc_um"].to_numpy()) <= 1.2).all()
+        assert (site["last_session"].to_numpy() < restored["first_session"].to_numpy()).all()
+        n_restored += len(restored)
+    assert n_restored >= 5
+    fates = make_series("realistic", n_sessions=4, seed=0, shape=(24, 512, 512)).truth["fates"]
+    back = fates[fates["fate"] == "restored"].merge(
+        fates[["spine_id", "branch_id", "arc_um"]], left_on="restored_from",
+        right_on="spine_id", suffixes=("", "_lost"))
+    assert len(back) and (back["branch_id"] == back["branch_id_lost"]).all()
+    assert (np.abs(back["arc_um"] - back["arc_um_lost"]) <= 2.0).all()
+
+
+# ---------------------------------------------------------------- false-call sources of real data
+
+
+def test_psf_halo_adds_light_beside_a_line():
+    from spinetrack.synth.render import add_halo, blur
+
+    voxel = np.array([1.0, 0.12, 0.12])
+    volume = np.zeros((16, 96, 96), np.float32)
+    volume[8, :, 48] = 1.0  # a line along y
+    core = blur(volume, (1.0, 0.25, 0.25), voxel)
+    halo = add_halo(core.copy(), voxel, (1.0, 0.25, 0.25), (3.0, 1.0, 1.0), 0.25)
+    assert halo[:, 8:-8].sum() == pytest.approx(1.25 * core[:, 8:-8].sum(), rel=0.02)
+    row = 48
+    at_1um, at_3um = 48 + round(1.2 / 0.12), 48 + round(3.0 / 0.12)
+    assert halo[8, row, 48] == pytest.approx(core[8, row, 48], rel=0.1)
+    assert halo[8, row, at_1um] > 20 * max(core[8, row, at_1um], 1e-9)
+    assert halo[8, row, at_1um] > 2 * halo[8, row, at_3um] > 0
+
+
+def test_axons_bend_around_a_dendrite_instead_of_through_it():
+    from spinetrack.synth.geometry import make_axons
+
+    # a thick dendrite along x at z = 10 µm, y = 15 µm; axons cross the field at random
+    x = np.arange(0.0, 40.0, 0.25)
+    centres = np.column_stack([np.full_like(x, 10.0), np.full_like(x, 15.0), x])
+    radii = np.full(len(x), 0.8)
+    box = ((9.0, 11.0), (0.0, 30.0), (0.0, 40.0))  # axons start within 1 µm of its depth
+    rng = np.random.default_rng(4)
+    segs, _ = make_axons(rng, box, 12, centres, (centres, radii), clearance=0.15)
+    mid = segs.reshape(-1, 3)
+    lateral = np.abs(mid[:, 1] - 15.0)
+    surface = np.hypot(lateral, mid[:, 0] - 10.0) - 0.8
+    assert surface.min() >= 0.15 + 0.15 - 1e-6  # clearance + the axon's largest radius
+    crossing = (lateral < 0.8)
+    assert crossing.sum() > 10  # axons pass right above or below the shaft ...
+    assert (surface[crossing] < 1.0).any()  # ... close to it
+    far, _ = make_axons(np.random.default_rng(4), box, 12, centres, (centres, radii),
+                        clearance=2.0)
+    far = far.reshape(-1, 3)
+    assert (np.hypot(far[:, 1] - 15.0, far[:, 0] - 10.0) - 0.8 >= 2.0 + 0.15 - 1e-6).all()
+
+
+def test_dynamics_places_spines_only_where_they_fit():
+    """Every spine (initial, new, restored) is placed where ``fits`` accepts it; a spine
+    given up for a row is followed by a fresh draw for that row."""
+    branches = pd.DataFrame({"branch_id": np.arange(3), "length_um": np.full(3, 60.0)})
+    calls = []
+
+    def fits(index, branch_id, arc_um, session, present, draw):
+        calls.append((index, draw))
+        assert all(i < index for i in present)
+        return arc_um < 20.0
+
+    life, _ = simulate_presence(PRESETS["realistic"], branches, 4, np.random.default_rng(0),
+                                fits=fits)
+    assert len(life) > 10 and (life["arc_um"] < 20.0).all()
+    assert life["first_session"].max() >= 1
+    assert any(draw > 0 for _, draw in calls)
+    none, _ = simulate_presence(PRESETS["realistic"], branches, 4, np.random.default_rng(0),
+                                fits=lambda *args: False)
+    assert len(none) == 0
