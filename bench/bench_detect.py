@@ -126,7 +126,8 @@ def miss_causes(session, tracing, spines: pd.DataFrame, truth: pd.DataFrame,
     within the matching tolerance; ``rejected``: the nearest such candidate failed
     a selection test; ``merged``: a detection within the tolerance was matched to
     another truth spine (close pairs); ``other``: the rest (e.g. removed as a
-    duplicate).
+    duplicate). ``rejected_by`` maps each selection test (``detect._margins``) to
+    (rejected spines failing it, of them failing it alone).
     """
     from scipy.spatial import cKDTree
 
@@ -146,6 +147,8 @@ def miss_causes(session, tracing, spines: pd.DataFrame, truth: pd.DataFrame,
     cands, frame = _candidates(session.image, session.voxel_size_um, tracing, params, None)
     feats = (_select(cands, frame, params, features=True) if cands is not None and len(cands)
              else None)
+    margins = [c for c in (feats.columns if feats is not None else []) if c.startswith("margin_")]
+    counts["rejected_by"] = {}
     lines = tracing.lines[["z_um", "y_um", "x_um"]].to_numpy(float)
     voxel = np.asarray(session.voxel_size_um, float)
     base = truth[["base_z", "base_y", "base_x"]].to_numpy(float) * voxel
@@ -169,6 +172,10 @@ def miss_causes(session, tracing, spines: pd.DataFrame, truth: pd.DataFrame,
             counts["no candidate"] += 1
         elif not feats["keep"].iloc[j]:
             counts["rejected"] += 1
+            failed = [c[len("margin_"):] for c in margins if feats[c].iloc[j] < 0]
+            for test in failed:
+                fails, alone = counts["rejected_by"].get(test, (0, 0))
+                counts["rejected_by"][test] = (fails + 1, alone + (len(failed) == 1))
         else:
             counts["other"] += 1
     return counts
@@ -243,6 +250,9 @@ def write_report(rr, syn, full, sizes, seconds_total: float) -> Path:
                       "`no candidate` and `rejected` look within the matching tolerance of the "
                       "annotated tip):", ""]
         lines += _cause_table(rr, "session")
+        lines += ["", "The selection tests the `rejected` spines fail (a spine can fail several; "
+                      "`alone`: the only test it fails; see `detect._margins`):", ""]
+        lines += _rejected_table(rr)
     if syn:
         lines += [
             "",
@@ -301,6 +311,20 @@ def _cause_table(rows: list[dict], key: str) -> list[str]:
     for r in rows + [total]:
         out.append(f"| {r[key]} | {sum(r[c] for c in MISS_CAUSES)} | "
                    + " | ".join(str(r[c]) for c in MISS_CAUSES) + " |")
+    return out
+
+
+def _rejected_table(rows: list[dict]) -> list[str]:
+    """Markdown rows: per selection test, the rejected spines failing it (and alone), summed."""
+    total: dict[str, list[int]] = {}
+    for r in rows:
+        for test, (fails, alone) in r.get("rejected_by", {}).items():
+            t = total.setdefault(test, [0, 0])
+            t[0] += fails
+            t[1] += alone
+    out = ["| test | fails | alone |", "| --- | --- | --- |"]
+    for test, (fails, alone) in sorted(total.items(), key=lambda kv: -kv[1][0]):
+        out.append(f"| {test} | {fails} | {alone} |")
     return out
 
 

@@ -106,7 +106,9 @@ def _default_params():
 class _Frame:
     """Uniformly resampled centre lines of all branches, for nearest-point queries."""
 
-    def __init__(self, lines: pd.DataFrame, voxel: np.ndarray, step_um: float) -> None:
+    def __init__(self, lines: pd.DataFrame, voxel: np.ndarray, step_um: float,
+                 shape: tuple | None = None) -> None:
+        self.shape = shape  # (z, y, x) of the stack, when known
         parts = []
         for bid, g in lines.groupby("branch_id", sort=True):
             arc = g["arc_um"].to_numpy(float)
@@ -146,7 +148,7 @@ def _candidates(image, voxel_size_um, tracing, params, progress):
         return None, None
     step = float(min(voxel[1], voxel[2]))
     lines = _unbend(lines, voxel)
-    frame = _Frame(lines, voxel, step)
+    frame = _Frame(lines, voxel, step, stack.shape)
     bg = float(np.median(stack[:, ::4, ::4]))
     reach_um = float(frame.points["radius_um"].max()) + params.max_spine_length_um + 0.5
     offsets = np.arange(-np.ceil(reach_um / step), np.ceil(reach_um / step) + 1) * step
@@ -167,7 +169,7 @@ def _candidates(image, voxel_size_um, tracing, params, progress):
     hidden = _hidden_lines(stack, frame, voxel, bg, shaft, params)
     if len(hidden):
         frame = _Frame(pd.concat([lines, hidden.drop(columns="parent_id")], ignore_index=True),
-                       voxel, step)
+                       voxel, step, stack.shape)
         parent = dict(zip(hidden["branch_id"], hidden["parent_id"]))
         frame.points["report_id"] = frame.points["branch_id"].map(
             lambda b: parent.get(b, b)).astype(int)
@@ -461,6 +463,8 @@ def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None) -> pd.
     # background, haze beside a dendrite does not
     beyond_o = np.clip(io + np.sign(io - centre) * _odd(0.6 / step), 0, n_off - 1)
     outer = vol[ia, iz, beyond_o] / np.maximum(vol[ia, iz, io], 1e-6)
+    haze = _haze(vol, ia, iz, io, centre, step)
+    bulge = _outline_bulge(vol, ia, iz, io, centre, step)
     a_int = np.clip(np.round(pos[:, 0]).astype(int), 0, n_arc - 1)
     frac = pos[:, 0] - np.floor(pos[:, 0])
     a0 = np.clip(np.floor(pos[:, 0]).astype(int), 0, n_arc - 1)
@@ -478,8 +482,67 @@ def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None) -> pd.
         "value": vol[ia, iz, io], "resid": strength, "neck_min": neck_min,
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
         "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral,
-        "outer": outer, "xwidth_um": xwidth, "plane_peak": plane_only,
-        **_z_extent(vol, resid, ia, iz, io, centre, voxel[0], (lo_arc, hi_arc))})
+        "outer": outer, "xwidth_um": xwidth, "plane_peak": plane_only, "bulge_um": bulge,
+        **haze, **_z_extent(vol, resid, ia, iz, io, centre, voxel[0], (lo_arc, hi_arc))})
+
+
+_BULGE_ALONG_UM = (0.5, 1.5)  # the outline beside a head is taken this far along the arc on
+                              # each side (beyond the head's own half width)
+
+
+def _outline_bulge(vol, ia, iz, io, centre: int, step: float) -> np.ndarray:
+    """How far the shaft's outline bulges out at each head beyond both sides (µm).
+
+    On the head's plane and side the outline is, at every arc position, the
+    first offset from the centre line where the value falls below half the
+    centre's. The bulge is the outline at the head's arc position minus the
+    larger of its medians 0.5–1.5 µm before and after it along the arc: positive
+    where something protrudes from the shaft there, zero or negative along a
+    straight edge and where the shaft only widens towards one side (a taper, a
+    junction).
+    """
+    n_arc = vol.shape[0]
+    near, far = (int(round(u / step)) for u in _BULGE_ALONG_UM)
+    out = np.zeros(len(ia), np.float32)
+    for m in range(len(ia)):
+        a, z, o = int(ia[m]), int(iz[m]), int(io[m])
+        lo, hi = max(a - far, 0), min(a + far + 1, n_arc)
+        prof = vol[lo:hi, z, centre:] if o >= centre else vol[lo:hi, z, centre::-1]
+        below = prof < 0.5 * prof[:, :1]
+        edge = np.where(below.any(axis=1), np.argmax(below, axis=1), prof.shape[1]) * step
+        k = a - lo
+        sides = [np.median(x) for x in (edge[:max(k - near + 1, 0)], edge[k + near:]) if len(x)]
+        out[m] = edge[k] - max(sides) if sides else 0.0
+    return out
+
+_HAZE_ALONG_UM = 2.0  # the far-side window of a head spans this much arc either way ...
+_HAZE_BEYOND_UM = (0.6, 1.5)  # ... from this far to this far beyond the head
+
+
+def _haze(vol, ia, iz, io, centre: int, step: float) -> dict:
+    """Brightness and texture of the surroundings on the far side of each head.
+
+    The window is 0.6 to 1.5 µm farther out than the head (beyond its blur),
+    ±2 µm along the arc, the head's plane ±1. ``haze_level`` is its median and
+    ``haze_sd`` its lower-tail spread (median − 16th percentile: another
+    dendrite or head in the window only adds to the upper tail). Diffuse haze
+    beside a dendrite raises both; they are reported with the candidates (see
+    :func:`_select` with ``features=True``) and not used by the hand-set tests
+    (docs/detection.md, round 6).
+    """
+    n_off = vol.shape[2]
+    a_far = int(round(_HAZE_ALONG_UM / step))
+    o_lo, o_hi = (int(round(u / step)) for u in _HAZE_BEYOND_UM)
+    level = np.empty(len(ia), np.float32)
+    sd = np.empty(len(ia), np.float32)
+    for m in range(len(ia)):
+        a, z, o = int(ia[m]), int(iz[m]), int(io[m])
+        sgn = 1 if o >= centre else -1
+        offs = np.clip(o + sgn * np.arange(o_lo, o_hi + 1), 0, n_off - 1)
+        win = vol[max(a - a_far, 0):a + a_far + 1, max(z - 1, 0):z + 2][:, :, offs]
+        q16, level[m] = np.percentile(win, [16, 50])
+        sd[m] = level[m] - q16
+    return {"haze_level": level, "haze_sd": sd}
 
 
 def _peak_masks(resid, foot):
@@ -491,7 +554,7 @@ def _peak_masks(resid, foot):
     residual; when that maximum is then rejected, the head had no candidate. Maxima of the residual within their
     own plane (footprint along z one plane) that are not maxima over the full
     footprint are returned as well, flagged, and must pass a stricter test
-    (:func:`_plane_peak_ok`).
+    (:func:`_plane_margin`).
 
     Returns
     -------
@@ -512,19 +575,21 @@ _PLANE_PEAK_MAX_SLOPE = 0.3  # ... kept only where the shaft model across the br
                              # shaft's flank
 
 
-def _plane_peak_ok(cands: pd.DataFrame) -> np.ndarray:
-    """Whether each candidate passes the extra test of maxima found only within their plane.
+def _plane_margin(cands: pd.DataFrame) -> np.ndarray:
+    """Margin of the extra test of maxima found only within their plane (< 0: fails).
 
     Such a maximum lies beside a brighter one of a neighbouring plane; on the
     shaft's flank (steep shaft model across the branch) it is mostly the shaft's
-    own edge, farther out mostly a head.
+    own edge, farther out mostly a head. It must be lateral and the shaft model's
+    slope at it at most ``_PLANE_PEAK_MAX_SLOPE``; the margin is in units of
+    ``_SLOPE_SCALE``. Other candidates have margin ``inf``.
     """
     if "plane_peak" not in cands.columns:
-        return np.ones(len(cands), bool)
+        return np.full(len(cands), np.inf)
     plane = cands["plane_peak"].fillna(False).to_numpy(bool)
     lateral = cands["lateral"].to_numpy(bool)
-    return ~plane | (lateral & (cands["slope"].to_numpy() <= _PLANE_PEAK_MAX_SLOPE))
-
+    slope = (_PLANE_PEAK_MAX_SLOPE - cands["slope"].to_numpy()) / _SLOPE_SCALE
+    return np.where(plane, np.where(lateral, slope, -np.inf), np.inf)
 
 def _z_extent(vol, resid, ia, iz, io, centre: int, dz_um: float, inner) -> dict:
     """Extents along z (µm) of each head and of the branch's shaft.
@@ -618,7 +683,21 @@ _Z_MAX_GAP = 1.1  # ... and no brighter than this × the dimmest point between i
 
 def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
             ) -> pd.DataFrame:
-    """Attach candidates to their nearest shaft, filter, de-duplicate, describe."""
+    """Attach candidates to their nearest shaft, filter, de-duplicate, describe.
+
+    Candidates that pass every test are kept, de-duplicated and rid of spine
+    calls on filopodium stalks; then maxima on the shaft's flank that fill a gap
+    between them are added, de-duplicated among themselves (:func:`_may_fill`,
+    :func:`_gap_fillers`). With a learned detector model (``detector_model``,
+    :mod:`spinetrack.learn`) the model's verdict replaces both.
+
+    With ``features=True`` every candidate is returned, not de-duplicated, with
+    its measurements, ``keep`` (the tests' verdict, gap fillers included),
+    ``fill`` (may fill a gap),
+    ``bulge_um`` (:func:`_outline_bulge`), the far-side haze columns
+    of :func:`_haze_features` and one ``margin_<test>`` column per selection
+    test (:func:`_margins`; negative: fails).
+    """
     voxel = frame.voxel
     head = cands[["z", "y", "x"]].to_numpy(float)
     j, _ = frame.nearest(head)
@@ -637,26 +716,15 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     neck_min = cands["neck_min"].to_numpy()
     neck_mean = cands["neck_mean"].to_numpy()
     resid = cands["resid"].to_numpy()
-    # beyond the shaft's local half-maximum surface (measured on the shaft model at the
-    # head's plane), not only beyond the traced radius
-    surface = cands["surface_um"].to_numpy() - _SURFACE_SLACK_UM
-    beyond = ((np.abs(cands["offset_um"].to_numpy()) >= surface)
-              | ~cands["lateral"].to_numpy(bool))
-    keep = ((length > _CENTRE_FRAC * params.min_protrusion_um) & beyond
-            & (length + head_radius >= params.min_protrusion_um)
-            & (length <= params.max_spine_length_um)
-            & ((cands["outer"].to_numpy() <= _MAX_OUTER) | ~cands["lateral"].to_numpy(bool))
-            & (neck_min >= _MIN_NECK + _NECK_SNR * cands["noise"].to_numpy())
-            & (lateral_head | ((cands["xwidth_um"].to_numpy() <= _Z_MAX_WIDTH_UM)
-                               & (value <= _Z_MAX_GAP * neck_min)))
-            & _plane_peak_ok(cands))
-    contrast = value / np.maximum(neck_mean, 1e-6)
-    filo = (length >= _FILOPODIUM_MIN_UM) & (contrast < _FILOPODIUM_CONTRAST)
     t = np.column_stack([pts["ty"].to_numpy()[j], pts["tx"].to_numpy()[j]])
     cross = t[:, 0] * d_um[:, 2] - t[:, 1] * d_um[:, 1]
     lateral = np.linalg.norm(d_um[:, 1:], axis=1)
     side = np.where(lateral < np.abs(d_um[:, 0]) * _Z_WEIGHT, 0, np.sign(cross)).astype(int)
-    keep &= ~_thin_off_plane(cands, side)
+    margins = _margins(cands.assign(side=side), length, head_radius, params)
+    keep = _accept(margins)
+    fill = _may_fill(margins, cands)
+    contrast = value / np.maximum(neck_mean, 1e-6)
+    filo = (length >= _FILOPODIUM_MIN_UM) & (contrast < _FILOPODIUM_CONTRAST)
     out = pd.DataFrame({
         "z": head[:, 0], "y": head[:, 1], "x": head[:, 2],
         "z_um": head[:, 0] * voxel[0], "y_um": head[:, 1] * voxel[1],
@@ -669,48 +737,181 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
         "score": resid * np.minimum(neck_min / np.maximum(value, 1e-6), 1.0),
         "kind": np.where(filo, "filopodium", "spine"),
     })
+    filled = _gap_fillers(out, keep, fill, voxel, frame.shape)
     if features:  # every candidate with its measurements, for calibration
-        return out.assign(keep=keep, neck_min=neck_min, neck_mean=neck_mean, resid=resid,
-                          dist_um=dist, radius_um=radius,
+        return out.assign(keep=keep | filled, fill=fill, neck_min=neck_min, neck_mean=neck_mean,
+                          resid=resid, dist_um=dist, radius_um=radius,
                           offset_um=cands["offset_um"].to_numpy(),
                           surface_um=cands["surface_um"].to_numpy(),
                           slope=cands["slope"].to_numpy(),
                           noise=cands["noise"].to_numpy(),
                           xwidth_um=cands["xwidth_um"].to_numpy(),
                           zwidth_um=cands["zwidth_um"].to_numpy(),
-                          shaft_zwidth_um=cands["shaft_zwidth_um"].to_numpy())
+                          shaft_zwidth_um=cands["shaft_zwidth_um"].to_numpy(),
+                          bulge_um=_column(cands, "bulge_um", 0.0),
+                          **_haze_features(cands),
+                          **{f"margin_{k}": v.to_numpy() for k, v in margins.items()})
     if getattr(params, "detector_model", "") and not features:  # spinetrack.learn
         from .learn import learned_keep
 
         keep = learned_keep(params.detector_model, _select(cands, frame, params, features=True))
-    out = _dedupe(out[keep].reset_index(drop=True), voxel)
-    out = _drop_on_filopodia(out)
+        filled = np.zeros(len(out), bool)  # the model's verdict covers the gap fillers
+    kept = _drop_on_filopodia(_dedupe(out[keep].reset_index(drop=True), voxel))
+    out = pd.concat([kept, _dedupe(out[filled].reset_index(drop=True), voxel)],
+                    ignore_index=True)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
 
+
+def _haze_features(cands: pd.DataFrame) -> dict:
+    """Far-side surroundings of each candidate: level, spread and the head's contrast.
+
+    ``far_contrast`` is (head value − ``haze_level``) in units of the larger of
+    ``haze_sd`` and the branch's background noise.
+    """
+    if "haze_level" not in cands.columns:
+        return {}
+    level = cands["haze_level"].to_numpy()
+    spread = np.maximum(cands["haze_sd"].to_numpy(), cands["noise"].to_numpy())
+    return {"haze_level": level, "haze_sd": cands["haze_sd"].to_numpy(),
+            "far_contrast": (cands["value"].to_numpy() - level) / np.maximum(spread, 1e-6)}
+
+
+def _margins(cands: pd.DataFrame, length: np.ndarray, head_radius: np.ndarray, params
+             ) -> pd.DataFrame:
+    """How far each candidate passes (> 0) or fails (< 0) each selection test.
+
+    Each margin is in units of its own measurement's scale: lengths in units of
+    the head scale ``head_sigma_um`` (about the blurred size of the optical
+    point spread at which heads are located), brightness in noise SDs of the
+    straightened branch's background. A test that does not apply to a
+    candidate (lateral tests for heads along z and vice versa) has margin
+    ``inf``.
+
+    Returns
+    -------
+    DataFrame
+        One column per test (``centre``, ``surface``, ``protrusion``, ``max_length``,
+        ``outer``, ``neck``, ``z_width``, ``z_gap``, ``plane``, ``z_thin``), one row
+        per candidate.
+    """
+    lateral = cands["lateral"].to_numpy(bool)
+    scale = params.head_sigma_um
+    noise = np.maximum(cands["noise"].to_numpy(), 1e-6)
+    value = cands["value"].to_numpy()
+    neck_min = cands["neck_min"].to_numpy()
+    side = cands["side"].to_numpy()
+    inf = np.inf
+
+    def only(mask, m):
+        return np.where(mask, m, inf)
+
+    surface = cands["surface_um"].to_numpy() - _SURFACE_SLACK_UM
+    return pd.DataFrame({
+        "centre": (length - _CENTRE_FRAC * params.min_protrusion_um) / scale,
+        "surface": only(lateral, (np.abs(cands["offset_um"].to_numpy()) - surface) / scale),
+        "protrusion": (length + head_radius - params.min_protrusion_um) / scale,
+        "max_length": (params.max_spine_length_um - length) / scale,
+        "outer": only(lateral, (_MAX_OUTER - cands["outer"].to_numpy()) * value / noise),
+        "neck": (neck_min - _MIN_NECK) / noise - _NECK_SNR,
+        "z_width": only(~lateral, (_Z_MAX_WIDTH_UM - cands["xwidth_um"].to_numpy()) / scale),
+        "z_gap": only(~lateral, (_Z_MAX_GAP * neck_min - value) / noise),
+        "plane": _plane_margin(cands),
+        "z_thin": _z_thin_margin(cands, side),
+    }, index=cands.index)
+
+
+_SLOPE_SCALE = 0.3  # the plane-peak slope margin is in units of this (shaft per µm)
+_Z_THIN_SCALE_UM = 1.0  # the thin-head margin is in units of this (about one plane)
+
+
+def _accept(margins: pd.DataFrame) -> np.ndarray:
+    """Which candidates pass the selection: every test passed (margin >= 0).
+
+    Letting a candidate fail one test by less than one unit of its scale when it
+    passes the others clearly was measured (docs/detection.md, round 6) and adds
+    about as many false calls as true ones on rr30a-dev.
+    """
+    return (margins.to_numpy(float) >= 0).all(axis=1)
+
+_FILL_UM = 1.6  # a flank maximum fills a gap: no kept call within this (the peak footprint,
+                # 0.9 µm, plus the de-duplication distance, 0.7 µm: beyond one head's reach)
+
+
+def _column(cands: pd.DataFrame, name: str, default: float) -> np.ndarray:
+    """A candidate column, or ``default`` for every row where the table has none."""
+    if name in cands.columns:
+        return cands[name].to_numpy(float)
+    return np.full(len(cands), default)
+
+
+def _may_fill(margins: pd.DataFrame, cands: pd.DataFrame) -> np.ndarray:
+    """Maxima found only within their plane that may fill a gap between kept calls.
+
+    They fail the plane-peak test only (on the shaft's flank, or not lateral),
+    which rejects them because on the flank most such maxima are the shaft's
+    own edge. Where the shaft's outline bulges out at the maximum beyond both
+    sides along the arc (:func:`_outline_bulge`), something protrudes there; such
+    a maximum is kept when no other call is near (:func:`_gap_fillers`).
+    """
+    failing = margins.to_numpy(float) < 0
+    plane = margins.columns.get_loc("plane")
+    only_plane = failing[:, plane] & (failing.sum(axis=1) == 1)
+    return only_plane & (_column(cands, "bulge_um", 0.0) > 0)
+
+
+def _gap_fillers(calls: pd.DataFrame, keep: np.ndarray, fill: np.ndarray, voxel,
+                 shape=None) -> np.ndarray:
+    """Which of the ``fill`` candidates lie in a gap between the calls the tests keep.
+
+    A maximum on the shaft's flank next to a kept call is that head's blur or
+    the shaft beside it; alone, it is mostly a stubby spine whose brightest
+    point lies on the flank. A gap: farther than ``_FILL_UM`` (laterally) from
+    every call the tests keep (after de-duplication). Only spines fill gaps. Within the outline's
+    window (``_BULGE_ALONG_UM``) of the image's edge in (y, x) (``shape``, when
+    given) the outline is not known on both sides (a dendrite leaving the image
+    seems to bulge), so none is taken there.
+
+    Returns
+    -------
+    ndarray of bool
+        Per row of ``calls`` (the candidates as detections); they are not
+        de-duplicated among themselves here.
+    """
+    out = np.asarray(fill, bool) & (calls["kind"] == "spine").to_numpy()
+    if not out.any():
+        return out
+    kept = _drop_on_filopodia(_dedupe(calls[keep].reset_index(drop=True), voxel))
+    idx = np.flatnonzero(out)
+    if len(kept):
+        d, _ = cKDTree(kept[["y_um", "x_um"]].to_numpy()).query(
+            calls[["y_um", "x_um"]].to_numpy()[idx])
+        out[idx[d <= _FILL_UM]] = False
+    if shape is not None:
+        for col, n, v in (("y", shape[1], voxel[1]), ("x", shape[2], voxel[2])):
+            c = calls[col].to_numpy()
+            out &= np.minimum(c, n - 1 - c) * v >= _BULGE_ALONG_UM[1]
+    return out
 
 _OFF_PLANE_MIN_Z = 0.6  # a head lying mostly above or below the shaft (side 0) whose residual
                         # is thinner along z than this × the shaft's blurred thickness ...
 _OFF_PLANE_RESID = 0.2  # ... and (lateral candidates) weaker than this is noise or haze
 
 
-def _thin_off_plane(cands: pd.DataFrame, side: np.ndarray) -> np.ndarray:
-    """Heads mostly above or below the shaft that are thinner along z than the optical blur.
+def _z_thin_margin(cands: pd.DataFrame, side: np.ndarray) -> np.ndarray:
+    """Margin of the test of heads above or below the shaft thinner along z than the blur.
 
     The microscope blurs every object along z, a head (smaller than the shaft)
     nearly as much as the shaft, so a real head's residual spans most of the
     shaft's blurred thickness; a residual maximum confined to fewer planes,
-    beside or within the shaft's own axial blur, is noise or haze. Lateral
-    candidates that stand out clearly (residual ``_OFF_PLANE_RESID``) are kept.
-
-    Returns
-    -------
-    ndarray of bool
-        True for the candidates to reject.
+    beside or within the shaft's own axial blur, is noise or haze. The test
+    applies to heads lying mostly above or below the shaft (``side`` 0) except
+    lateral candidates that stand out clearly (residual ``_OFF_PLANE_RESID``):
+    their extent along z minus ``_OFF_PLANE_MIN_Z`` × the shaft's, in units of
+    ``_Z_THIN_SCALE_UM`` (< 0: fails). Others have margin ``inf``.
     """
-    weak = (cands["resid"].to_numpy() < _OFF_PLANE_RESID) | ~cands["lateral"].to_numpy(bool)
-    thin = cands["zwidth_um"].to_numpy() < _OFF_PLANE_MIN_Z * cands["shaft_zwidth_um"].to_numpy()
-    return (side == 0) & thin & weak
-
+    strong = (cands["resid"].to_numpy() >= _OFF_PLANE_RESID) & cands["lateral"].to_numpy(bool)
+    thin = cands["zwidth_um"].to_numpy() - _OFF_PLANE_MIN_Z * cands["shaft_zwidth_um"].to_numpy()
+    return np.where((side == 0) & ~strong, thin / _Z_THIN_SCALE_UM, np.inf)
 
 def _drop_on_filopodia(df: pd.DataFrame) -> pd.DataFrame:
     """Drop spine calls on the stalk of a filopodium (same branch and side, nearer the shaft)."""

@@ -303,12 +303,12 @@ def test_head_beside_a_brighter_blob_in_another_plane_is_found():
 
 
 def test_maxima_within_one_plane_on_the_shaft_flank_are_not_kept():
-    from spinetrack.detect import _plane_peak_ok
+    from spinetrack.detect import _plane_margin
 
     cands = pd.DataFrame({"plane_peak": [False, True, True, True],
                           "lateral": [True, True, True, False],
                           "slope": [0.9, 0.1, 0.9, 0.0]})
-    assert _plane_peak_ok(cands).tolist() == [True, True, False, False]
+    assert (_plane_margin(cands) >= 0).tolist() == [True, True, False, False]
 
 
 def test_specks_thinner_along_z_than_the_blur_beside_the_shaft_are_not_heads():
@@ -340,3 +340,116 @@ def test_specks_thinner_along_z_than_the_blur_beside_the_shaft_are_not_heads():
     assert not ((spines["x_um"] - 18.0).abs() < 1.0).any()
     assert not ((spines["x_um"] - 23.0).abs() < 1.0).any()
     assert len(spines) == 1
+
+
+def _one_candidate(**over):
+    """A lateral candidate that passes every selection test, with fields overridden."""
+    row = {"lateral": True, "plane_peak": False, "side": 1, "resid": 0.3, "value": 0.5,
+           "neck_min": 0.4, "noise": 0.01, "offset_um": 1.5, "surface_um": 0.8,
+           "outer": 0.3, "slope": 0.1, "xwidth_um": 0.8, "zwidth_um": 3.0,
+           "shaft_zwidth_um": 3.0}
+    row.update(over)
+    return pd.DataFrame([row])
+
+
+@pytest.mark.parametrize("over, length, test, expected", [
+    ({}, 1.0, None, None),
+    ({}, 0.04, "centre", -0.2),                    # 0.06 µm short of 0.1 µm, in 0.3 µm units
+    ({"offset_um": 0.5}, 1.0, "surface", -0.5),   # 0.15 µm inside surface − slack
+    ({"outer": 0.7}, 1.0, "outer", -5.0),         # 0.1 × head 0.5 over noise 0.01
+    ({"neck_min": 0.05}, 1.0, "neck", -2.0),      # (0.05 − 0.04) / 0.01 − 3
+    ({"plane_peak": True, "slope": 0.45}, 1.0, "plane", -0.5),
+])
+def test_selection_margins_are_in_units_of_each_tests_scale(over, length, test, expected):
+    from spinetrack.detect import _accept, _margins
+
+    p = Params().detect
+    m = _margins(_one_candidate(**over), np.array([length]), np.array([0.5]), p)
+    failing = m.columns[(m < 0).iloc[0]].tolist()
+    assert failing == ([] if test is None else [test])
+    if test is not None:
+        assert m[test].iloc[0] == pytest.approx(expected, abs=1e-6)
+    assert _accept(m).tolist() == [test is None]
+
+
+def test_far_side_haze_ignores_a_bright_structure_in_part_of_the_window():
+    from spinetrack.detect import _haze
+
+    step, centre = 0.12, 40
+    vol = np.full((60, 3, 81), 0.1, np.float32)
+    vol[:, :, centre - 5:centre + 6] = 1.0  # shaft
+    vol[30, 1, centre + 10] = 0.6  # head 1.2 µm out
+    vol[:, :, centre + 18:centre + 21] += 0.5  # a neurite at the far end of the window
+    vol += np.random.default_rng(0).normal(0, 0.01, vol.shape).astype(np.float32)
+    out = _haze(vol, np.array([30]), np.array([1]), np.array([centre + 10]), centre, step)
+    assert out["haze_level"][0] == pytest.approx(0.1, abs=0.015)  # the window's mean is 0.29
+    assert 0.005 <= out["haze_sd"][0] <= 0.02  # the noise is 0.01; the neurite adds 0.5
+
+
+def test_candidate_table_carries_each_tests_margin(tube):
+    from spinetrack.detect import _candidates, _select
+
+    img, _ = tube
+    p = Params()
+    tracing = trace_dendrites(img, VOXEL, p.trace)
+    cands, frame = _candidates(img, VOXEL, tracing, p.detect, None)
+    table = _select(cands, frame, p.detect, features=True)
+    margins = table[[c for c in table.columns if c.startswith("margin_")]]
+    assert margins.shape[1] == 10
+    passes = (margins >= 0).all(axis=1)
+    assert (table["keep"] | ~passes).all()  # every candidate passing all tests is kept ...
+    assert (passes | ~table["keep"] | table["fill"]).all()  # ... the others only to fill gaps
+    assert table["keep"].any() and not table["keep"].all()
+    assert np.isfinite(table["far_contrast"]).all()
+
+
+def _edge_volume(edge_px, step=0.12, centre=30):
+    """A straightened plane whose shaft reaches ``edge_px[a]`` samples out at arc ``a``."""
+    n = len(edge_px)
+    vol = np.zeros((n, 1, 2 * centre + 1), np.float32)
+    for a, e in enumerate(edge_px):
+        vol[a, 0, centre - 5:centre + e + 1] = 1.0
+    return vol, step, centre
+
+
+@pytest.mark.parametrize("shape, expected", [
+    ("straight", 0.0),
+    ("bump", 0.36),     # 3 samples out over 0.5 µm of arc
+    ("taper", 0.0),     # the shaft widens towards one side only: no bulge
+])
+def test_outline_bulge_is_a_protrusion_beyond_both_sides(shape, expected):
+    from spinetrack.detect import _outline_bulge
+
+    edge = np.full(41, 5)
+    if shape == "bump":
+        edge[18:23] = 8
+    elif shape == "taper":
+        edge[20:] = 7
+    vol, step, centre = _edge_volume(edge)
+    a = 20
+    got = _outline_bulge(vol, np.array([a]), np.array([0]), np.array([centre + edge[a]]),
+                         centre, step)
+    assert got[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_flank_maxima_fill_only_gaps_between_kept_calls():
+    from spinetrack.detect import _gap_fillers, _may_fill
+
+    names = ["centre", "surface", "plane", "neck"]
+    margins = pd.DataFrame([[1, 1, -2, 5], [1, 1, -2, 5], [-1, 1, -2, 5], [1, 1, 1, 5]],
+                           columns=names)
+    cands = pd.DataFrame({"bulge_um": [0.24, 0.0, 0.24, 0.24]})
+    assert _may_fill(margins, cands).tolist() == [True, False, False, False]
+
+    voxel = np.array([1.0, 0.12, 0.12])
+    x_um = np.array([10.0, 11.0, 14.0, 20.0, 1.2])  # a kept call, then four flank maxima
+    calls = pd.DataFrame({"z_um": 5.0, "y_um": 10.0, "x_um": x_um, "z": 5.0,
+                          "y": 10.0 / 0.12, "x": x_um / 0.12, "score": 1.0,
+                          "kind": "spine", "branch_id": 0, "side": 1, "arc_um": x_um,
+                          "length_um": 0.5})
+    keep = np.array([True, False, False, False, False])
+    fill = ~keep
+    got = _gap_fillers(calls, keep, fill, voxel, shape=(20, 400, 400))
+    # 1 µm from the kept call: its blur; 1.2 µm from the image's edge: no outline there
+    assert got.tolist() == [False, False, True, True, False]
+    assert _gap_fillers(calls, keep, fill, voxel).tolist() == [False, False, True, True, True]
