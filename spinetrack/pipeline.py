@@ -219,9 +219,12 @@ def results_from_tracked(series: Series, tracked, params: Params = Params(),
     voxel: Any = list(series.voxel_size_um) if len(voxels) == 1 else [
         list(s.voxel_size_um) for s in series]
     summary = add_run_metadata(summary, voxel, params)
+    from .track import stayed_residuals
+
     reg = tracked.registration
     return Results(spines=tracked.spines, fates=tracked.fates, branches=branches,
-                   summary=summary, lines=tracked.lines, registration=reg.report,
+                   summary=summary, lines=tracked.lines,
+                   registration=stayed_residuals(reg.report, tracked.spines),
                    sessions=sessions_table(series), params=params, transform=reg.to_dict())
 
 

@@ -278,6 +278,32 @@ def track_series(series, tracings, detections, params: Params = Params(),
                    link_spread=spines.attrs.get("link_spread"))
 
 
+def stayed_residuals(report_table: pd.DataFrame, spines: pd.DataFrame) -> pd.DataFrame:
+    """The registration report with how far spines that stayed appear to move.
+
+    Adds ``stayed_residual_um``: per session k >= 1, the median distance between
+    the registered head positions (``ref_z_um, ref_y_um, ref_x_um``) of every
+    spine linked from session k - 1 to k, and ``n_stayed``, how many there are.
+    It measures registration error, spine movement and detection jitter
+    together, so it bounds the registration's error from above; only linked
+    spines count, so it cannot exceed the linker's reach.
+    """
+    out = report_table.copy()
+    cols = ["ref_z_um", "ref_y_um", "ref_x_um"]
+    res = {int(k): (np.nan, 0) for k in out["session"]} if "session" in out else {}
+    if len(spines) and all(c in spines.columns for c in ("spine_id", "session", *cols)):
+        obs = spines[["spine_id", "session", *cols]]
+        later = obs.assign(session=obs["session"] - 1)
+        pairs = obs.merge(later, on=["spine_id", "session"], suffixes=("", "_next"))
+        d = np.linalg.norm(pairs[[f"{c}_next" for c in cols]].to_numpy(float)
+                           - pairs[cols].to_numpy(float), axis=1)
+        for k, dk in pd.Series(d).groupby(pairs["session"].to_numpy() + 1):
+            res[int(k)] = (float(np.median(dk)), int(len(dk)))
+    out["stayed_residual_um"] = [res.get(int(k), (np.nan, 0))[0] for k in out["session"]]
+    out["n_stayed"] = [res.get(int(k), (np.nan, 0))[1] for k in out["session"]]
+    return out
+
+
 def split_statistics(positions: np.ndarray) -> np.ndarray:
     """How far apart a track's mean positions before and after each session are.
 

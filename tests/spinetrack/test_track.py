@@ -360,3 +360,21 @@ def test_link_placed_cuts_a_replacement_the_single_links_accept(rng):
     clean = link_placed(_placed(rng), LinkParams())
     assert clean.attrs["link_spread"]["n_split"] <= 1
     assert clean.spine_id.nunique() <= n_tracks + 1
+
+
+def test_stayed_residuals_measure_linked_spines_between_sessions():
+    from spinetrack.track import stayed_residuals
+
+    report_table = pd.DataFrame({"session": [0, 1, 2], "residual_um": [0.0, 0.2, 0.3]})
+    spines = pd.DataFrame({
+        "spine_id": [0, 0, 0, 1, 1, 2],
+        "session": [0, 1, 2, 0, 1, 2],
+        "ref_z_um": [0.0, 0.0, 0.0, 5.0, 5.0, 9.0],
+        "ref_y_um": [0.0, 0.3, 0.3, 5.0, 5.0, 9.0],
+        "ref_x_um": [0.0, 0.4, 0.4, 5.0, 6.0, 9.0]})
+    out = stayed_residuals(report_table, spines)
+    assert np.isnan(out["stayed_residual_um"][0]) and out["n_stayed"][0] == 0
+    assert out["stayed_residual_um"][1] == pytest.approx(0.75)  # median of 0.5 and 1.0
+    assert out["n_stayed"][1] == 2
+    assert out["stayed_residual_um"][2] == pytest.approx(0.0) and out["n_stayed"][2] == 1
+    assert list(report_table.columns) == ["session", "residual_um"]  # input untouched
