@@ -515,6 +515,7 @@ def _outline_bulge(vol, ia, iz, io, centre: int, step: float) -> np.ndarray:
         out[m] = edge[k] - max(sides) if sides else 0.0
     return out
 
+
 _HAZE_ALONG_UM = 2.0  # the far-side window of a head spans this much arc either way ...
 _HAZE_BEYOND_UM = (0.6, 1.5)  # ... from this far to this far beyond the head
 
@@ -551,10 +552,10 @@ def _peak_masks(resid, foot):
     A head beside the shaft is often not a maximum over the neighbouring planes,
     because something on another plane within the footprint (the shaft's flank
     where the shaft bends in depth, a bouton above the head) has a larger
-    residual; when that maximum is then rejected, the head had no candidate. Maxima of the residual within their
-    own plane (footprint along z one plane) that are not maxima over the full
-    footprint are returned as well, flagged, and must pass a stricter test
-    (:func:`_plane_margin`).
+    residual; when that maximum is then rejected, the head had no candidate.
+    Maxima of the residual within their own plane (footprint along z one plane)
+    that are not maxima over the full footprint are returned as well, flagged,
+    and must pass a stricter test (:func:`_plane_margin`).
 
     Returns
     -------
@@ -833,6 +834,7 @@ def _accept(margins: pd.DataFrame) -> np.ndarray:
     """
     return (margins.to_numpy(float) >= 0).all(axis=1)
 
+
 _FILL_UM = 1.6  # a flank maximum fills a gap: no kept call within this (the peak footprint,
                 # 0.9 µm, plus the de-duplication distance, 0.7 µm: beyond one head's reach)
 
@@ -866,10 +868,10 @@ def _gap_fillers(calls: pd.DataFrame, keep: np.ndarray, fill: np.ndarray, voxel,
     A maximum on the shaft's flank next to a kept call is that head's blur or
     the shaft beside it; alone, it is mostly a stubby spine whose brightest
     point lies on the flank. A gap: farther than ``_FILL_UM`` (laterally) from
-    every call the tests keep (after de-duplication). Only spines fill gaps. Within the outline's
-    window (``_BULGE_ALONG_UM``) of the image's edge in (y, x) (``shape``, when
-    given) the outline is not known on both sides (a dendrite leaving the image
-    seems to bulge), so none is taken there.
+    every call the tests keep (after de-duplication). Only spines fill gaps.
+    Within the outline's window (``_BULGE_ALONG_UM``) of the image's edge in
+    (y, x) (``shape``, when given) the outline is not known on both sides (a
+    dendrite leaving the image seems to bulge), so none is taken there.
 
     Returns
     -------
