@@ -101,7 +101,7 @@ def _apply(model, feats):
 def _default(feats):
     from spinetrack.learn import select_detections
 
-    return select_detections(feats, feats["keep"])
+    return select_detections(feats)
 
 
 def _row(label, c) -> str:

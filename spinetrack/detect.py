@@ -740,7 +740,7 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     })
     filled = _gap_fillers(out, keep, fill, voxel, frame.shape)
     if features:  # every candidate with its measurements, for calibration
-        return out.assign(keep=keep | filled, fill=fill, neck_min=neck_min, neck_mean=neck_mean,
+        return out.assign(keep=keep | filled, fill=fill, filled=filled, neck_min=neck_min, neck_mean=neck_mean,
                           resid=resid, dist_um=dist, radius_um=radius,
                           offset_um=cands["offset_um"].to_numpy(),
                           surface_um=cands["surface_um"].to_numpy(),
@@ -757,8 +757,19 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
 
         keep = learned_keep(params.detector_model, _select(cands, frame, params, features=True))
         filled = np.zeros(len(out), bool)  # the model's verdict covers the gap fillers
-    kept = _drop_on_filopodia(_dedupe(out[keep].reset_index(drop=True), voxel))
-    out = pd.concat([kept, _dedupe(out[filled].reset_index(drop=True), voxel)],
+    return finish_detections(out, keep, filled, voxel)
+
+
+def finish_detections(calls: pd.DataFrame, keep, filled, voxel) -> pd.DataFrame:
+    """The detections from the selected candidates, as every selection path ends.
+
+    The kept calls are de-duplicated and those on filopodium stalks dropped;
+    gap fillers (:func:`_gap_fillers`) are de-duplicated among themselves and
+    added; rows are sorted by branch and arc.
+    """
+    keep, filled = np.asarray(keep, bool), np.asarray(filled, bool)
+    kept = _drop_on_filopodia(_dedupe(calls[keep].reset_index(drop=True), voxel))
+    out = pd.concat([kept, _dedupe(calls[filled].reset_index(drop=True), voxel)],
                     ignore_index=True)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
 

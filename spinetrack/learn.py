@@ -232,22 +232,25 @@ def session_candidates(session, params=None, progress=None) -> pd.DataFrame:
     return _select(cands, frame, params.detect, features=True)
 
 
-def select_detections(feats: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+def select_detections(feats: pd.DataFrame, keep: np.ndarray | None = None) -> pd.DataFrame:
     """Detections from candidates and a verdict, exactly as the detector finishes.
 
-    The kept candidates are de-duplicated and spines on filopodium stalks are
-    dropped as :func:`spinetrack.detect.detect_spines` does, so
-    ``select_detections(feats, feats["keep"])`` is the default detection.
+    ``keep=None`` is the hand-set tests' verdict with the gap fillers handled as
+    :func:`spinetrack.detect.detect_spines` does, so ``select_detections(feats)``
+    is the default detection. A given ``keep`` (a model's verdict) covers every
+    candidate, gap fillers included, as the detector's model hook does.
     """
-    from .detect import DETECTION_COLUMNS, _dedupe, _drop_on_filopodia, empty_detections
+    from .detect import DETECTION_COLUMNS, empty_detections, finish_detections
 
     if not len(feats):
         return empty_detections()
-    vz = _voxel_from(feats)
-    out = feats.loc[np.asarray(keep, bool), DETECTION_COLUMNS].reset_index(drop=True)
-    out = _dedupe(out, vz)
-    out = _drop_on_filopodia(out)
-    return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
+    if keep is None:
+        filled = feats["filled"].to_numpy(bool)
+        keep = feats["keep"].to_numpy(bool) & ~filled
+    else:
+        keep, filled = np.asarray(keep, bool), np.zeros(len(feats), bool)
+    return finish_detections(feats[DETECTION_COLUMNS].reset_index(drop=True), keep, filled,
+                             _voxel_from(feats))
 
 
 def _voxel_from(feats: pd.DataFrame) -> np.ndarray:

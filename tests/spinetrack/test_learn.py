@@ -42,7 +42,7 @@ def two_seeds():
 
 def test_defaults_are_reproduced_from_the_candidates(two_seeds):
     s = two_seeds[0]
-    tracing_free = select_detections(s["cands"], s["cands"]["keep"])
+    tracing_free = select_detections(s["cands"])
     from spinetrack.detect import detect_session
 
     _, found = detect_session(s["session"], Params())
@@ -57,7 +57,7 @@ def test_learning_a_lateral_only_annotator_keeps_or_raises_f1_on_another_seed(tw
                                   combine=combine)
     assert model.provenance["n_positive"] > 20 and model.provenance["n_negative"] > 20
     f = test["cands"]
-    default = detection_counts(select_detections(f, f["keep"]), test["lateral"], test["lines"])
+    default = detection_counts(select_detections(f), test["lateral"], test["lines"])
     learned = detection_counts(select_detections(f, model.accepts(candidate_features(f))),
                                test["lateral"], test["lines"])
     print(combine, default, learned)
