@@ -46,7 +46,7 @@ from typing import Any, get_type_hints
 import pandas as pd
 
 from .errors import InputError, SpinetrackError
-from .files import to_jsonable, write_table_atomic
+from .files import output_folder, to_jsonable, write_table_atomic
 from .params import SECTIONS, Params, read_params_json
 
 __all__ = [
@@ -803,13 +803,7 @@ def run_batch(
     -------
     BatchOutcome
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(out, f"cannot create the output folder ({exc.strerror or exc})") from None
+    out = output_folder(out_dir)
     with _Lock(out):
         _clean_partials(out)
         book = _StatusBook(out, tasks)

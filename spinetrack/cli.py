@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from . import __version__
 from .errors import Cancelled, SpinetrackError
+from .files import output_folder
 
 log = logging.getLogger("spinetrack")
 
@@ -193,6 +194,7 @@ def _cmd_run(args) -> int:
     t0 = time.perf_counter()
     series = read_series(args.sessions, voxel_size_um=args.voxel_size, names=args.names,
                          days=args.days)
+    output_folder(args.out)
     vz, vy, vx = series.voxel_size_um
     log.info("%d sessions (%s), voxel %g × %g × %g µm", len(series), ", ".join(series.names),
              vz, vy, vx)
@@ -293,6 +295,7 @@ def _cmd_synth(args) -> int:
     from .progress import TqdmProgress
     from .synth import make_series, write_synth
 
+    output_folder(args.out)
     bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
     try:
         syn = make_series(args.preset, n_sessions=args.sessions, seed=args.seed,
@@ -355,6 +358,7 @@ def _cmd_detect(args) -> int:
 
     params = params_from_args(args)
     session = read_session(args.session, voxel_size_um=args.voxel_size)
+    output_folder(args.out)
     bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
     try:
         tracing, found = detect_session(session, params, progress=bar)
@@ -413,6 +417,7 @@ def _cmd_track(args) -> int:
         tracing, det = read_detections(args.detections, s.name, s)
         tracings.append(tracing)
         detections.append(det)
+    output_folder(args.out)
     bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
     try:
         tracked = track_series(series, tracings, detections, params, progress=bar)
@@ -482,6 +487,8 @@ def _add_learn(sub) -> None:
 
 
 def _cmd_learn(args) -> int:
+    from pathlib import Path
+
     from .errors import InputError
     from .io import read_series
     from .learn import learn_detector, read_annotations
@@ -494,6 +501,7 @@ def _cmd_learn(args) -> int:
                                "hand-set tests' candidates")
     spines, lines = read_annotations(args.spines, args.lines)
     series = read_series(args.sessions, voxel_size_um=args.voxel_size)
+    output_folder(Path(args.out).parent)
     bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
     try:
         model = learn_detector(list(series), spines, lines,

@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import InputError
+
 __all__ = [
+    "output_folder",
     "atomic_path",
     "write_text_atomic",
     "write_bytes_atomic",
@@ -25,6 +28,28 @@ __all__ = [
     "write_table_atomic",
     "to_jsonable",
 ]
+
+
+def output_folder(path: str | Path) -> Path:
+    """Create the output folder ``path`` (and its parents) before any work is done.
+
+    Raises
+    ------
+    InputError
+        One line naming the folder when it exists as a file or cannot be
+        created or written to, so a long run does not fail only at the end.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise InputError(out, f"cannot create or write the output folder "
+                              f"({exc.strerror or exc})") from None
+    return out
 
 
 @contextmanager

@@ -423,6 +423,33 @@ def session_paths(folder: str | Path) -> list[Path]:
     return sorted(files, key=_natural_key)
 
 
+_MIN_FIELD_FRACTION = 0.5  # a session covering less of session 0's field (y or x) is warned of
+
+
+def _check_comparable(sessions_data) -> None:
+    """Sessions of one series are all stacks, or all single planes, of about the same field.
+
+    A single plane among 3-D stacks (a projection saved by mistake) cannot be
+    registered to them in 3-D: one-line error naming it. A session whose field
+    is much smaller than session 0's is allowed (registration handles partial
+    overlap) but logged: every spine outside it will be called lost.
+    """
+    planes = [img.shape[0] for img, _, _ in sessions_data]
+    if len(set(p == 1 for p in planes)) > 1:
+        single = next(path for (img, _, path), p in zip(sessions_data, planes) if p == 1)
+        raise InputError(single, f"is a single plane, but the other sessions are stacks of "
+                                 f"{max(planes)} planes; every session of a series must be a "
+                                 "(z, y, x) stack (or every one a single plane)")
+    img0, vox0, _ = sessions_data[0]
+    field0 = np.asarray(img0.shape[1:], float) * np.asarray(vox0[1:], float)
+    for img, vox, path in sessions_data[1:]:
+        field = np.asarray(img.shape[1:], float) * np.asarray(vox[1:], float)
+        if np.any(field < _MIN_FIELD_FRACTION * field0):
+            logging.getLogger(__name__).warning(
+                "%s covers %.0f × %.0f µm, much less than the first session's %.0f × %.0f µm: "
+                "spines outside it will be called lost", path, *field, *field0)
+
+
 def read_series(
     paths: str | Path | Sequence[str | Path],
     voxel_size_um: Sequence[float] | None = None,
@@ -477,6 +504,7 @@ def read_series(
             default_names = [f"{n}_{i}" for i, n in enumerate(default_names)]
 
     n = len(sessions_data)
+    _check_comparable(sessions_data)
     if names is not None and len(names) != n:
         raise InputError(None, f"{len(names)} names given for {n} sessions")
     if days is not None:

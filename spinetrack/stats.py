@@ -401,7 +401,9 @@ class _BranchRestoration:
     occupied_radius, relink_radius : float
         A new spine first seen in session f avoids ``occupied_radius`` around
         session-0 spines still present in f, and ``relink_radius`` around
-        session-0 spines last present in f - 1.
+        session-0 spines last present in f - 1 on its own side of the branch
+        (the linker links only on the same side; with no ``side`` column every
+        spine counts as one side).
     """
 
     def __init__(self, fates_b: pd.DataFrame, lo: float, hi: float, radius: float,
@@ -410,6 +412,8 @@ class _BranchRestoration:
         self.arc = fates_b["arc_um"].to_numpy(dtype=float)
         self.first = fates_b["first_session"].to_numpy()
         self.last = fates_b["last_session"].to_numpy()
+        self.side = (fates_b["side"].fillna(0).to_numpy(dtype=int) if "side" in fates_b
+                     else np.zeros(len(fates_b), dtype=int))
         self.radius = radius
         self.lo, self.hi = lo, hi
         self.new = np.flatnonzero(self.first > 0)
@@ -426,15 +430,17 @@ class _BranchRestoration:
         rank = np.empty(m * e, dtype=np.int64)
         rank[np.lexsort(keys)] = np.arange(m * e)
         self.rank = rank.reshape(m, e)
-        self.free: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # where each group of new spines (first session, side) may be placed at random
+        self.free: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         s0 = self.first == 0
-        for f in np.unique(self.first[self.new]):
+        for f, side in sorted(set(zip(self.first[self.new].tolist(),
+                                      self.side[self.new].tolist()))):
             occupied = s0 & (self.last >= f)
-            relinked = s0 & (self.last == f - 1)
+            relinked = s0 & (self.last == f - 1) & (self.side == side)
             centres = np.concatenate([self.arc[occupied], self.arc[relinked]])
             radii = np.concatenate([np.full(occupied.sum(), occupied_radius),
                                     np.full(relinked.sum(), relink_radius)])
-            self.free[int(f)] = self._free_intervals(centres, radii)
+            self.free[(int(f), int(side))] = self._free_intervals(centres, radii)
 
     def _free_intervals(self, centres: np.ndarray, radii: np.ndarray):
         """[lo, hi] minus the union of [c - r, c + r]: arrays of starts and ends."""
@@ -455,10 +461,6 @@ class _BranchRestoration:
             s, e = np.array([self.lo]), np.array([max(self.hi, self.lo + 1e-9)])
         return s, e
 
-    @property
-    def free_length(self) -> dict[int, float]:
-        return {f: float((e - s).sum()) for f, (s, e) in self.free.items()}
-
     def matches(self, positions: np.ndarray) -> np.ndarray:
         """Which new spines are restored, for each row of ``positions`` (P, n_spines)."""
         if not self.new.size or not self.sites.size:
@@ -478,8 +480,8 @@ class _BranchRestoration:
         cells = self.new.size * self.sites.size + self.arc.size
         for a, b in _chunks(n_permutations, _CHUNK_CELLS // cells):
             pos = np.broadcast_to(self.arc, (b - a, self.arc.size)).copy()
-            for f, (s, e) in self.free.items():
-                movers = self.new[self.first[self.new] == f]
+            for (f, side), (s, e) in self.free.items():
+                movers = self.new[(self.first[self.new] == f) & (self.side[self.new] == side)]
                 lengths = e - s
                 cum = np.cumsum(lengths)
                 u = rng.random((b - a, movers.size)) * cum[-1]
@@ -512,14 +514,19 @@ def restoration_test(
     on their own branch, inside ``arc_range`` widened to cover every spine of the
     branch, outside the stretches occupied by session-0 spines present when the
     new spine appears (``occupied_radius_um``) and around session-0 spines last
-    seen in the session just before (``relink_radius_um``). Spines present in
-    session 0 stay where they are. The contract's nearest-first one-claim rule
-    is then applied to the random positions exactly as to the observed ones.
+    seen in the session just before on the new spine's own side of the branch
+    (``relink_radius_um``: there the linker would have joined the two; it never
+    links across sides, so a new spine opposite a lost one can be restored).
+    Each new spine keeps its side; only its position along the branch is drawn.
+    Spines present in session 0 stay where they are. The contract's
+    nearest-first one-claim rule is then applied to the random positions
+    exactly as to the observed ones.
 
     Parameters
     ----------
     fates : DataFrame
-        Contract fates (``spine_id, branch_id, arc_um, present, fate``).
+        Contract fates (``spine_id, branch_id, arc_um, present, fate``), and
+        optionally ``side`` (each spine's side of the branch, -1, 0 or 1).
     arc_range : dict, optional
         ``branch_id -> (start, end)`` in µm: where new spines may be placed
         (default: the range of the branch's spines).
@@ -830,6 +837,9 @@ def branch_statistics(
         spacing["p_value"] = _mc_pvalue(int(np.sum(sum_null <= sum_obs + _TOL)), n_perm)
 
     # ---- restoration
+    if "side" in spines.columns and "side" not in f.columns:  # each spine's last side
+        last_side = spines.sort_values("session").groupby("spine_id")["side"].last()
+        f["side"] = f["spine_id"].map(last_side)
     restoration, rest_b = restoration_test(
         f, arc_range, restore_radius_um, params.occupied_radius_um, params.relink_radius_um,
         n_perm, rng_rest, progress)

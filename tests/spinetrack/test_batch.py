@@ -545,7 +545,7 @@ def test_output_folder_that_is_a_file(cohort_dir, tmp_path):
     out.write_text("a file")
     with pytest.raises(InputError, match="exists and is not a folder"):
         run_batch(_tasks(cohort_dir, out), out, serial=True, runner=fake_run_and_write)
-    with pytest.raises(InputError, match="cannot create the output folder"):
+    with pytest.raises(InputError, match="cannot create or write the output folder"):
         run_batch(_tasks(cohort_dir, out / "sub"), out / "sub", serial=True,
                   runner=fake_run_and_write)
 

@@ -110,6 +110,31 @@ def test_sessions_of_different_shapes_are_allowed(tmp_path, stack):
     assert series[0].shape != series[1].shape
 
 
+def test_a_single_plane_among_stacks_is_refused(tmp_path, stack):
+    a = write_session(tmp_path / "a.tif", stack, VOX)
+    b = write_session(tmp_path / "b.tif", stack.max(axis=0), VOX)
+    with pytest.raises(InputError, match="single plane") as err:
+        read_series([a, b])
+    assert err.value.path == b
+
+
+def test_a_much_smaller_field_is_warned_of(tmp_path, stack, caplog):
+    a = write_session(tmp_path / "a.tif", stack, VOX)
+    b = write_session(tmp_path / "b.tif", stack[:, :15, :15], VOX)
+    read_series([a, b])
+    assert "called lost" in caplog.text
+
+
+def test_an_output_folder_that_cannot_be_made_fails_before_any_work(tmp_path, stack, capsys):
+    a = write_session(tmp_path / "a.tif", stack, VOX)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    status = main(["run", str(a), str(a), "--out", str(blocker / "out")])
+    err = capsys.readouterr().err
+    assert status == 2 and "cannot create or write the output folder" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 # ----------------------------------------------------------------- bad input, one by one
 
 

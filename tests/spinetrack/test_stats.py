@@ -204,6 +204,24 @@ def test_restoration_chance_matches_analytic_value():
     assert sum(res["chance_histogram"]) == 2000
 
 
+def test_relink_exclusion_applies_on_the_new_spines_own_side_only():
+    # the lost site (side +1) at 50 µm; with relink radius = restore radius a new spine on
+    # the same side can never be restored by chance; one on the other side can (the linker
+    # never links across sides): chance 4/100 as without any exclusion
+    rows, sid = [], 0
+    for b in range(40):
+        rows += [(sid, [0], b, 50.0), (sid + 1, [1], b, 90.0)]
+        sid += 2
+    fates = _fates_from(rows, 2)
+    rng_ = {b: (0.0, 100.0) for b in range(40)}
+    same = fates.assign(side=1)
+    res, _ = restoration_test(same, rng_, 2.0, 0.0, 2.0, 2000, 7)
+    assert res["chance_fraction"] == 0
+    other = fates.assign(side=np.where(fates["spine_id"] % 2 == 0, 1, -1))
+    res, _ = restoration_test(other, rng_, 2.0, 0.0, 2.0, 2000, 7)
+    assert res["chance_fraction"] == pytest.approx(4 / 100, rel=0.1)
+
+
 def test_restoration_excess_is_detected():
     rng = np.random.default_rng(5)
     rows, sid = [], 0
