@@ -333,7 +333,7 @@ def _series_lines(tracings, registration, bmap: BranchMap) -> pd.DataFrame:
 def _branch_table(lines: pd.DataFrame) -> pd.DataFrame:
     from .stats import branch_table_from_lines
 
-    cols = ["branch_id", "length_um", "arc_start_um", "arc_end_um"]
+    cols = ["branch_id", "length_um", "arc_start_um", "arc_end_um", "n_sessions_traced"]
     if not len(lines):
         return pd.DataFrame(columns=cols)
     return branch_table_from_lines(lines)[cols]

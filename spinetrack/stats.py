@@ -108,6 +108,31 @@ def branch_table_from_lines(lines: pd.DataFrame, n_sessions: int | None = None) 
     return out[BRANCH_TABLE_COLUMNS + ["n_sessions_traced"]]
 
 
+_TRACED_SLACK_UM = 2.0  # a spine this close beyond the stretch every session traces is on it
+
+
+def _observed_in_every_session(f: pd.DataFrame, bt: pd.DataFrame, n_sessions: int
+                               ) -> np.ndarray:
+    """Which fates rows lie on dendrite traced in every session.
+
+    The spine's arc position is within its branch's common traced stretch
+    (``arc_start_um`` to ``arc_end_um``), give or take ``_TRACED_SLACK_UM``
+    (the same-site distance: traced ends differ a little between sessions and
+    a base's arc position scatters), and, when the table says so
+    (``n_sessions_traced``), the branch is traced in all ``n_sessions``.
+    """
+    table = bt.set_index("branch_id")
+    b = f["branch_id"].astype(int)
+    lo = b.map(table["arc_start_um"]).to_numpy(float)
+    hi = b.map(table["arc_end_um"]).to_numpy(float)
+    arc = f["arc_um"].to_numpy(float)
+    ok = (arc >= lo - _TRACED_SLACK_UM) & (arc <= hi + _TRACED_SLACK_UM)
+    if "n_sessions_traced" in table.columns:
+        traced = b.map(table["n_sessions_traced"]).to_numpy(float)
+        ok &= ~(traced < n_sessions)
+    return ok
+
+
 def branch_table_from_spines(spines: pd.DataFrame) -> pd.DataFrame:
     """A fallback branch table when no centre lines are known: the range of spine positions.
 
@@ -736,7 +761,8 @@ def branch_statistics(
         missing = [c for c in BRANCH_TABLE_COLUMNS if c not in branch_table.columns]
         if missing:
             raise InputError(None, f"branch table lacks columns {missing}")
-        bt = branch_table[BRANCH_TABLE_COLUMNS].copy()
+        traced = ["n_sessions_traced"] if "n_sessions_traced" in branch_table.columns else []
+        bt = branch_table[BRANCH_TABLE_COLUMNS + traced].copy()
         extra = sorted(set(f["branch_id"]) - set(bt["branch_id"].astype(int)))
         if extra:
             warnings.append(f"branches {extra} have spines but no traced stretch; their length "
@@ -752,13 +778,17 @@ def branch_statistics(
                         "every session; their densities are empty")
     arc_range = {int(b): (float(s), float(e)) for b, s, e in
                  zip(branch_ids, bt["arc_start_um"], bt["arc_end_um"])}
-    outside = 0
-    for b, fb in f.groupby("branch_id"):
-        s, e = arc_range[int(b)]
-        outside += int(((fb["arc_um"] < s - 1e-6) | (fb["arc_um"] > e + 1e-6)).sum())
-    if outside:
-        warnings.append(f"{outside} spines lie outside their branch's common traced stretch; "
-                        "they are counted, and random placements may reach them")
+    seen = _observed_in_every_session(f, bt, n_sessions)
+    all_per_session = np.array([[c == "1" for c in p] for p in f["present"].astype(str)],
+                               dtype=bool).reshape(len(f), n_sessions).sum(axis=0)
+    if branch_table is not None and not seen.all():
+        n_all = len(f)
+        f = f[seen].reset_index(drop=True)
+        warnings.append(f"{n_all - len(f)} of {n_all} spines lie where their dendrite was not "
+                        "traced in every session (beyond the stretch all sessions trace, or on "
+                        "a branch some session does not trace), so their appearance or "
+                        "disappearance cannot be told from the tracing's; they are left out "
+                        "of the statistics (fates.csv lists them)")
 
     # ---- presence grid, per branch
     grid = np.array([[c == "1" for c in p] for p in f["present"].astype(str)],
@@ -785,6 +815,8 @@ def branch_statistics(
     br = pd.DataFrame({"branch_id": branch_ids, "length_um": length,
                        "arc_start_um": bt["arc_start_um"].to_numpy(dtype=float),
                        "arc_end_um": bt["arc_end_um"].to_numpy(dtype=float)})
+    if "n_sessions_traced" in bt.columns:
+        br["n_sessions_traced"] = bt["n_sessions_traced"].to_numpy()
     for k in range(n_sessions):
         br[f"n_spines_s{k}"] = counts[:, k]
     for k in range(n_sessions):
@@ -889,6 +921,8 @@ def branch_statistics(
         "total_length_um": total_length,
         "n_spine_ids": len(f),
         "spines_per_session": tot.tolist(),
+        # every spine of the tables, including those left out (not traced in every session)
+        "spines_per_session_all": all_per_session.tolist(),
         "density_per_session": (tot / total_length).tolist() if total_length > 0 else None,
         "fate_counts": {fate: int(fate_counts[fate].sum()) for fate in FATES},
         "transitions": labels,

@@ -155,6 +155,7 @@ def test_rr30a_report(rr30a, tmp_path):
                   tmp_path, parquet=False)
     res, _ = rebuild_report(tmp_path)
     assert res.summary["spines_per_session"] == [139, 133, 111]
+    assert res.summary["spines_per_session_all"] == [139, 133, 111]
     assert len(list((tmp_path / "figures").glob("spine_map_*.png"))) == 5
 
 

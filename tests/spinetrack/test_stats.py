@@ -322,3 +322,21 @@ def test_rr30a_truth(rr30a):
     assert len(br) == 5 and br["loss_q"].between(0, 1).all()
     assert br["n_lost"].sum() == 42
     assert 0 < sm["loss_clustering"]["p_value"] <= 1
+
+
+def test_spines_where_a_session_traced_no_dendrite_are_left_out():
+    # branch 0 traced 0-40 µm in every session; branch 1 only in session 0
+    rows = [(0, [0], 0, 10.0), (1, [0, 1], 0, 20.0), (2, [1], 0, 30.0),
+            (3, [0], 0, 45.0),   # beyond the common stretch (40 + 2 µm slack)
+            (4, [0], 1, 5.0)]    # on a branch session 1 does not trace
+    fates = _fates_from(rows, 2)
+    spines = pd.DataFrame([(sid, k, b, a) for sid, ps, b, a in rows for k in ps],
+                          columns=["spine_id", "session", "branch_id", "arc_um"])
+    table = pd.DataFrame({"branch_id": [0, 1], "length_um": [40.0, 10.0],
+                          "arc_start_um": [0.0, 0.0], "arc_end_um": [40.0, 10.0],
+                          "n_sessions_traced": [2, 1]})
+    br, sm = branch_statistics(spines, fates, table, 2, StatsParams(n_permutations=200))
+    assert sm["spines_per_session"] == [2, 2]
+    assert sm["spines_per_session_all"] == [4, 2]
+    assert sm["fate_counts"]["lost"] == 1
+    assert any("left out of the statistics" in w for w in sm["warnings"])
