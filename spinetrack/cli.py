@@ -141,7 +141,7 @@ def _cmd_report(args) -> int:
                                       title=args.title)
     finally:
         bar.close()
-    _print_findings(res)
+    _print_findings(res, args.quiet)
     log.info("wrote %d files; open %s", len(written), written[-1])
     return EXIT_OK
 
@@ -204,7 +204,7 @@ def _cmd_run(args) -> int:
                             report_html=not args.no_report)
     finally:
         bar.close()
-    _print_findings(res)
+    _print_findings(res, args.quiet)
     out = Path(args.out)
     log.info("done in %.0f s; results in %s%s", time.perf_counter() - t0, out,
              "" if args.no_report else f" (open {out / 'report.html'})")
@@ -529,11 +529,11 @@ COMMANDS: list[Callable] = [_add_info, _add_run, _add_detect, _add_compare, _add
 # --------------------------------------------------------------------------- shared options
 
 
-def _print_findings(res) -> None:
-    """Print a run's findings in a few lines; its warnings go to the log."""
+def _print_findings(res, quiet: bool = False) -> None:
+    """Print a run's findings in a few lines (not with -q); its warnings go to the log."""
     from .report import findings
 
-    for line in findings(res.summary, res.branches):
+    for line in ([] if quiet else findings(res.summary, res.branches)):
         print(line)
     for w in res.summary.get("warnings", []):
         log.warning("warning: %s", w)
@@ -567,7 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log messages (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bars, warnings and errors only")
+                        help="no progress bars and no findings on the terminal: warnings and errors "
+                             "only (the files are written as always)")
     parser.add_argument("--debug", action="store_true",
                         help="show a full traceback on unexpected errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -53,9 +53,10 @@ def findings(summary: dict[str, Any], branches: pd.DataFrame) -> list[str]:
     per_s = summary["spines_per_session"]
     dens = summary.get("density_per_session") or []
     dens_txt = (f" ({dens[0]:.2f} → {dens[-1]:.2f} spines per µm)" if len(dens) == n else "")
-    sessions = f"all {n} sessions" if n > 1 else "one session"
-    out.append(f"{_count(summary['n_branches'], 'branch', 'branches')}, "
-               f"{summary.get('total_length_um', 0):.0f} µm traced in {sessions}{span}; "
+    sessions = f"every one of the {n} sessions" if n > 1 else "the session"
+    out.append(f"{_count(summary['n_branches'], 'branch', 'branches')} "
+               f"({summary.get('total_length_um', 0):.0f} µm of dendrite traced in {sessions})"
+               f"{span}; "
                f"spines per session {', '.join(str(v) for v in per_s)}{dens_txt}.")
     c = summary["loss_clustering"]
     n0, nl = c.get("n_spines_s0", 0), c.get("n_lost", 0)
@@ -383,11 +384,21 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
     from .pipeline import recompute
     from .results import has_parquet, read_results
 
+    import json
+
     out = Path(out_dir)
     stored = read_results(out_dir)
-    refit = recompute_fates or not len(stored.fates)
+    # which new spines are "restored" depends on the radius: a new radius re-classifies
+    new_radius = (params is not None and stored.params is not None
+                  and params.fates.restore_radius_um != stored.params.fates.restore_radius_um)
+    refit = recompute_fates or new_radius or not len(stored.fates)
     res = recompute(stored, progress=progress, fates=refit, params=params)
     written: list[Path] = []
+    if params is not None and stored.params is not None and params != stored.params:
+        meta_path = out / "params.json"  # the folder's parameters are the ones now used
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        meta["params"] = params.to_dict()
+        written.append(write_json_atomic(meta_path, meta))
     tables = (["fates"] if refit else []) + ["branches"]
     for name in tables:
         df = getattr(res, name)
