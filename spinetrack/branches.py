@@ -75,6 +75,10 @@ class _Reference:
             self.arc = np.r_[(self.arc[0] - step)[::-1], self.arc]
 
 
+_CANDIDATE_SLACK_UM = 4.0  # a point's own (paired) branch may be this much farther than the
+                           # nearest one (crossings); beyond, the nearest branch is taken
+
+
 @dataclass(eq=False)
 class BranchMap:
     """Global branches in session 0's frame and the session-to-global correspondence.
@@ -147,7 +151,7 @@ class BranchMap:
                             "shaft_distance_um": np.full(n, np.nan)})
         if self._tree is None or n == 0:
             return out
-        _, nearest = self._tree.query(pts)
+        near_d, nearest = self._tree.query(pts)
         nearest = np.asarray(nearest)
         if candidates is not None:
             for i, cand in enumerate(candidates):
@@ -160,7 +164,9 @@ class BranchMap:
                     d, j = self._trees[g].query(pts[i])
                     if best is None or d < best[0]:
                         best = (d, self._by_branch[g][j])
-                if best is not None:
+                # a candidate much farther than the nearest branch is a matching error
+                # (the session's branch paired with a dendrite elsewhere), not a crossing
+                if best is not None and best[0] <= near_d[i] + _CANDIDATE_SLACK_UM:
                     nearest[i] = best[1]
         v = pts - self._pts[nearest]
         t = self._tan[nearest]

@@ -82,6 +82,15 @@ def test_side_and_offset():
     assert proj.loc[2, "lateral_um"] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_own_branch_is_preferred_near_a_crossing_but_not_far_away():
+    t0 = _tracing({0: _line([5, 10, 10], [5, 10, 50]), 1: _line([5, 13, 10], [5, 13, 50]),
+                   2: _line([5, 40, 10], [5, 40, 50])})
+    bm = match_branches([t0])
+    point = np.array([[5.0, 11.0, 20.0]])  # 1 µm from branch 0, 2 from 1, 29 from 2
+    assert bm.project(point, [[1]]).loc[0, "branch_id"] == 1  # a crossing: stays on its own
+    assert bm.project(point, [[2]]).loc[0, "branch_id"] == 0  # a pairing error: the nearest
+
+
 def test_no_tracings():
     with pytest.raises(InputError):
         match_branches([])
