@@ -66,7 +66,8 @@ def _add_compare(sub) -> None:
                         "(default 2.5)")
     p.add_argument("--near", type=float, default=None, metavar="UM",
                    help="score only spines within UM µm (3-D) of the truth's traced centre "
-                        "lines of the same session (for partly annotated fields)")
+                        "lines of the same session (for partly annotated fields, e.g. 3 for "
+                        "rr30a-dev; default: score every spine)")
     p.add_argument("--sessions", type=int, nargs="+", metavar="S",
                    help="score only these sessions (0-based); fates need all sessions")
     p.add_argument("--visible-only", action="store_true",

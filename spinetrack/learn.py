@@ -43,6 +43,7 @@ True
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -56,6 +57,8 @@ from . import __version__
 from .errors import InputError
 from .files import write_json_atomic
 from .progress import report
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FEATURES",
@@ -765,6 +768,11 @@ def read_annotations(path: str | Path, lines: str | Path | None = None
     if path.is_dir():
         tables = load_tables(path)
         spines, found_lines = tables.spines, tables.lines
+        summary = path / "summary.json"
+        if (summary.exists() and not (path / "edits.json").exists()
+                and '"calls": "automatic"' in summary.read_text().replace("\n", " ")):
+            log.warning("%s holds the detector's own, uncorrected calls (no edits.json): a "
+                        "model learned from them only imitates the detector", path)
     else:
         spines = _read_table(path)
         found_lines = None

@@ -122,7 +122,9 @@ class DetectParams(_Section):
     """Detecting spines on traced dendrites."""
 
     min_protrusion_um: float = param(0.4, "a spine protrudes at least this far from the shaft "
-                                     "surface", "µm", min=0.0, max=10.0)
+                                     "surface, measured to the far edge of its head (length_um "
+                                     "in spines.csv is to the head's centre, so it can be "
+                                     "shorter)", "µm", min=0.0, max=10.0)
     max_spine_length_um: float = param(4.0, "protrusions longer than this are not spines", "µm",
                                        min=0.1, max=20.0)
     head_sigma_um: float = param(0.3, "scale of the blob filter that finds spine heads", "µm",
