@@ -117,9 +117,14 @@ def test_cancel_leaves_previous_results_intact(tiny_run, tmp_path):
 
 def test_cli_run_and_bad_input(tmp_path, capsys, check_contract):
     out = tmp_path / "out"
-    assert main(["-q", "run", str(TINY), "--out", str(out), "--n-permutations", "200",
+    assert main(["run", str(TINY), "--out", str(out), "--n-permutations", "200",
                  "--no-report"]) == 0
     assert "lost by the last session" in capsys.readouterr().out
+    # -q: the files as always, no findings on the terminal
+    assert main(["-q", "run", str(TINY), "--out", str(tmp_path / "quiet"),
+                 "--n-permutations", "200", "--no-report"]) == 0
+    assert capsys.readouterr().out == ""
+    assert (tmp_path / "quiet" / "fates.csv").exists()
     assert check_contract(out) == []
     kept = (out / "spines.csv").read_bytes()
     bad = tmp_path / "bad.tif"
