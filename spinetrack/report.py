@@ -343,6 +343,10 @@ def write_report(results, out_dir: str | Path, progress: ProgressCallback | None
     report(progress, "report: figures", len(jobs), len(jobs))
     written.append(write_text_atomic(out / "report.html",
                                      render_html(summary, br, images, title)))
+    # spine maps of branches this run no longer has would be mistaken for its own
+    for stale in (out / "figures").glob("spine_map_*.png"):
+        if stale not in written:
+            stale.unlink(missing_ok=True)
     return written
 
 

@@ -65,6 +65,8 @@ def results():
 
 
 def test_report_files_are_self_contained_pngs(results, tmp_path):
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "spine_map_17.png").write_bytes(PNG)  # an earlier run's branch
     written = write_report(results, tmp_path)
     assert written[-1] == tmp_path / "report.html"
     names = sorted(p.name for p in (tmp_path / "figures").iterdir())
