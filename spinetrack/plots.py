@@ -65,14 +65,17 @@ def _first_last(present: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def spine_map_figure(
     spines: pd.DataFrame, fates: pd.DataFrame, branch: pd.Series, n_sessions: int,
-    days: list | None = None,
+    days: list | None = None, lines: pd.DataFrame | None = None,
 ) -> Figure:
     """Spines along one branch, one row per session, coloured by fate.
 
     Each spine is a dot at its position along the branch in every session it is
     present in, joined across sessions by a thin line; a × marks the site in the
     first session it is missing; a restored spine is ringed and joined by a
-    dashed line to the lost site it re-occupies.
+    dashed line to the lost site it re-occupies. The grey bar of each row is
+    the stretch of the branch that session traced (from ``lines``, the
+    series' centre lines, when given; else the stretch common to all sessions),
+    so a spine "lost" where the next session traced nothing shows as such.
     """
     b = int(branch["branch_id"])
     fb = fates[fates["branch_id"] == b]
@@ -89,8 +92,18 @@ def spine_map_figure(
 
     fig = Figure(figsize=(11, 0.62 * n_sessions + 1.3))
     ax = fig.add_subplot()
+    traced = {}
+    if lines is not None and len(lines) and {"session", "branch_id", "arc_um"} <= set(lines):
+        own = lines[lines["branch_id"] == b]
+        traced = {int(k): (float(g["arc_um"].min()), float(g["arc_um"].max()))
+                  for k, g in own.groupby("session")}
+        if traced:
+            x_lo = min(x_lo, min(a for a, _ in traced.values()) - 2)
+            x_hi = max(x_hi, max(e for _, e in traced.values()) + 2)
     for k in range(n_sessions):
-        ax.plot([lo, hi], [k, k], color="#d9d9d9", lw=7, solid_capstyle="round", zorder=0)
+        a, e = traced.get(k, (np.nan, np.nan)) if traced else (lo, hi)
+        if np.isfinite(a) and np.isfinite(e):
+            ax.plot([a, e], [k, k], color="#d9d9d9", lw=7, solid_capstyle="round", zorder=0)
     # identity across sessions
     for sid, g in sb.sort_values("session").groupby("spine_id"):
         if len(g) > 1:

@@ -332,7 +332,7 @@ def write_report(results, out_dir: str | Path, progress: ProgressCallback | None
         b = int(row["branch_id"])
         jobs.append((f"spine_map_{b}", f"spine map of branch {b}",
                      lambda row=row: plots.spine_map_figure(results.spines, results.fates, row,
-                                                            n, days)))
+                                                            n, days, lines=results.lines)))
     images: dict[str, tuple[bytes, str]] = {}
     written = []
     for i, (name, alt, make) in enumerate(jobs):
