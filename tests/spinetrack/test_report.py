@@ -169,3 +169,18 @@ def test_rr30a_truth_folder_follows_the_contract(rr30a, tmp_path, check_contract
                           lines=lines, params=PARAMS), tmp_path, parquet=False)
     rebuild_report(tmp_path)
     assert check_contract(tmp_path) == []
+
+
+def test_spine_map_rows_show_what_each_session_traced():
+    from spinetrack import plots
+
+    spines = pd.DataFrame({"spine_id": [0, 0, 1], "session": [0, 1, 0], "branch_id": 0,
+                           "arc_um": [5.0, 5.0, 30.0]})
+    fates = classify_fates(spines, 2)
+    lines = pd.DataFrame({"session": [0, 0, 1, 1], "branch_id": 0,
+                          "arc_um": [0.0, 40.0, 0.0, 12.0]})
+    row = pd.Series({"branch_id": 0, "arc_start_um": 0.0, "arc_end_um": 12.0})
+    fig = plots.spine_map_figure(spines, fates, row, 2, lines=lines)
+    bars = sorted((tuple(line.get_ydata()), tuple(line.get_xdata()))
+                  for line in fig.axes[0].lines if line.get_color() == "#d9d9d9")
+    assert bars == [((0, 0), (0.0, 40.0)), ((1, 1), (0.0, 12.0))]
