@@ -323,8 +323,8 @@ def _cmd_synth(args) -> int:
         print("losses: uniform (null)")
     else:
         k = syn.info["stress_transition"]
-        print(f"losses cluster on branch(es) {' '.join(map(str, stress))} between sessions "
-              f"{k} and {k + 1}")
+        print(f"losses were made more likely on branch(es) {' '.join(map(str, stress))} "
+              f"between sessions {k} and {k + 1} (the truth's fates say how many happened)")
     return EXIT_OK
 
 

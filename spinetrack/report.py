@@ -83,6 +83,8 @@ def findings(summary: dict[str, Any], branches: pd.DataFrame) -> list[str]:
                      for r in sig.itertuples()]
             out.append("Branches that lost more than the others predict: "
                        + "; ".join(parts) + ".")
+        elif nl == 0:
+            out.append("No spine was lost, so no branch lost more than the others.")
         else:
             r = br.iloc[0]
             out.append(f"No single branch lost significantly more than the others (smallest "
