@@ -398,6 +398,11 @@ def _add_track(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="results folder (created)")
     p.add_argument("--names", nargs="+", metavar="NAME",
                    help="file prefix of each session in DIR (default: the TIFF file stems)")
+    p.add_argument("--days", nargs="+", type=float, metavar="DAY",
+                   help="day of each session (enables per-day rates)")
+    p.add_argument("--params", metavar="PARAMS.json",
+                   help="start from the parameters of an earlier run (its params.json); the "
+                        "options below override them")
     _voxel_option(p)
     add_arguments(p, ("register", "link", "fates", "stats"))
     p.set_defaults(func=_cmd_track)
@@ -405,14 +410,16 @@ def _add_track(sub) -> None:
 
 def _cmd_track(args) -> int:
     from .io import read_series
-    from .params import params_from_args
+    from .params import Params, params_from_args
     from .pipeline import results_from_tracked
     from .progress import TqdmProgress
     from .results import write_results
     from .track import read_detections, track_series
 
-    params = params_from_args(args)
-    series = read_series(args.sessions, voxel_size_um=args.voxel_size, names=args.names)
+    base = Params.load(args.params) if args.params else Params()
+    params = params_from_args(args, base)
+    series = read_series(args.sessions, voxel_size_um=args.voxel_size, names=args.names,
+                         days=args.days)
     tracings, detections = [], []
     for s in series:
         tracing, det = read_detections(args.detections, s.name, s)

@@ -186,8 +186,11 @@ def test_track_command_writes_a_results_folder(tmp_path, rng, check_contract):
         p = det_dir / f"day{k}_spines.csv"
         pd.read_csv(p).drop(columns=["score"]).to_csv(p, index=False)
     assert main(["-q", "track", *files, "--detections", str(det_dir), "--out",
-                 str(tmp_path / "person"), "--n-permutations", "100"]) == 0
-    assert "calls" not in json.loads((tmp_path / "person" / "summary.json").read_text())
+                 str(tmp_path / "person"), "--params", str(out / "params.json"),
+                 "--days", "0", "3.5"]) == 0
+    summary = json.loads((tmp_path / "person" / "summary.json").read_text())
+    assert "calls" not in summary and summary["days"] == [0, 3.5]
+    assert summary["statistics_params"]["n_permutations"] == 100  # from --params
     # a missing detection file is a one-line input error
     (det_dir / "day1_spines.csv").unlink()
     assert main(["-q", "track", *files, "--detections", str(det_dir), "--out",
