@@ -960,7 +960,9 @@ def command(args) -> int:
                  manifest=args.manifest)
     if args.dry_run:
         for t in tasks:
-            state = "complete, skipped" if (not args.force and is_complete(t)) else "to run"
+            missing = [f["file"] for f in t.fingerprint["files"] if f["stat"] is None]
+            state = ("complete, skipped" if (not args.force and is_complete(t)) else
+                     f"will fail: missing {', '.join(missing)}" if missing else "to run")
             print(f"{t.key}\t{t.spec.condition}\t{len(t.fingerprint['files'])} sessions\t"
                   f"{t.folder}\t{state}")
         return 0

@@ -426,6 +426,11 @@ def test_cli_dry_run_and_errors(cohort_dir, tmp_path, capsys):
     assert main(["batch", str(cohort_dir), "--out", str(out), "--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("m1\tcontrol\t3 sessions")
+    assert all(line.endswith("to run") for line in lines)
+    (cohort_dir.parent / "data" / "m2" / "s1.tif").unlink()
+    assert main(["batch", str(cohort_dir), "--out", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "will fail: missing" in lines[1] and "s1.tif" in lines[1]
     bad = tmp_path / "bad.csv"
     bad.write_text("animal,session,colour\nm1,a.tif,red\n")
     assert main(["batch", str(bad), "--out", str(out)]) == 2
