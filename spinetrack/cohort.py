@@ -141,6 +141,9 @@ def series_row(entry: dict[str, Any], summary: dict[str, Any],
         "restoration_chance": rr.get("chance_fraction"),
         "restoration_p": rr.get("p_value"),
         "n_warnings": len(summary.get("warnings") or []),
+        # the detector's calls, not corrected by a person (the report then says so)
+        "unchecked_calls": bool(summary.get("calls") == "automatic"
+                                and not (summary.get("edits") or {}).get("applied")),
     })
     for label, g, e, n_k in zip(summary.get("transitions") or [], summary.get("n_gained") or [],
                                 summary.get("n_eliminated") or [], per):
@@ -597,12 +600,13 @@ def render_cohort_html(summary: pd.DataFrame, images: dict[str, tuple[bytes, str
     ``reports`` are the keys of series with their own ``report.html`` (linked);
     ``warnings`` the series' summary warnings by key (listed under "Check").
     """
-    from .report import _CSS, _img
+    from .report import _CSS, UNCHECKED, _img
 
     series, conds = _conditions(summary)
+    n_animals = series["animal"].nunique() if len(series) else 0
     parts = [f"<h1>{html.escape(title)}</h1><div class='sub'>{len(series)} series, "
-             f"{series['animal'].nunique() if len(series) else 0} animals, {len(conds)} "
-             "conditions</div>"]
+             f"{n_animals} animal{'' if n_animals == 1 else 's'}, {len(conds)} "
+             f"condition{'' if len(conds) == 1 else 's'}</div>"]
     lines = []
     for _, c in conds.iterrows():
         d, p = c["loss_clustering_statistic"], c["loss_clustering_p"]
@@ -619,6 +623,9 @@ def render_cohort_html(summary: pd.DataFrame, images: dict[str, tuple[bytes, str
                      f"spines restored vs {_fmt(c['restoration_chance'], 'pct')} by chance "
                      f"(p = {_fmt(c['restoration_p'], 'p')})")
         lines.append(html.escape(text) + ".")
+    if "unchecked_calls" in series and series["unchecked_calls"].fillna(False).astype(bool).any():
+        n_auto = int(series["unchecked_calls"].fillna(False).astype(bool).sum())
+        lines.append(html.escape(f"{n_auto} of {len(series)} series: {UNCHECKED}"))
     parts.append("<div class='findings'><b>Findings</b><ul>"
                  + "".join(f"<li>{x}</li>" for x in lines) + "</ul></div>")
     if warnings:

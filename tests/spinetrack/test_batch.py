@@ -348,15 +348,21 @@ def test_cohort_tables_columns(cohort_dir, tmp_path):
     assert html.count("data:image/png;base64") == 5
     assert len(list((out / "cohort_figures").glob("*.png"))) == 5
     assert "href='m1/report.html'" not in html
+    assert "3 series, 3 animals, 2 conditions" in html
+    assert "nobody has checked" not in html  # these tables are not marked automatic
     # a series' own report is linked from the cohort table
     from spinetrack.cohort import write_cohort
 
     (out / "m1" / "report.html").write_text("<html></html>")
+    # the detector's uncorrected calls: the cohort report says so, as each series' does
+    m1 = json.loads((out / "m1" / "summary.json").read_text())
+    (out / "m1" / "summary.json").write_text(json.dumps({**m1, "calls": "automatic"}))
     entries = [{"animal": a, "condition": c, "series": "", "key": a, "folder": out / a}
                for a, c in (("m1", "control"), ("m3", "lesion"))]
     write_cohort(entries, out, StatsParams(n_permutations=N_PERM))
     html = (out / "cohort_report.html").read_text()
     assert "href='m1/report.html'" in html and "href='m3/report.html'" not in html
+    assert "1 of 2 series: These fates come from automatic detection" in html
 
 
 def test_series_row_rates_match_the_summary(tmp_path):
