@@ -268,8 +268,10 @@ def turnover_figure(summary: dict[str, Any]) -> Figure:
     w = 0.2
     fig = Figure(figsize=(max(5.6, 1.4 * len(labels) + 2.5), 4.0))
     ax = fig.add_subplot()
-    series = [("formation rate", summary["formation_rate"], FATE_COLOURS["formed"]),
-              ("elimination rate", summary["elimination_rate"], FATE_COLOURS["lost"]),
+    series = [("formation rate gained/N earlier", summary["formation_rate"],
+               FATE_COLOURS["formed"]),
+              ("elimination rate lost/N earlier", summary["elimination_rate"],
+               FATE_COLOURS["lost"]),
               ("turnover (gained+lost)/(2·N earlier)", summary["turnover_ratio"], "#555555"),
               ("turnover (gained+lost)/(N earlier+N later)", summary["turnover_ratio_mean"],
                "#bbbbbb")]
@@ -280,7 +282,7 @@ def turnover_figure(summary: dict[str, Any]) -> Figure:
             if np.isfinite(vi):
                 ax.text(xi, vi, f"{vi:.2f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x, names, fontsize=9)
-    ax.set_ylabel("fraction of spines at the earlier session", fontsize=9)
+    ax.set_ylabel("fraction (each bar's formula in the legend)", fontsize=9)
     ax.legend(fontsize=8, frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2)
     style_axes(ax)
     fig.tight_layout()
