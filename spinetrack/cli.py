@@ -32,6 +32,9 @@ def _add_info(sub) -> None:
                     "before a run.")
     p.add_argument("sessions", nargs="+", metavar="SESSION", help="TIFF files, or one folder")
     _voxel_option(p)
+    _examples(p, "spinetrack info session0.tif session1.tif session2.tif",
+              "spinetrack info data/animal1/            # every TIFF in the folder",
+              "spinetrack info plain.tif --voxel-size 1 0.12 0.12")
     p.set_defaults(func=_cmd_info)
 
 
@@ -56,6 +59,10 @@ def _add_compare(sub) -> None:
                     "precision/recall between consecutive sessions, a fate confusion matrix "
                     "and restored-spine precision/recall. Prints a table and writes JSON. "
                     "Definitions: docs/compare.md.")
+    _examples(p, "spinetrack compare rr ../shared/data/rr30a-dev --near 3   # a person's "
+              "annotations",
+              "spinetrack compare results demo/truth                     # synthetic truth",
+              "spinetrack compare mine theirs                            # two results folders")
     p.add_argument("result", metavar="RESULT_DIR", help="results folder to score")
     p.add_argument("truth", metavar="TRUTH_DIR", help="folder with the truth")
     p.add_argument("--lateral-um", type=float, default=1.2, metavar="UM",
@@ -118,6 +125,9 @@ def _add_report(sub) -> None:
                     "present), then write report.html and figures/*.png. Use it after editing "
                     "the tables by hand. Parameters default to the folder's params.json; the "
                     "options below override them.")
+    _examples(p, "spinetrack report results",
+              "spinetrack report results --restore-radius 3     # fates re-classified",
+              "spinetrack report results --recompute-fates      # after editing spines.csv")
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="a spinetrack results folder")
     p.add_argument("--recompute-fates", action="store_true",
                    help="re-classify fates.csv from spines.csv first (after editing spines.csv)")
@@ -276,6 +286,12 @@ def _add_synth(sub) -> None:
                     "and noise. Score a result with 'spinetrack compare RESULT OUT/truth'. "
                     "Details: docs/synth.md.")
     p.add_argument("out", metavar="OUT", help="folder to write (created if missing)")
+    _examples(p, "spinetrack synth demo                      # 4 sessions, preset realistic",
+              "spinetrack synth demo --preset hard --sessions 5 --seed 2",
+              "spinetrack synth demo --days 0 1 7 14        # OUT first: --days takes every "
+              "number after it",
+              "spinetrack run demo/session*.tif --out demo_results && "
+              "spinetrack compare demo_results demo/truth")
     p.add_argument("--preset", choices=("easy", "realistic", "hard"), default="realistic",
                    help="image quality and motion (default realistic: dim uint8 like rr30a)")
     p.add_argument("--sessions", type=int, default=4, metavar="N",
@@ -339,6 +355,10 @@ def _add_detect(sub) -> None:
                     "filopodia are left out), DIR/<name>_filopodia.csv, DIR/<name>_lines.csv "
                     "(centre-line points) and DIR/<name>_graph.csv (one row per branch). "
                     "docs/detection.md explains the method and every parameter.")
+    _examples(p, "spinetrack detect day0.tif --out detections",
+              "spinetrack detect day4.tif --out detections",
+              "spinetrack track day0.tif day4.tif --detections detections --out results "
+              "--days 0 4")
     p.add_argument("session", metavar="SESSION", help="a TIFF stack (z, y, x) or plane (y, x)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--name", default=None, help="prefix of the output files (default: the "
@@ -391,6 +411,10 @@ def _add_track(sub) -> None:
                     "folder (spines.csv, fates.csv, branches.csv, summary.json, lines.csv, "
                     "registration.csv/.json, sessions.csv, params.json). docs/tracking.md "
                     "explains the method and every parameter.")
+    _examples(p, "spinetrack track day0.tif day4.tif --detections detections --out results "
+              "--days 0 4",
+              "spinetrack track day0.tif day4.tif --detections corrected/ --out results "
+              "--params earlier/params.json")
     p.add_argument("sessions", nargs="+", metavar="SESSION",
                    help="session TIFFs in chronological order (their images are registered)")
     p.add_argument("--detections", required=True, metavar="DIR",
@@ -554,6 +578,13 @@ def _fill(text: str) -> str:
 
     width = min(shutil.get_terminal_size((100, 24)).columns, 100) - 2
     return textwrap.fill(text, width)
+
+
+def _examples(p: argparse.ArgumentParser, *lines: str) -> None:
+    """Give a subcommand an examples epilog (its description is wrapped to the terminal)."""
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = _fill(p.description or "")
+    p.epilog = "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _voxel_option(p: argparse.ArgumentParser) -> None:
