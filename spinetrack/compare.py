@@ -323,6 +323,9 @@ def load_tables(folder: str | Path) -> SeriesTables:
         raise InputError(folder, "no such folder")
     if not folder.is_dir():
         raise InputError(folder, "is not a folder")
+    if (not (folder / "spines.csv").exists() and not (folder / "truth_spines.csv").exists()
+            and (folder / "truth" / "truth.json").exists()):
+        folder = folder / "truth"  # the folder 'spinetrack synth' wrote: its truth is in truth/
     if (folder / "truth_spines.csv").exists():
         fmt, names = "rr30a", ("truth_spines.csv", "truth_fates.csv", "truth_lines.csv",
                                "sessions.csv")

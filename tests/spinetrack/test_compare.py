@@ -615,3 +615,16 @@ def test_visible_only_ignores_hidden_truth_spines():
     scores = compare(result, truth, visible_only=True)
     assert scores["detection"]["total"]["recall"] == 1.0
     assert scores["settings"]["visible_only"] is True
+
+
+def test_a_synth_output_folder_is_read_through_its_truth(tmp_path):
+    from spinetrack.compare import load_truth
+
+    truth = tmp_path / "syn" / "truth"
+    truth.mkdir(parents=True)
+    (truth / "truth.json").write_text("{}")
+    pd.DataFrame({"spine_id": [0], "session": [0], "z_um": [1.0], "y_um": [2.0],
+                  "x_um": [3.0], "branch_id": [0], "arc_um": [1.0]}).to_csv(
+        truth / "spines.csv", index=False)
+    tables = load_truth(tmp_path / "syn")
+    assert len(tables.spines) == 1
