@@ -39,15 +39,30 @@ def _add_info(sub) -> None:
 
 
 def _cmd_info(args) -> int:
-    from .io import read_series
+    """One line per session; a bad file is reported and the others are still read."""
+    from pathlib import Path
 
-    series = read_series(args.sessions, voxel_size_um=args.voxel_size)
-    for i, s in enumerate(series):
-        vz, vy, vx = s.voxel_size_um
-        print(f"{i}\t{s.name}\t{s.path}\tshape (z, y, x) {s.shape}\t{s.image.dtype}\t"
-              f"voxel (z, y, x) {vz:g} × {vy:g} × {vx:g} µm\t"
-              f"range {s.image.min()}–{s.image.max()}")
-    return EXIT_OK
+    from .errors import InputError
+    from .io import read_series, session_paths
+
+    paths = []
+    for p in args.sessions:  # folders stand for their TIFF files
+        paths += session_paths(p) if Path(p).is_dir() else [Path(p)]
+    i, bad = 0, 0
+    for path in paths:
+        try:
+            series = read_series([path], voxel_size_um=args.voxel_size)
+        except InputError as exc:
+            print(f"spinetrack: error: {exc}", file=sys.stderr)
+            bad += 1
+            continue
+        for s in series:
+            vz, vy, vx = s.voxel_size_um
+            print(f"{i}\t{s.name}\t{s.path}\tshape (z, y, x) {s.shape}\t{s.image.dtype}\t"
+                  f"voxel (z, y, x) {vz:g} × {vy:g} × {vx:g} µm\t"
+                  f"range {s.image.min()}–{s.image.max()}")
+            i += 1
+    return EXIT_INPUT if bad else EXIT_OK
 
 
 def _add_compare(sub) -> None:
