@@ -43,7 +43,8 @@ def test_library_never_imports_napari_or_qt():
 
 
 def test_info_reports_every_file_and_fails_on_a_bad_one(tmp_path, capsys):
-    good = write_session(tmp_path / "good.tif", np.zeros((3, 8, 8), np.uint8), (1, 0.1, 0.1))
+    good = write_session(tmp_path / "good.tif", np.arange(192, dtype=np.uint8).reshape(3, 8, 8),
+                         (1, 0.1, 0.1))
     bad = tmp_path / "bad.tif"
     bad.write_text("not a tiff")
     assert main(["info", str(bad), str(good)]) == 2
