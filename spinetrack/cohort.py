@@ -116,6 +116,8 @@ def series_row(entry: dict[str, Any], summary: dict[str, Any],
     session of each transition (for two sessions: the contract's per-transition
     values).
     """
+    from .report import unchecked
+
     per = summary.get("spines_per_session") or [0]
     length = float(summary.get("total_length_um") or 0.0)
     fates = summary.get("fate_counts") or {}
@@ -142,8 +144,7 @@ def series_row(entry: dict[str, Any], summary: dict[str, Any],
         "restoration_p": rr.get("p_value"),
         "n_warnings": len(summary.get("warnings") or []),
         # the detector's calls, not corrected by a person (the report then says so)
-        "unchecked_calls": bool(summary.get("calls") == "automatic"
-                                and not (summary.get("edits") or {}).get("applied")),
+        "unchecked_calls": unchecked(summary),
     })
     for label, g, e, n_k in zip(summary.get("transitions") or [], summary.get("n_gained") or [],
                                 summary.get("n_eliminated") or [], per):
@@ -623,8 +624,9 @@ def render_cohort_html(summary: pd.DataFrame, images: dict[str, tuple[bytes, str
                      f"spines restored vs {_fmt(c['restoration_chance'], 'pct')} by chance "
                      f"(p = {_fmt(c['restoration_p'], 'p')})")
         lines.append(html.escape(text) + ".")
-    if "unchecked_calls" in series and series["unchecked_calls"].fillna(False).astype(bool).any():
-        n_auto = int(series["unchecked_calls"].fillna(False).astype(bool).sum())
+    n_auto = (int(series["unchecked_calls"].fillna(False).astype(bool).sum())
+              if "unchecked_calls" in series else 0)
+    if n_auto:
         lines.append(html.escape(f"{n_auto} of {len(series)} series: {UNCHECKED}"))
     parts.append("<div class='findings'><b>Findings</b><ul>"
                  + "".join(f"<li>{x}</li>" for x in lines) + "</ul></div>")

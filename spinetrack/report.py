@@ -110,10 +110,15 @@ def findings(summary: dict[str, Any], branches: pd.DataFrame) -> list[str]:
     if n > 1:
         tr = ", ".join(f"{v:.2f}" if v is not None else "n/a" for v in summary["turnover_ratio"])
         out.append(f"Turnover ratio per interval (gained + lost) / (2 × earlier count): {tr}.")
-    if n > 1 and summary.get("calls") == "automatic" and not (
-            summary.get("edits") or {}).get("applied"):
+    if n > 1 and unchecked(summary):
         out.append(UNCHECKED)
     return out
+
+
+def unchecked(summary: dict[str, Any]) -> bool:
+    """The run's calls are the detector's, and no person's corrections were applied."""
+    return bool(summary.get("calls") == "automatic"
+                and not (summary.get("edits") or {}).get("applied"))
 
 
 #: Said after the findings of automatic calls that nobody has corrected yet.

@@ -779,20 +779,20 @@ def branch_statistics(
     arc_range = {int(b): (float(s), float(e)) for b, s, e in
                  zip(branch_ids, bt["arc_start_um"], bt["arc_end_um"])}
     seen = _observed_in_every_session(f, bt, n_sessions)
-    all_per_session = np.array([[c == "1" for c in p] for p in f["present"].astype(str)],
-                               dtype=bool).reshape(len(f), n_sessions).sum(axis=0)
+    grid = np.array([[c == "1" for c in p] for p in f["present"].astype(str)],
+                    dtype=bool).reshape(len(f), n_sessions)  # presence, one row per spine
+    all_per_session = grid.sum(axis=0)
     if branch_table is not None and not seen.all():
         n_all = len(f)
         f = f[seen].reset_index(drop=True)
+        grid = grid[seen]
         warnings.append(f"{n_all - len(f)} of {n_all} spines lie where their dendrite was not "
                         "traced in every session (beyond the stretch all sessions trace, or on "
                         "a branch some session does not trace), so their appearance or "
                         "disappearance cannot be told from the tracing's; they are left out "
                         "of the statistics (fates.csv lists them)")
 
-    # ---- presence grid, per branch
-    grid = np.array([[c == "1" for c in p] for p in f["present"].astype(str)],
-                    dtype=bool).reshape(len(f), n_sessions)
+    # ---- per branch
     row_branch = np.searchsorted(branch_ids, f["branch_id"].to_numpy())
     B = len(branch_ids)
 
