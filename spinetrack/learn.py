@@ -194,12 +194,13 @@ def _neighbour_ratios(feats: pd.DataFrame) -> dict[str, np.ndarray]:
 
     scale = np.array([1.0 / AXIAL_UM, 1.0 / LATERAL_UM, 1.0 / LATERAL_UM])
     pos = feats[["z_um", "y_um", "x_um"]].to_numpy(float) * scale
+    pairs = cKDTree(pos).query_pairs(1.0, output_type="ndarray")
+    i, j = np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]]
     out = {}
     for name, col in (("score_ratio", "score"), ("resid_ratio", "resid")):
         v = feats[col].to_numpy(float)
         best = v.copy()
-        for i, near in enumerate(cKDTree(pos).query_ball_point(pos, 1.0)):
-            best[i] = v[near].max()
+        np.maximum.at(best, i, v[j])  # the best of each candidate and its neighbours
         out[name] = v / np.maximum(best, 1e-9)
     return out
 
@@ -805,44 +806,6 @@ def _read_table(path: Path) -> pd.DataFrame:
                          ) from None
 
 
-def training_table(candidates: list[pd.DataFrame], spines: pd.DataFrame,
-                   lines: pd.DataFrame | None, sessions: list[int], near_um: float = 3.0
-                   ) -> pd.DataFrame:
-    """Features, label and group of the labelled candidates of several sessions.
-
-    Parameters
-    ----------
-    candidates : list of DataFrame
-        :func:`session_candidates` of each session.
-    spines, lines : DataFrame
-        The person's tables (``session`` column); ``lines`` may be None.
-    sessions : list of int
-        The annotation's session number of each entry of ``candidates``.
-    near_um : float
-        See :func:`label_candidates`.
-
-    Returns
-    -------
-    DataFrame
-        :data:`FEATURES` plus ``label`` (0/1), ``group`` (``"session:branch"``)
-        and ``session``.
-    """
-    parts = []
-    for feats, s in zip(candidates, sessions):
-        if not len(feats):
-            continue
-        sp = spines[spines["session"] == s]
-        ln = None if lines is None else lines[lines["session"] == s]
-        labels = label_candidates(feats, sp, ln, near_um=near_um)
-        use = labels >= 0
-        X = candidate_features(feats)[use]
-        parts.append(X.assign(label=labels[use], session=s,
-                              group=[f"{s}:{b}" for b in feats["branch_id"].to_numpy()[use]]))
-    if not parts:
-        return pd.DataFrame(columns=[*FEATURES, "label", "session", "group"])
-    return pd.concat(parts, ignore_index=True)
-
-
 def learn_detector(sessions, spines: pd.DataFrame, lines: pd.DataFrame | None = None,
                    annotation_sessions: list[int] | None = None, params=None,
                    kind: str = "boosting", near_um: float = 3.0, provenance=None,
@@ -922,7 +885,6 @@ def learn_from_candidates(cands: list[pd.DataFrame], spines: pd.DataFrame,
     """
     if combine not in COMBINE:
         raise InputError(None, f"unknown combine {combine!r}; choose one of {COMBINE}")
-    table = training_table(cands, spines, lines, annotation_sessions, near_um)
     X_all = [candidate_features(f) if len(f) else pd.DataFrame(columns=list(FEATURES))
              for f in cands]
     labels = [np.full(len(f), -1) if not len(f) else
@@ -930,9 +892,8 @@ def learn_from_candidates(cands: list[pd.DataFrame], spines: pd.DataFrame,
               for f, s in zip(cands, annotation_sessions)]
     groups = [np.array([f"{s}:{b}" for b in f["branch_id"].to_numpy()]) if len(f)
               else np.zeros(0, str) for f, s in zip(cands, annotation_sessions)]
-    prob = _oof_probability(np.vstack([x.to_numpy(float) for x in X_all]),
-                            np.concatenate(labels), np.concatenate(groups), kind, n_folds,
-                            progress)
+    values, y = np.vstack([x.to_numpy(float) for x in X_all]), np.concatenate(labels)
+    prob = _oof_probability(values, y, np.concatenate(groups), kind, n_folds, progress)
     threshold, oof_f1 = 0.5, None
     if np.isfinite(prob).any():
         threshold, oof_f1 = _detection_threshold(cands, np.split(prob, np.cumsum(
@@ -948,7 +909,8 @@ def learn_from_candidates(cands: list[pd.DataFrame], spines: pd.DataFrame,
         "out_of_fold_f1": oof_f1,
         **(provenance or {}),
     }
-    model = fit_model(table[list(FEATURES)], table["label"].to_numpy(), kind=kind,
+    use = y >= 0  # labelled candidates
+    model = fit_model(pd.DataFrame(values[use], columns=list(FEATURES)), y[use], kind=kind,
                       threshold=threshold, provenance=prov)
     model.combine = combine
     return model
@@ -1006,14 +968,3 @@ def _detection_threshold(cands, probs, labels, spines, lines, sessions, near_um,
         if f1 > best_f1 + 1e-12:
             best, best_f1 = float(t), f1
     return best, best_f1
-    prov = {
-        "trained_on": [getattr(s, "name", str(k)) for k, s in enumerate(sessions)],
-        "annotation_sessions": annotation_sessions,
-        "n_person_spines": int(spines["session"].isin(annotation_sessions).sum()),
-        "negatives_from": "within %g µm of the person's lines" % near_um if lines is not None
-        and len(lines) else "traced branches holding a person's spine",
-        "trace": params.trace.to_dict(), "detect": params.detect.to_dict(),
-        **(provenance or {}),
-    }
-    return fit_model(table[list(FEATURES)], table["label"].to_numpy(), kind=kind,
-                     groups=table["group"].to_numpy(), provenance=prov, progress=progress)
