@@ -177,19 +177,17 @@ def _add_run(sub) -> None:
 
     p = sub.add_parser(
         "run", help="run the whole pipeline on one series and write a results folder",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_fill("Trace dendrites and detect spines in every session, register the sessions "
+        description=("Trace dendrites and detect spines in every session, register the sessions "
                     "to the first, link spines across sessions, classify fates (stable, lost, "
                     "formed, transient, restored), test loss clustering and restoration, and "
                     "write DIR: spines.csv, fates.csv, branches.csv, summary.json, lines.csv, "
                     "sessions.csv, registration.csv/.json, params.json (reproduces the run), "
                     "report.html and figures/*.png (docs/outputs.md describes every column). "
                     "Nothing in DIR is touched until everything is computed; a person's "
-                    "edits.json in DIR is re-applied on top of the new results."),
-        epilog="examples:\n"
-               "  spinetrack run day0.tif day4.tif day7.tif --out results --days 0 4 7\n"
-               "  spinetrack run stacks/ --out results --voxel-size 1 0.12 0.12\n"
-               "  spinetrack run series4d.tif --out results --params old/params.json")
+                    "edits.json in DIR is re-applied on top of the new results."))
+    _examples(p, "spinetrack run day0.tif day4.tif day7.tif --out results --days 0 4 7",
+              "spinetrack run stacks/ --out results --voxel-size 1 0.12 0.12",
+              "spinetrack run series4d.tif --out results --params old/params.json")
     p.add_argument("sessions", nargs="+", metavar="SESSION",
                    help="session TIFFs in chronological order, one folder of them, or one 4-D "
                         "(t, z, y, x) TIFF")
@@ -242,19 +240,17 @@ def _add_batch(sub) -> None:
 
     p = sub.add_parser(
         "batch", help="run many series (animals) from a manifest, locally or on a dask cluster",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_fill("Run the whole pipeline ('spinetrack run') on every series of a "
+        description=("Run the whole pipeline ('spinetrack run') on every series of a "
                           "manifest (CSV: one row per session; YAML: one entry per series; "
                           "docs/batch.md), each into DIR/<animal>[_<series>]/, then combine "
                           "them: cohort_branches.csv, cohort_summary.csv/.json (per series and "
                           "pooled per condition) and cohort_report.html. A failing series is "
                           "recorded in DIR/batch_status.csv and does not stop the others; "
                           "series already complete with the same inputs and parameters are "
-                          "skipped. Exit status 1 if any series failed."),
-        epilog="examples:\n"
-               "  spinetrack batch fixtures/cohort.csv --out cohort --workers 2\n"
-               "  spinetrack batch cohort.yaml --out cohort --scheduler tcp://10.0.0.5:8786\n"
-               "  spinetrack batch cohort.csv --out cohort --serial --restore-radius 2.5")
+                          "skipped. Exit status 1 if any series failed."))
+    _examples(p, "spinetrack batch fixtures/cohort.csv --out cohort --workers 2",
+              "spinetrack batch cohort.yaml --out cohort --scheduler tcp://10.0.0.5:8786",
+              "spinetrack batch cohort.csv --out cohort --serial --restore-radius 2.5")
     p.add_argument("manifest", metavar="MANIFEST", help="manifest .csv or .yaml (relative paths "
                    "inside it are relative to its folder)")
     p.add_argument("--out", required=True, metavar="DIR", help="batch output folder (created)")
@@ -488,23 +484,21 @@ def _cmd_track(args) -> int:
 
 
 def _add_learn(sub) -> None:
-    from .learn import MODEL_KINDS
+    from .learn import COMBINE, MODEL_KINDS
     from .params import add_arguments
 
     p = sub.add_parser(
         "learn", help="learn the detector's selection from a person's corrected spines",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_fill("Label the detector's candidate heads in the given sessions from a "
+        description=("Label the detector's candidate heads in the given sessions from a "
                           "person's spines (a candidate matching a person's spine is a spine; "
                           "one near the person's centre lines matching none is not), fit a "
                           "small classifier and write it as JSON. Apply it with 'spinetrack "
                           "run/detect --detector-model MODEL.json' on sessions of the same kind "
-                          "of data. docs/learn.md gives the measured gains and the caveats."),
-        epilog="examples:\n"
-               "  spinetrack learn day0.tif --spines corrected_run/ --out model.json\n"
-               "  spinetrack learn session0.tif --spines truth_spines.csv --lines "
-               "truth_lines.csv --out model.json\n"
-               "  spinetrack run day0.tif day4.tif --out results --detector-model model.json")
+                          "of data. docs/learn.md gives the measured gains and the caveats."))
+    _examples(p, "spinetrack learn day0.tif --spines corrected_run/ --out model.json",
+              "spinetrack learn session0.tif --spines truth_spines.csv --lines truth_lines.csv "
+              "--out model.json",
+              "spinetrack run day0.tif day4.tif --out results --detector-model model.json")
     p.add_argument("sessions", nargs="+", metavar="SESSION",
                    help="the corrected sessions' TIFFs; the k-th is session k of the spines "
                         "table unless --sessions says otherwise")
@@ -522,7 +516,7 @@ def _add_learn(sub) -> None:
     p.add_argument("--kind", choices=MODEL_KINDS, default="boosting",
                    help="classifier: gradient-boosted trees or logistic regression "
                         "(default boosting)")
-    p.add_argument("--combine", choices=("veto", "replace", "add"), default="veto",
+    p.add_argument("--combine", choices=COMBINE, default="veto",
                    help="veto: keep what the hand-set tests and the model both accept "
                         "(default; never adds a spine); replace: the model alone; add: "
                         "either")

@@ -78,7 +78,7 @@ __all__ = [
 MODEL_FORMAT = "spinetrack-detector-model"
 MODEL_VERSION = 1
 MODEL_KINDS = ("boosting", "logistic")
-COMBINE = ("replace", "veto", "add")
+COMBINE = ("veto", "replace", "add")
 
 
 def _combine(model: np.ndarray, hand: np.ndarray | None, how: str) -> np.ndarray:
