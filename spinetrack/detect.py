@@ -738,37 +738,43 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
         "score": resid * np.minimum(neck_min / np.maximum(value, 1e-6), 1.0),
         "kind": np.where(filo, "filopodium", "spine"),
     })
-    filled = _gap_fillers(out, keep, fill, voxel, frame.shape)
-    if features:  # every candidate with its measurements, for calibration
-        return out.assign(keep=keep | filled, fill=fill, filled=filled, neck_min=neck_min, neck_mean=neck_mean,
-                          resid=resid, dist_um=dist, radius_um=radius,
-                          offset_um=cands["offset_um"].to_numpy(),
-                          surface_um=cands["surface_um"].to_numpy(),
-                          slope=cands["slope"].to_numpy(),
-                          noise=cands["noise"].to_numpy(),
-                          xwidth_um=cands["xwidth_um"].to_numpy(),
-                          zwidth_um=cands["zwidth_um"].to_numpy(),
-                          shaft_zwidth_um=cands["shaft_zwidth_um"].to_numpy(),
-                          bulge_um=_column(cands, "bulge_um", 0.0),
-                          **_haze_features(cands),
-                          **{f"margin_{k}": v.to_numpy() for k, v in margins.items()})
-    if getattr(params, "detector_model", "") and not features:  # spinetrack.learn
-        from .learn import learned_keep
+    kept = _drop_on_filopodia(_dedupe(out[keep].reset_index(drop=True), voxel))
+    filled = _gap_fillers(out, keep, fill, voxel, frame.shape, kept=kept)
+    model = getattr(params, "detector_model", "")
+    if not (features or model):
+        return finish_detections(out, keep, filled, voxel, kept=kept)
+    # every candidate with its measurements: for calibration, or for a learned model
+    table = out.assign(keep=keep | filled, fill=fill, filled=filled, neck_min=neck_min,
+                       neck_mean=neck_mean, resid=resid, dist_um=dist, radius_um=radius,
+                       offset_um=cands["offset_um"].to_numpy(),
+                       surface_um=cands["surface_um"].to_numpy(),
+                       slope=cands["slope"].to_numpy(),
+                       noise=cands["noise"].to_numpy(),
+                       xwidth_um=cands["xwidth_um"].to_numpy(),
+                       zwidth_um=cands["zwidth_um"].to_numpy(),
+                       shaft_zwidth_um=cands["shaft_zwidth_um"].to_numpy(),
+                       bulge_um=_column(cands, "bulge_um", 0.0),
+                       **_haze_features(cands),
+                       **{f"margin_{k}": v.to_numpy() for k, v in margins.items()})
+    if features:
+        return table
+    from .learn import learned_keep  # a learned model decides, gap fillers included
 
-        keep = learned_keep(params.detector_model, _select(cands, frame, params, features=True))
-        filled = np.zeros(len(out), bool)  # the model's verdict covers the gap fillers
-    return finish_detections(out, keep, filled, voxel)
+    return finish_detections(out, learned_keep(model, table), np.zeros(len(out), bool), voxel)
 
 
-def finish_detections(calls: pd.DataFrame, keep, filled, voxel) -> pd.DataFrame:
+def finish_detections(calls: pd.DataFrame, keep, filled, voxel,
+                      kept: pd.DataFrame | None = None) -> pd.DataFrame:
     """The detections from the selected candidates, as every selection path ends.
 
-    The kept calls are de-duplicated and those on filopodium stalks dropped;
-    gap fillers (:func:`_gap_fillers`) are de-duplicated among themselves and
-    added; rows are sorted by branch and arc.
+    The kept calls are de-duplicated and those on filopodium stalks dropped
+    (``kept``, when the caller already has that table); gap fillers
+    (:func:`_gap_fillers`) are de-duplicated among themselves and added; rows
+    are sorted by branch and arc.
     """
     keep, filled = np.asarray(keep, bool), np.asarray(filled, bool)
-    kept = _drop_on_filopodia(_dedupe(calls[keep].reset_index(drop=True), voxel))
+    if kept is None:
+        kept = _drop_on_filopodia(_dedupe(calls[keep].reset_index(drop=True), voxel))
     out = pd.concat([kept, _dedupe(calls[filled].reset_index(drop=True), voxel)],
                     ignore_index=True)
     return out.sort_values(["branch_id", "arc_um"], kind="stable").reset_index(drop=True)
@@ -873,7 +879,7 @@ def _may_fill(margins: pd.DataFrame, cands: pd.DataFrame) -> np.ndarray:
 
 
 def _gap_fillers(calls: pd.DataFrame, keep: np.ndarray, fill: np.ndarray, voxel,
-                 shape=None) -> np.ndarray:
+                 shape=None, kept: pd.DataFrame | None = None) -> np.ndarray:
     """Which of the ``fill`` candidates lie in a gap between the calls the tests keep.
 
     A maximum on the shaft's flank next to a kept call is that head's blur or
@@ -893,7 +899,8 @@ def _gap_fillers(calls: pd.DataFrame, keep: np.ndarray, fill: np.ndarray, voxel,
     out = np.asarray(fill, bool) & (calls["kind"] == "spine").to_numpy()
     if not out.any():
         return out
-    kept = _drop_on_filopodia(_dedupe(calls[keep].reset_index(drop=True), voxel))
+    if kept is None:  # the calls the tests keep, de-duplicated
+        kept = _drop_on_filopodia(_dedupe(calls[keep].reset_index(drop=True), voxel))
     idx = np.flatnonzero(out)
     if len(kept):
         d, _ = cKDTree(kept[["y_um", "x_um"]].to_numpy()).query(
