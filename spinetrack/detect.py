@@ -91,7 +91,7 @@ def detect_spines(image: np.ndarray, voxel_size_um, tracing: Tracing, params=Non
         ``docs/architecture.md``); ``kind`` is ``"spine"`` or ``"filopodium"``.
         Sorted by ``branch_id``, ``arc_um``.
     """
-    cands, frame = _candidates(image, voxel_size_um, tracing, params, progress)
+    cands, frame = _candidates(image, voxel_size_um, tracing, params, progress, describe=False)
     if cands is None or not len(cands):
         return empty_detections()
     return _select(cands, frame, params or _default_params())
@@ -138,7 +138,13 @@ class _Frame:
         return j, d
 
 
-def _candidates(image, voxel_size_um, tracing, params, progress):
+def _candidates(image, voxel_size_um, tracing, params, progress, describe: bool = True):
+    """Candidate heads along every traced branch, and the frame of the branches.
+
+    ``describe=False`` leaves out the measurements no selection test uses (the
+    haze beyond each head, :func:`_haze`): detection does not need them, the
+    candidate table for calibration and learning does.
+    """
     params = params or _default_params()
     stack = _as_stack(image)
     voxel = np.asarray([float(v) for v in voxel_size_um])
@@ -182,7 +188,7 @@ def _candidates(image, voxel_size_um, tracing, params, progress):
     for k, (pts, vol) in enumerate(volumes):
         vol = (vol - np.float32(bg)) / np.float32(shaft)
         rows.append(_branch_peaks(vol, pts, offsets, dz, step, voxel, params,
-                                  inner=(n_ext, len(pts) - n_ext)))
+                                  inner=(n_ext, len(pts) - n_ext), describe=describe))
         report(progress, "detect", len(groups) + k + 1, len(groups) + len(volumes))
     cands = pd.concat(rows, ignore_index=True) if rows else None
     return cands, frame
@@ -350,7 +356,8 @@ def _odd(x: float) -> int:
     return max(1, int(round(x)) | 1)
 
 
-def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None) -> pd.DataFrame:
+def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None,
+                  describe: bool = True) -> pd.DataFrame:
     """Residual maxima of one straightened branch with their measurements.
 
     ``inner = (lo, hi)``: only peaks at arc indices ``lo <= i < hi`` are taken (the
@@ -463,7 +470,7 @@ def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None) -> pd.
     # background, haze beside a dendrite does not
     beyond_o = np.clip(io + np.sign(io - centre) * _odd(0.6 / step), 0, n_off - 1)
     outer = vol[ia, iz, beyond_o] / np.maximum(vol[ia, iz, io], 1e-6)
-    haze = _haze(vol, ia, iz, io, centre, step)
+    haze = _haze(vol, ia, iz, io, centre, step) if describe else {}
     bulge = _outline_bulge(vol, ia, iz, io, centre, step)
     a_int = np.clip(np.round(pos[:, 0]).astype(int), 0, n_arc - 1)
     frac = pos[:, 0] - np.floor(pos[:, 0])
