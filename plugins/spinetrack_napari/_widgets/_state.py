@@ -70,10 +70,7 @@ class SpinetrackState:
         self.project: Project | None = None
         self.series = None  # the sessions of the last run (originals, unregistered)
         self._refreshing = False
-        self._watched = None
-        self._removing: list[tuple[int, int]] = []
-        self._moved: set[int] = set()
-        self._timer = None
+        self._tools: PointTools | None = None  # napari's tools on the spines layer
         self._stats_job = None
         self.selected_branch: int | None = None
         #: The side-by-side comparison of two sessions (set by the correction widget).
@@ -209,46 +206,11 @@ class SpinetrackState:
     def watch_points(self) -> None:
         """Turn napari's own point tools (add, delete, drag) on the spines layer into edits."""
         layer = self.layer("spines")
-        if layer is None or layer is self._watched:
+        if layer is None or (self._tools is not None and layer is self._tools.layer):
             return
-        if self._watched is not None:
-            self._watched.events.data.disconnect(self._on_points_data)
-        layer.events.data.connect(self._on_points_data)
-        self._watched = layer
-
-    def _on_points_data(self, event) -> None:
-        if self._refreshing or self.project is None:
-            return
-        layer = self._watched
-        action = str(event.action)
-        feats = layer.features
-        if action == "removing":
-            self._removing = [(int(feats["spine_id"].iloc[i]), int(feats["session"].iloc[i]))
-                              for i in event.data_indices if 0 <= i < len(feats)]
-        elif action == "removed":
-            gone, self._removing = self._removing, []
-            self._native(lambda: [Edit.delete(self.project.spines, sid, s) for sid, s in gone])
-        elif action == "added":
-            n = len(layer.data)
-            new = [layer.data[i % n] for i in event.data_indices]
-            self._native(lambda: [Edit.add(int(round(p[0])), p[1:]) for p in new])
-        elif action == "changed":
-            self._moved.update(int(i) for i in event.data_indices)
-            self._settle_later()
-
-    def _settle_later(self) -> None:
-        self._timer = restart_single_shot(self._timer, self._apply_moves, self.DRAG_SETTLE_MS)
-
-    def _apply_moves(self) -> None:
-        layer, moved, self._moved = self._watched, sorted(self._moved), set()
-        if layer is None or self.project is None:
-            return
-        spines = self.project.results.spines.reset_index(drop=True)
-        keep = [i for i in moved if i < len(spines) and i < len(layer.data)]
-        targets = [(int(spines["spine_id"].iloc[i]), int(spines["session"].iloc[i]),
-                    np.array(layer.data[i][1:])) for i in keep]
-        self._native(lambda: [Edit.move(self.project.spines, sid, s, to)
-                              for sid, s, to in targets])
+        if self._tools is not None:
+            self._tools.disconnect()
+        self._tools = PointTools(self, layer, lambda: not self._refreshing)
 
     def _native(self, make) -> None:
         """Apply edits made with napari's tools; on a refusal put the layer back and say why."""
@@ -390,3 +352,65 @@ def restart_single_shot(timer, slot, ms: int):
         timer.timeout.connect(slot)
     timer.start(ms)
     return timer
+
+
+class PointTools:
+    """napari's own point tools (add, delete, drag) on one points layer, as edits.
+
+    The layer's ``features`` name each point's ``spine_id`` and ``session``.
+    ``session`` gives the session of the layer's points when they are (z, y, x)
+    (a comparison panel); None when they are (session, z, y, x) (the spines
+    layer). ``listening()`` says whether data events are edits now (not while
+    the layer is being filled). Edits go through ``state._native``, which puts
+    the layer back and says why when one is refused.
+    """
+
+    def __init__(self, state: SpinetrackState, layer, listening, session=None):
+        self.state, self.layer = state, layer
+        self._listening, self._session = listening, session
+        self._removing: list[tuple[int, int]] = []
+        self._moved: set[int] = set()
+        self._timer = None
+        layer.events.data.connect(self._on_data)
+
+    def disconnect(self) -> None:
+        self.layer.events.data.disconnect(self._on_data)
+
+    def _split(self, point) -> tuple[int, np.ndarray]:
+        """(session, (z, y, x)) of a point of the layer."""
+        p = np.asarray(point, float)
+        if self._session is None:
+            return int(round(p[0])), p[1:]
+        return int(self._session()), p
+
+    def _on_data(self, event) -> None:
+        project = self.state.project
+        if project is None or not self._listening():
+            return
+        layer, action = self.layer, str(event.action)
+        feats = layer.features
+        if action == "removing":
+            self._removing = [(int(feats["spine_id"].iloc[i]), int(feats["session"].iloc[i]))
+                              for i in event.data_indices if 0 <= i < len(feats)]
+        elif action == "removed":
+            gone, self._removing = self._removing, []
+            self.state._native(lambda: [Edit.delete(project.spines, sid, s) for sid, s in gone])
+        elif action == "added":
+            n = len(layer.data)
+            new = [self._split(layer.data[i % n]) for i in event.data_indices]
+            self.state._native(lambda: [Edit.add(s, p) for s, p in new])
+        elif action == "changed":
+            self._moved.update(int(i) for i in event.data_indices)
+            self._timer = restart_single_shot(self._timer, self._apply_moves,
+                                              self.state.DRAG_SETTLE_MS)
+
+    def _apply_moves(self) -> None:
+        moved, self._moved = sorted(self._moved), set()
+        project = self.state.project
+        if project is None or not self._listening():
+            return
+        feats, data = self.layer.features, self.layer.data
+        targets = [(int(feats["spine_id"].iloc[i]), int(feats["session"].iloc[i]),
+                    self._split(data[i])[1]) for i in moved if i < len(feats) and i < len(data)]
+        self.state._native(lambda: [Edit.move(project.spines, sid, s, to)
+                                    for sid, s, to in targets])

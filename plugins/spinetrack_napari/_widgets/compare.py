@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spinetrack.edits import Edit
 
 from .._convert import META_KEY, ring_points, session_points, spines_layer
-from ._state import restart_single_shot
+from ._state import PointTools
 
 __all__ = ["SessionComparison", "ROLE", "panel_labels", "plane_um", "planes_of", "Prefetch"]
 
@@ -84,9 +83,7 @@ class SessionComparison:
         self._shown: dict[str, tuple] = {}  # side: (results, session) the panel shows
         self.project = None
         self._filling = False
-        self._removing: list[tuple[int, int]] = []
-        self._moved: dict[str, set[int]] = {}
-        self._timer = None
+        self._tools: list[PointTools] = []  # napari's tools on the two panels' spines
 
     @property
     def active(self) -> bool:
@@ -122,6 +119,9 @@ class SessionComparison:
         """Remove the comparison and put the viewer back as it was."""
         viewer = self.state.viewer
         layers, self.layers = self.layers, {}
+        tools, self._tools = self._tools, []
+        for t in tools:
+            t.disconnect()
         if viewer is None or not layers:
             self.call = None
             return
@@ -238,8 +238,10 @@ class SessionComparison:
             data, kwargs, _ = session_points(self.state.project.results, 0, f"{side}: spines",
                                              self.state.project.folder)
             group["spines"] = Points(data, ndim=3, **kwargs)
-            group["spines"].events.data.connect(
-                lambda event, side=side: self._on_panel_data(side, event))
+            self._tools.append(PointTools(
+                self.state, group["spines"],
+                lambda side=side: self.active and not self._filling and side in self._shown,
+                session=lambda side=side: self._shown[side][1]))
             data, kwargs, _ = ring_points((0.0, 0.0), "", f"{side}: call")
             group["ring"] = Points(data, **kwargs)
             for layer in group.values():
@@ -261,46 +263,6 @@ class SessionComparison:
         """A layer added while comparing is hidden (else it would take a viewbox)."""
         if self.active:
             self._hide_others()
-
-    # ------------------------------------------------------------------ napari's own tools
-    def _on_panel_data(self, side: str, event) -> None:
-        """napari's point tools in a panel make edits in that panel's session, as on the
-        spines layer (add mode, delete, dragging a selected point)."""
-        if self._filling or self.state.project is None or side not in self._shown:
-            return
-        layer, session = self.layers[side]["spines"], self._shown[side][1]
-        feats, action = layer.features, str(event.action)
-        project = self.state.project
-        if action == "removing":
-            self._removing = [(int(feats["spine_id"].iloc[i]), int(feats["session"].iloc[i]))
-                              for i in event.data_indices if 0 <= i < len(feats)]
-        elif action == "removed":
-            gone, self._removing = self._removing, []
-            self.state._native(lambda: [Edit.delete(project.spines, sid, s) for sid, s in gone])
-        elif action == "added":
-            new = [np.array(layer.data[i % len(layer.data)]) for i in event.data_indices]
-            self.state._native(lambda: [Edit.add(session, p) for p in new])
-        elif action == "changed":
-            self._moved.setdefault(side, set()).update(int(i) for i in event.data_indices)
-            self._settle_later()
-
-    def _settle_later(self) -> None:
-        self._timer = restart_single_shot(self._timer, self._apply_moves,
-                                          self.state.DRAG_SETTLE_MS)
-
-    def _apply_moves(self) -> None:
-        moved, self._moved = self._moved, {}
-        project = self.state.project
-        if project is None or not self.active:
-            return
-        targets = []
-        for side, rows in moved.items():
-            layer = self.layers[side]["spines"]
-            feats = layer.features
-            targets += [(int(feats["spine_id"].iloc[i]), int(feats["session"].iloc[i]),
-                         np.array(layer.data[i])) for i in sorted(rows) if i < len(feats)]
-        self.state._native(lambda: [Edit.move(project.spines, sid, s, to)
-                                    for sid, s, to in targets])
 
     def _hide_others(self) -> None:
         viewer = self.state.viewer
