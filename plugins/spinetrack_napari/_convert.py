@@ -143,6 +143,26 @@ def spines_layer(results: Results, folder: str | Path | None = None) -> LayerDat
     return data, kwargs, "points"
 
 
+def update_points(layer, data: np.ndarray, kwargs: dict[str, Any], text: bool = False) -> None:
+    """Replace a points layer's points and styling in place.
+
+    ``data, kwargs`` as :func:`spines_layer` or :func:`session_points` build
+    them; ``text``: also show or hide the labels as ``kwargs`` says. The data
+    events this fires are not edits: the caller guards them.
+    """
+    layer.selected_data = set()
+    layer.data = data
+    layer.features = kwargs["features"]
+    if len(data):
+        layer.face_color = kwargs["face_color"]
+        layer.border_color = kwargs["border_color"]
+        layer.symbol = kwargs["symbol"]
+    layer.metadata = kwargs["metadata"]
+    if text:
+        layer.text.visible = kwargs["text"]["visible"]
+    layer.refresh()
+
+
 def session_points(results: Results, session: int, name: str,
                    folder: str | Path | None = None,
                    every_session: LayerData | None = None) -> LayerData:

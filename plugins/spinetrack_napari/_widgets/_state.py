@@ -20,8 +20,8 @@ from spinetrack.errors import Cancelled, SpinetrackError
 from spinetrack.project import Project
 
 from ._jobs import start_job, synchronous
-from .._convert import (META_KEY, branches_layer, fate_colors, results_layers, spine_features,
-                        spines_layer, tracks_layer, SOURCE_SYMBOLS, FACE_ALPHA)
+from .._convert import (META_KEY, branches_layer, results_layers, spines_layer, tracks_layer,
+                        update_points)
 
 __all__ = ["SpinetrackState", "state_for"]
 
@@ -164,17 +164,7 @@ class SpinetrackState:
             data, kwargs, _ = spines_layer(results, folder)
             viewer.add_points(data, **kwargs)
         else:
-            data, kwargs, _ = spines_layer(results, folder)
-            feats = spine_features(results)
-            points.selected_data = set()
-            points.data = data
-            points.features = feats
-            points.face_color = fate_colors(feats["fate"], FACE_ALPHA)
-            points.border_color = fate_colors(feats["fate"])
-            if len(feats):
-                points.symbol = [SOURCE_SYMBOLS.get(s, "disc") for s in feats["source"]]
-            points.metadata = kwargs["metadata"]
-            points.refresh()
+            update_points(points, *spines_layer(results, folder)[:2])
         tracks = self.layer("identities")
         built = tracks_layer(results, folder)
         if built is None:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 
-from .._convert import META_KEY, ring_points, session_points, spines_layer
+from .._convert import META_KEY, ring_points, session_points, spines_layer, update_points
 from ._state import PointTools
 
 __all__ = ["SessionComparison", "ROLE", "panel_labels", "plane_um", "planes_of", "Prefetch"]
@@ -312,7 +312,7 @@ class SessionComparison:
                                                  self.state.project.folder, every)
                 self._filling = True
                 try:
-                    _set_points(group["spines"], data, kwargs)
+                    update_points(group["spines"], data, kwargs, text=True)
                 finally:
                     self._filling = False
                 self._shown[side] = (results, k)
@@ -393,18 +393,3 @@ class Prefetch:
 def _read_planes(data, planes) -> None:
     for k, z in planes:
         np.asarray(data[k, z])
-
-
-def _set_points(layer, data: np.ndarray, kwargs: dict[str, Any]) -> None:
-    """Replace a points layer's points and their styling in place (call inside
-    ``_filling``: the data events are not edits)."""
-    layer.selected_data = set()
-    layer.data = data
-    layer.features = kwargs["features"]
-    if len(data):
-        layer.face_color = kwargs["face_color"]
-        layer.border_color = kwargs["border_color"]
-        layer.symbol = kwargs["symbol"]
-    layer.metadata = kwargs["metadata"]
-    layer.text.visible = kwargs["text"]["visible"]
-    layer.refresh()
