@@ -270,6 +270,16 @@ def _voxel_from(feats: pd.DataFrame) -> np.ndarray:
 # --------------------------------------------------------------------------- labels
 
 
+def _excluded(spines: pd.DataFrame) -> np.ndarray:
+    """A person's spines that do not count: marked ``is_bad``, or (synthetic) not visible."""
+    out = np.zeros(len(spines), bool)
+    if "is_bad" in spines.columns:
+        out |= spines["is_bad"].fillna(False).to_numpy(bool)
+    if "visible" in spines.columns:
+        out |= ~spines["visible"].fillna(True).to_numpy(bool)
+    return out
+
+
 def label_candidates(feats: pd.DataFrame, spines: pd.DataFrame,
                      lines: pd.DataFrame | None = None, near_um: float = 3.0,
                      lateral_um: float | None = None, axial_um: float | None = None,
@@ -314,11 +324,7 @@ def label_candidates(feats: pd.DataFrame, spines: pd.DataFrame,
         return labels
     c_um = feats[pos].to_numpy(float)
     t_um = spines[pos].to_numpy(float) if len(spines) else np.zeros((0, 3))
-    excluded = np.zeros(len(spines), bool)
-    if "is_bad" in spines.columns:
-        excluded |= spines["is_bad"].fillna(False).to_numpy(bool)
-    if "visible" in spines.columns:
-        excluded |= ~spines["visible"].fillna(True).to_numpy(bool)
+    excluded = _excluded(spines)
     ci, ti = match_points(c_um, t_um, lateral_um, axial_um)
     # a candidate within the tolerance of any spine is not a clean negative
     near_spine = np.zeros(len(feats), bool)
@@ -640,11 +646,7 @@ def detection_counts(detections: pd.DataFrame, spines: pd.DataFrame,
 
     pos = ["z_um", "y_um", "x_um"]
     det = detections[detections["kind"] == "spine"] if "kind" in detections else detections
-    excluded = np.zeros(len(spines), bool)
-    if "is_bad" in spines.columns:
-        excluded |= spines["is_bad"].fillna(False).to_numpy(bool)
-    if "visible" in spines.columns:
-        excluded |= ~spines["visible"].fillna(True).to_numpy(bool)
+    excluded = _excluded(spines)
     counted = ~excluded
     d_in = np.ones(len(det), bool)
     if lines is not None and len(lines):
