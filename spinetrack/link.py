@@ -110,7 +110,7 @@ def link_spines(spines: pd.DataFrame, search_range_um: float,
     if not len(out):
         out["spine_id"] = pd.Series(dtype=int)
         return out
-    w = np.ones(len(coords)) if weights is None else np.asarray(weights, float)
+    w = _weights(coords, weights)
     frame = pd.DataFrame({f"c{i}": out[c].to_numpy(float) * w[i] for i, c in enumerate(coords)})
     if frame.isna().any().any():
         raise InputError(None, "spine positions must be finite to link them")
@@ -201,16 +201,16 @@ def correct_drift(spines: pd.DataFrame, search_range_um: float,
     session = out["session"].to_numpy(int)
     branch = out[branch_column].to_numpy()
     arcs = {c: out[c].to_numpy(float).copy() for c in arc_columns}
-    w = np.ones(len(coords)) if weights is None else np.asarray(weights, float)
+    w = _weights(coords, weights)
     fixed = {c: out[c].to_numpy(float) for c in coords if c not in arcs}
-    sessions = np.unique(session)
-    for prev, k in zip(sessions[:-1], sessions[1:]):
-        a, b = np.flatnonzero(session == prev), np.flatnonzero(session == k)
+    for k, a, b in _consecutive_sessions(session):
         later = session >= k
+        rows = np.r_[a, b]  # only the two sessions' rows are paired
         for _ in range(iterations):
-            pos = np.stack([(arcs[c] if c in arcs else fixed[c]) * wi
+            pos = np.stack([(arcs[c] if c in arcs else fixed[c])[rows] * wi
                             for c, wi in zip(coords, w)], axis=1)
-            ia, ib = mutual_nearest(pos[a], pos[b], branch[a], branch[b], search_range_um)
+            ia, ib = mutual_nearest(pos[:len(a)], pos[len(a):], branch[a], branch[b],
+                                    search_range_um)
             moved = _shift_pair(arcs, key, a[ia], b[ib], branch, later, search_range_um,
                                 scale_um)
             if not moved:
@@ -218,6 +218,18 @@ def correct_drift(spines: pd.DataFrame, search_range_um: float,
     for c in arc_columns:
         out[c] = arcs[c]
     return out
+
+
+def _weights(coords: tuple[str, ...], weights: tuple[float, ...] | None) -> np.ndarray:
+    """Scale of each link coordinate (all 1 by default)."""
+    return np.ones(len(coords)) if weights is None else np.asarray(weights, float)
+
+
+def _consecutive_sessions(session: np.ndarray):
+    """(k, rows of the session before k, rows of k) for each session k after the first."""
+    sessions = np.unique(session)
+    for prev, k in zip(sessions[:-1], sessions[1:]):
+        yield k, np.flatnonzero(session == prev), np.flatnonzero(session == k)
 
 
 def mutual_nearest(pos_a: np.ndarray, pos_b: np.ndarray, branch_a: np.ndarray,
@@ -297,14 +309,12 @@ def nearest_displacements(spines: pd.DataFrame, coords: tuple[str, ...],
     ``reach``, same branch), as an (L, C) array in the coordinates' own units: a
     quick, unambiguous sample of how far spines move, without linking.
     """
-    w = np.ones(len(coords)) if weights is None else np.asarray(weights, float)
+    w = _weights(coords, weights)
     pos = spines[list(coords)].to_numpy(float)
     session = spines["session"].to_numpy(int)
     branch = spines[branch_column].to_numpy()
     parts = [np.zeros((0, len(coords)))]
-    sessions = np.unique(session)
-    for prev, k in zip(sessions[:-1], sessions[1:]):
-        a, b = np.flatnonzero(session == prev), np.flatnonzero(session == k)
+    for _, a, b in _consecutive_sessions(session):
         ia, ib = mutual_nearest(pos[a] * w, pos[b] * w, branch[a], branch[b], reach)
         parts.append(pos[b[ib]] - pos[a[ia]])
     return np.concatenate(parts)
