@@ -994,9 +994,9 @@ def detect_session(session, params=None, progress=None) -> tuple[Tracing, pd.Dat
 
     params = params or Params()
     if params.detect.detector_model:  # a bad model file fails before any tracing
-        from .learn import load_model
+        from .learn import cached_model
 
-        load_model(params.detect.detector_model)
+        cached_model(params.detect.detector_model)
     tracing = trace_dendrites(session.image, session.voxel_size_um, params.trace, progress)
     spines = detect_spines(session.image, session.voxel_size_um, tracing, params.detect,
                            progress)

@@ -607,6 +607,18 @@ def load_model(path: str | Path) -> DetectorModel:
 _CACHE: dict[tuple[str, float], DetectorModel] = {}
 
 
+def cached_model(path: str | Path) -> DetectorModel:
+    """:func:`load_model`, read once per file and modification time."""
+    path = Path(path)
+    try:
+        key = (str(path.resolve()), path.stat().st_mtime)
+    except OSError:
+        raise InputError(path, "no such detector model file") from None
+    if key not in _CACHE:
+        _CACHE[key] = load_model(path)
+    return _CACHE[key]
+
+
 def learned_keep(model: DetectorModel | str | Path, feats: pd.DataFrame) -> np.ndarray:
     """The model's verdict on each candidate of ``_select(..., features=True)``.
 
@@ -615,13 +627,7 @@ def learned_keep(model: DetectorModel | str | Path, feats: pd.DataFrame) -> np.n
     path = None
     if not isinstance(model, DetectorModel):
         path = Path(model)
-        try:
-            key = (str(path.resolve()), path.stat().st_mtime)
-        except OSError:
-            raise InputError(path, "no such detector model file") from None
-        if key not in _CACHE:
-            _CACHE[key] = load_model(path)
-        model = _CACHE[key]
+        model = cached_model(path)
     if not len(feats):
         return np.zeros(0, bool)
     try:
