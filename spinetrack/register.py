@@ -478,7 +478,7 @@ def _local_offsets(q: np.ndarray, dst_tree: cKDTree, dst: np.ndarray, max_dist: 
     d, j = dst_tree.query(q, distance_upper_bound=max_dist)
     ok = np.isfinite(d)
     if not ok.any():
-        return np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
+        return _empty_offsets()
     pts, off = q[ok], dst[j[ok]] - q[ok]
     keys = np.floor(pts / cell_um).astype(np.int64)
     _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
@@ -615,7 +615,7 @@ def register_pair(fixed_image, fixed_vox, moving_image, moving_vox, fixed_lines:
         f, fv = render_lines(fixed_lines, fixed_shape, fixed_vox)
         m, mv = render_lines(moving_lines, moving_shape, moving_vox)
         a, b = _image_rigid(f, fv, m, mv, params)
-    anchors, disp, weights = np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
+    anchors, disp, weights = _empty_offsets()
     if len(fixed_lines) >= 10 and len(moving_lines) >= 10:
         tree = cKDTree(fixed_lines)
         a, b = _icp(moving_lines, tree, fixed_lines, a, b, params.match_distance_um,
