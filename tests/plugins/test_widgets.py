@@ -188,9 +188,12 @@ def test_move_join_split_and_set_fate(editing):
     assert read_results(folder).summary["fate_counts"]["restored"] == 1
     select(viewer, 5, 1)
     edit.fate.setCurrentText("lost")
+    assert not edit.set_fate_selected()  # present 010: transient or restored, never lost
+    assert "can only be transient or restored" in edit.status.text()
+    edit.fate.setCurrentText("restored")
     assert edit.set_fate_selected()
     fates = read_results(folder).fates.set_index("spine_id")
-    assert fates.loc[5, "fate"] == "lost" and fates.loc[5, "fate_source"] == "manual"
+    assert fates.loc[5, "fate"] == "restored" and fates.loc[5, "fate_source"] == "manual"
     assert len(load_edits(folder)) == 4
 
 

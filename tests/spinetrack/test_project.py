@@ -51,7 +51,7 @@ def test_reopened_project_is_identical(folder):
     p = Project.open(folder)
     p.apply(Edit.add(1, (3.0, 3.0, 8.0)))
     p.apply(Edit.join(p.spines, (2, 0), (3, 1)))
-    p.apply(Edit.set_fate(p.spines, 6, "transient"))
+    p.apply(Edit.set_fate(p.spines, 6, "restored"))
     p.save_view({"session": 1, "z_um": 3.0})
     q = Project.open(folder)
     assert q.edits == p.edits
@@ -116,7 +116,7 @@ def test_statistics_computed_elsewhere_are_taken_only_if_current(folder):
     assert not (folder / "edits.json").exists()  # no autosave before the statistics
     snap = p.snapshot()
     full = Project.compute(snap)
-    p.apply(Edit.set_fate(p.spines, 4, "lost"), statistics=False)
+    p.apply(Edit.set_fate(p.spines, 5, "restored"), statistics=False)
     assert p.finish(snap, full) is False  # an edit came meanwhile: stale
     snap = p.snapshot()
     assert p.finish(snap, Project.compute(snap)) is True
