@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spinetrack.edits import load_edits
-from spinetrack.results import read_results
+from spinetrack.edits import Edit, load_edits
+from spinetrack.project import Project
+from spinetrack.results import read_results, write_results
 from spinetrack_napari._widgets._state import state_for
 from spinetrack_napari._widgets.branches import BranchTableWidget
 from spinetrack_napari._widgets.edit import EditWidget
@@ -240,6 +241,29 @@ def test_saved_project_reopens_identical(editing, make_napari_viewer):
     np.testing.assert_allclose(other.layers["identities"].data, viewer.layers["identities"].data)
     assert other.dims.point[1] == pytest.approx(3.0)  # the view comes back by itself
     assert not other.layers["identities"].visible and other.layers["spines"].visible
+
+
+def test_save_as_onto_another_project_asks_and_keeps_it_unless_confirmed(
+        editing, tmp_path, monkeypatch):
+    viewer, edit, table, folder = editing
+    other = tmp_path / "other"
+    write_results(tiny_results(), other, parquet=False)
+    theirs = Project.open(other)
+    theirs.apply(Edit.delete(theirs.spines, 5, 1))
+    theirs.apply(Edit.delete(theirs.spines, 6, 2))
+    select(viewer, 1, 0)
+    assert edit.delete_selected()
+    asked = []
+    monkeypatch.setattr(edit, "confirm_overwrite",
+                        lambda where, found: asked.append(found) or False)
+    assert not edit.save_project(other)  # programmatic: refused, no dialog
+    assert "already holds edits.json" in edit.status.text()
+    assert not edit.save_as(other)  # the person says no
+    assert asked == [["edits.json", "spines.csv", "auto/"]]
+    assert len(load_edits(other)) == 2 and edit.state.project.folder == folder
+    monkeypatch.setattr(edit, "confirm_overwrite", lambda where, found: True)
+    assert edit.save_as(other)
+    assert len(load_edits(other)) == 1 and edit.state.project.folder == other
 
 
 def test_closing_with_unsaved_changes_asks(editing, monkeypatch):
