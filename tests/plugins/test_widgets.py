@@ -78,6 +78,39 @@ def test_run_widget_adds_layers_and_writes_results(make_napari_viewer, tiny_fold
     assert w.run_button.isEnabled() and not w.cancel_button.isEnabled()
 
 
+@pytest.mark.parametrize("metadata", ["wrong", "none"])
+def test_rerun_from_a_results_folder_keeps_the_runs_voxel_size(make_napari_viewer, tiny_folder,
+                                                                monkeypatch, metadata):
+    """The run was given --voxel-size; the files say otherwise (or nothing)."""
+    import tifffile
+
+    import spinetrack.pipeline as pipeline
+    from spinetrack.io import write_session
+
+    for f in sorted((tiny_folder.parent / "images").glob("*.tif")):
+        img = tifffile.imread(f)
+        if metadata == "wrong":
+            write_session(f, img, (2.0, 0.3, 0.3))
+        else:
+            tifffile.imwrite(f, img)
+    seen = []
+
+    def run_series(series, params, progress=None):
+        seen.append([s.voxel_size_um for s in series])
+        return fake_run(None)(series, params, progress)
+
+    monkeypatch.setattr(pipeline, "run_series", run_series)
+    viewer = make_napari_viewer()
+    open_folder(viewer, tiny_folder)
+    w = RunWidget(viewer)
+    assert w.out.text() == str(tiny_folder)
+    w.run()
+    assert w.last_error is None, w.status.text()
+    assert seen == [[tuple(tiny_results().sessions.loc[0, ["voxel_z_um", "voxel_y_um",
+                                                          "voxel_x_um"]])] * 3]
+    assert read_results(tiny_folder).sessions["voxel_y_um"].tolist() == [0.2] * 3
+
+
 def test_params_form_round_trips_params():
     from spinetrack.params import Params
 
