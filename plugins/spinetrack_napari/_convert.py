@@ -388,7 +388,23 @@ def session_stack(images: list[np.ndarray], voxels: list, transform: dict | None
                   for z in range(ref_shape[0])]
         sessions.append(da.stack(planes))
     report(progress, "align sessions", 1, 1)
-    return da.stack(sessions)
+    stack = da.stack(sessions)
+    setattr(stack, PLANES_ATTR, planes_of)
+    return stack
+
+
+#: Attribute of a registered session stack (dask) holding its :class:`_PlaneCache`.
+PLANES_ATTR = "spinetrack_planes"
+
+
+def plane_source(stack):
+    """The function ``(session, plane) -> plane`` behind a registered stack, or None.
+
+    Calling it resamples (and keeps) a plane without going through dask, so a
+    background thread can warm the planes while napari computes dask arrays in
+    the GUI thread (dask's callbacks, such as napari's cache, are not thread-safe).
+    """
+    return getattr(stack, PLANES_ATTR, None)
 
 
 def image_layer(stack: np.ndarray, voxel_um, names: list[str] | None = None,
