@@ -18,6 +18,7 @@ re-applied on top).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import replace
@@ -295,6 +296,26 @@ class Project:
         self.dirty = False
         log.info("saved project %s (%d edits)", out, len(self.edits))
         return out
+
+    def save_copy(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write the project into ``folder`` as :meth:`save` would; keep working where it is.
+
+        The copy holds the automatic results, the edit log and the corrected
+        tables, so it reopens with exactly these tables. In the project's own
+        folder this is :meth:`save`.
+
+        Raises
+        ------
+        FolderInUse
+            If ``folder`` is another folder holding a project or results and
+            ``overwrite`` is False.
+        """
+        if same_folder(folder, self.folder):
+            return self.save()
+        twin = copy.copy(self)
+        twin.folder, twin._auto_saved, twin.autosave = None, False, False
+        twin.edits = list(self.edits)
+        return twin.save(folder, overwrite=overwrite)
 
     def save_view(self, view: dict[str, Any]) -> None:
         """Remember a viewer's state and write it if the project has a folder."""
