@@ -42,13 +42,17 @@ def _live_project(data: np.ndarray, info: dict[str, Any]) -> Project | None:
     """The project a viewer shows in this layer (unsaved edits included), if any."""
     from ._widgets._state import _STATES
 
+    def key(meta: dict[str, Any]) -> tuple:
+        return meta.get("role"), meta.get("project"), meta.get("n_sessions")
+
     found = []
     for state in list(_STATES.values()):
         layer = state.layer("spines") if state.project is not None else None
-        if layer is None or (layer.metadata or {}).get(META_KEY) != info:
+        if layer is None or key((layer.metadata or {}).get(META_KEY, {})) != key(info):
             continue
         same = np.asarray(layer.data).shape == data.shape and np.allclose(layer.data, data)
-        found.append((not same, state))
+        if same or info.get("project"):  # a run kept in memory is known by its points only
+            found.append((not same, state))
     if not found:
         return None
     state = sorted(found, key=lambda f: f[0])[0][1]

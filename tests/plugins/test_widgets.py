@@ -111,6 +111,31 @@ def test_rerun_from_a_results_folder_keeps_the_runs_voxel_size(make_napari_viewe
     assert read_results(tiny_folder).sessions["voxel_y_um"].tolist() == [0.2] * 3
 
 
+def test_writing_the_spines_of_a_run_kept_in_memory(make_napari_viewer, tiny_folder,
+                                                    tmp_path, monkeypatch):
+    import spinetrack.pipeline as pipeline
+    from spinetrack_napari._writer import write_spines
+
+    monkeypatch.setattr(pipeline, "run_series", fake_run(None))
+    viewer = make_napari_viewer()
+    viewer.open(str(tiny_folder.parent / "images"), plugin="spinetrack")
+    w = RunWidget(viewer)
+    w.run()  # no output folder: kept in memory
+    project = w.state.project
+    assert project.folder is None
+    select(viewer, 5, 1)
+    edit = EditWidget(viewer)
+    edit.fate.setCurrentText("restored")
+    assert edit.set_fate_selected(), edit.status.text()
+    data, meta, _ = viewer.layers["spines"].as_layer_data_tuple()
+    write_spines(str(tmp_path / "mem"), data, meta)
+    back = read_results(tmp_path / "mem")
+    pd.testing.assert_frame_equal(back.fates[["spine_id", "present", "fate", "fate_source"]],
+                                  project.results.fates[["spine_id", "present", "fate",
+                                                         "fate_source"]], check_dtype=False)
+    assert len(load_edits(tmp_path / "mem")) == 1 and project.folder is None
+
+
 def test_params_form_round_trips_params():
     from spinetrack.params import Params
 
