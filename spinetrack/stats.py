@@ -901,7 +901,11 @@ def branch_statistics(
     # ---- summary
     tot = counts.sum(axis=0)
     tot_g, tot_e = gained.sum(axis=0), eliminated.sum(axis=0)
-    total_length = float(length[length > 0].sum())
+    # the stretch every session traces: branches traced in only some sessions
+    # hold no counted spines, so their length is not counted either
+    in_all = (~(bt["n_sessions_traced"].to_numpy(float) < n_sessions)
+              if "n_sessions_traced" in bt.columns else np.ones(len(bt), bool))
+    total_length = float(length[(length > 0) & in_all].sum())
     intervals = np.diff(day) if day is not None else None
 
     def per_day(rate: np.ndarray):

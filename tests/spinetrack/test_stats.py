@@ -340,3 +340,6 @@ def test_spines_where_a_session_traced_no_dendrite_are_left_out():
     assert sm["spines_per_session_all"] == [4, 2]
     assert sm["fate_counts"]["lost"] == 1
     assert any("left out of the statistics" in w for w in sm["warnings"])
+    # only the branch traced in every session counts towards the traced length
+    assert sm["total_length_um"] == 40.0
+    assert sm["density_per_session"] == [2 / 40.0, 2 / 40.0]
