@@ -338,8 +338,9 @@ def write_report(results, out_dir: str | Path, progress: ProgressCallback | None
     for _, row in br.iterrows():
         b = int(row["branch_id"])
         jobs.append((f"spine_map_{b}", f"spine map of branch {b}",
-                     lambda row=row: plots.spine_map_figure(results.spines, results.fates, row,
-                                                            n, days, lines=results.lines)))
+                     lambda row=row: plots.spine_map_figure(
+                         results.spines, results.fates, row, n, days, lines=results.lines,
+                         left_out=summary.get("left_out_spine_ids", ()))))
     images: dict[str, tuple[bytes, str]] = {}
     written = []
     for i, (name, alt, make) in enumerate(jobs):
@@ -393,7 +394,7 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
     """
     from .files import write_json_atomic, write_table_atomic
     from .pipeline import recompute
-    from .results import has_parquet, read_results
+    from .results import has_parquet, read_results, with_in_statistics
 
     import json
 
@@ -410,9 +411,9 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         meta["params"] = params.to_dict()
         written.append(write_json_atomic(meta_path, meta))
-    tables = (["fates"] if refit else []) + ["branches"]
-    for name in tables:
-        df = getattr(res, name)
+    # fates.csv always: its in_statistics column follows the statistics just computed
+    for name in ("fates", "branches"):
+        df = with_in_statistics(res.fates, res.summary) if name == "fates" else res.branches
         written.append(write_table_atomic(df, out / f"{name}.csv"))
         if has_parquet():
             written.append(write_table_atomic(df, out / f"{name}.parquet"))
