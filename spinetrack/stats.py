@@ -457,7 +457,8 @@ class _BranchRestoration:
         A new spine first seen in session f avoids ``occupied_radius`` around
         session-0 spines still present in f, and ``relink_radius`` around
         session-0 spines last present in f - 1 on its own side of the branch
-        (the linker links only on the same side; with no ``side`` column every
+        (the linker links only on the same side; side 0, a spine pointing in z
+        or of unknown side, counts as either side; with no ``side`` column every
         spine counts as one side).
     """
 
@@ -491,7 +492,9 @@ class _BranchRestoration:
         for f, side in sorted(set(zip(self.first[self.new].tolist(),
                                       self.side[self.new].tolist()))):
             occupied = s0 & (self.last >= f)
-            relinked = s0 & (self.last == f - 1) & (self.side == side)
+            # side 0 (pointing in z, or unknown: added by hand) links to either side
+            relinked = s0 & (self.last == f - 1) & ((self.side == side) | (self.side == 0)
+                                                    | (side == 0))
             centres = np.concatenate([self.arc[occupied], self.arc[relinked]])
             radii = np.concatenate([np.full(occupied.sum(), occupied_radius),
                                     np.full(relinked.sum(), relink_radius)])

@@ -220,6 +220,11 @@ def test_relink_exclusion_applies_on_the_new_spines_own_side_only():
     other = fates.assign(side=np.where(fates["spine_id"] % 2 == 0, 1, -1))
     res, _ = restoration_test(other, rng_, 2.0, 0.0, 2.0, 2000, 7)
     assert res["chance_fraction"] == pytest.approx(4 / 100, rel=0.1)
+    # a spine of unknown side (0: added by hand, or pointing in z) may link to either side
+    for lost_side, new_side in ((0, 1), (1, 0)):
+        unknown = fates.assign(side=np.where(fates["spine_id"] % 2 == 0, lost_side, new_side))
+        res, _ = restoration_test(unknown, rng_, 2.0, 0.0, 2.0, 2000, 7)
+        assert res["chance_fraction"] == 0
 
 
 def test_restoration_excess_is_detected():
