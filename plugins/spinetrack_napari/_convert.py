@@ -479,7 +479,10 @@ def points_to_spines(data: np.ndarray, features: pd.DataFrame, voxels: list,
     vox = np.array([voxels[min(s, len(voxels) - 1)] for s in session], float).reshape(-1, 3)
     ids = pd.to_numeric(feats.get("spine_id", pd.Series([np.nan] * n)), errors="coerce")
     ids = ids.to_numpy(float).copy()
-    missing = ~np.isfinite(ids)
+    # napari gives a point added with its tools the features of the last selected one:
+    # a second point of one spine in one session is a new spine
+    copied = pd.DataFrame({"id": ids, "session": session}).duplicated().to_numpy()
+    missing = ~np.isfinite(ids) | copied
     start = int(np.nanmax(ids)) + 1 if np.isfinite(ids).any() else 0
     ids[missing] = np.arange(start, start + missing.sum())
     ref = ["ref_z_um", "ref_y_um", "ref_x_um"]
