@@ -193,6 +193,7 @@ def _add_run(sub) -> None:
                         "(t, z, y, x) TIFF")
     p.add_argument("--out", required=True, metavar="DIR", help="results folder (created)")
     _voxel_option(p)
+    _order_option(p)
     p.add_argument("--names", nargs="+", metavar="NAME", help="one name per session")
     p.add_argument("--days", nargs="+", type=float, metavar="DAY",
                    help="day of each session (enables per-day rates)")
@@ -216,6 +217,7 @@ def _cmd_run(args) -> int:
     base = Params.load(args.params) if args.params else Params()
     params = params_from_args(args, base)
     t0 = time.perf_counter()
+    _check_order(args)
     series = read_series(args.sessions, voxel_size_um=args.voxel_size, names=args.names,
                          days=args.days)
     output_folder(args.out)
@@ -301,7 +303,7 @@ def _add_synth(sub) -> None:
               "spinetrack synth demo --preset hard --sessions 5 --seed 2",
               "spinetrack synth demo --days 0 1 7 14        # OUT first: --days takes every "
               "number after it",
-              "spinetrack run demo/session*.tif --out demo_results && "
+              "spinetrack run demo --out demo_results && "
               "spinetrack compare demo_results demo/truth")
     p.add_argument("--preset", choices=("easy", "realistic", "hard"), default="realistic",
                    help="image quality and motion (default realistic: dim uint8 like rr30a)")
@@ -439,6 +441,7 @@ def _add_track(sub) -> None:
                    help="start from the parameters of an earlier run (its params.json); the "
                         "options below override them")
     _voxel_option(p)
+    _order_option(p)
     add_arguments(p, ("register", "link", "fates", "stats"))
     p.set_defaults(func=_cmd_track)
 
@@ -453,6 +456,7 @@ def _cmd_track(args) -> int:
 
     base = Params.load(args.params) if args.params else Params()
     params = params_from_args(args, base)
+    _check_order(args)
     series = read_series(args.sessions, voxel_size_um=args.voxel_size, names=args.names,
                          days=args.days)
     tracings, detections = [], []
@@ -600,6 +604,22 @@ def _voxel_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"),
                    help="voxel size in µm; overrides the files' metadata (ImageJ spacing and "
                         "resolution, or OME PhysicalSize)")
+
+
+def _order_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--as-given", action="store_true",
+                   help="take the session files in the order given even when the numbers in "
+                        "their names say otherwise (by default session1 session10 session2, "
+                        "as a shell's * lists them, is refused; a folder is always read in "
+                        "natural order: session2 before session10)")
+
+
+def _check_order(args) -> None:
+    """Stop when explicitly listed session files look out of time order (unless --as-given)."""
+    from .io import check_session_order
+
+    if not args.as_given:
+        check_session_order(args.sessions)
 
 
 def build_parser() -> argparse.ArgumentParser:

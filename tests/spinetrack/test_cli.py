@@ -50,3 +50,36 @@ def test_info_reports_every_file_and_fails_on_a_bad_one(tmp_path, capsys):
     assert main(["info", str(bad), str(good)]) == 2
     out, err = capsys.readouterr()
     assert "good.tif" in out and "bad.tif" in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_refuses_glob_ordered_sessions_unless_as_given(tmp_path, capsys, monkeypatch):
+    import spinetrack.io
+
+    data = np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8)
+    files = [str(write_session(tmp_path / f"session{k}.tif", data, (1.0, 0.2, 0.2)))
+             for k in (1, 10, 2)]  # what the shell makes of session*.tif
+    for command in ("run", "track"):
+        extra = ["--detections", str(tmp_path)] if command == "track" else []
+        assert main([command, *files, "--out", str(tmp_path / "o"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "--as-given" in err
+        assert "session10.tif, session2.tif" in err and "session2.tif, session10.tif" in err
+    assert not (tmp_path / "o").exists()
+
+    def reached(*args, **kwargs):
+        raise spinetrack.io.InputError(None, "read_series reached")
+
+    monkeypatch.setattr(spinetrack.io, "read_series", reached)
+    assert main(["run", *files, "--out", str(tmp_path / "o"), "--as-given"]) == 2
+    assert "read_series reached" in capsys.readouterr().err
+
+
+def test_help_documents_as_given_and_synth_example_keeps_order(capsys):
+    for command in ("run", "synth"):
+        try:
+            main([command, "--help"])
+        except SystemExit:
+            pass
+    out = capsys.readouterr().out
+    assert "--as-given" in out
+    assert "session*.tif" not in out

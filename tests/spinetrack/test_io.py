@@ -8,7 +8,8 @@ import tifffile
 
 from spinetrack.cli import main
 from spinetrack.errors import InputError
-from spinetrack.io import read_series, read_session, read_tiff, session_paths, write_session
+from spinetrack.io import (check_session_order, read_series, read_session, read_tiff,
+                           session_paths, write_session)
 
 VOX = (1.0, 0.12, 0.12)
 
@@ -101,6 +102,26 @@ def test_series_from_files_and_folder_natural_order(tmp_path, stack):
     series = read_series(tmp_path)
     assert series.names == ["day1", "day2", "day10"]
     assert series.days is None
+
+
+@pytest.mark.parametrize("names", [["session1.tif", "session10.tif", "session2.tif"],
+                                   ["day0.tif", "day10.tif", "day4.tif", "day7.tif"],
+                                   ["d10/s.tif", "d4/s.tif"]])
+def test_numbered_files_out_of_natural_order_are_refused(names):
+    with pytest.raises(InputError, match="--as-given") as err:
+        check_session_order([Path(n) for n in names])
+    message = str(err.value)
+    assert "\n" not in message and all(Path(n).name in message for n in names)
+
+
+@pytest.mark.parametrize("names", [["session1.tif", "session2.tif", "session10.tif"],
+                                   ["s01.tif", "s02.tif", "s10.tif"],
+                                   ["baseline.tif", "after.tif"],  # no numbers to go by
+                                   ["m1_day4.tif", "m2_day0.tif"],  # the names differ
+                                   ["day0.tif", "day0_redo.tif", "day1.tif"],
+                                   ["only.tif"]])
+def test_files_in_order_or_without_comparable_numbers_pass(names):
+    check_session_order([Path(n) for n in names])
 
 
 def test_sessions_of_different_shapes_are_allowed(tmp_path, stack):
