@@ -174,6 +174,8 @@ def _bad(tmp_path, stack, kind) -> Path:
     elif kind == "five_d":
         tifffile.imwrite(path, np.ones((2, 2, 3, 8, 8), np.uint8) * np.arange(8, dtype=np.uint8),
                          metadata={"axes": "QQQYX"})
+    elif kind == "five_d_samples":  # tifffile stores the 4 before (y, x) as colour samples
+        tifffile.imwrite(path, np.ones((2, 2, 4, 8, 8), np.uint8) * np.arange(8, dtype=np.uint8))
     elif kind == "rgb":
         tifffile.imwrite(path, (stack[0, :, :, None] * np.ones(3, np.uint8)), photometric="rgb")
     elif kind == "channels":
@@ -206,6 +208,7 @@ BAD = {
     "truncated_compressed": "truncated",
     "truncated_raw": "truncated",
     "five_d": "dimensions",
+    "five_d_samples": r"has 5 dimensions \(2, 2, 4, 8, 8\)",
     "rgb": "RGB",
     "channels": "channels",
     "empty": "empty|no images",
