@@ -228,11 +228,10 @@ def results_from_tracked(series: Series, tracked, params: Params = Params(),
                    sessions=sessions_table(series), params=params, transform=reg.to_dict())
 
 
-def _reapply_edits(results: Results, out: Path) -> Results:
-    """Apply a person's edits saved in ``out/edits.json`` on top of fresh results."""
-    from .edits import apply_edits, load_edits
+def _reapply_edits(results: Results, out: Path, edits: list) -> Results:
+    """Apply a person's edits (read from ``out/edits.json``) on top of fresh results."""
+    from .edits import apply_edits
 
-    edits = load_edits(out)
     if not edits:
         return results
     log.info("re-applying %d edits from %s (a person's edits win)", len(edits),
@@ -258,9 +257,12 @@ def run_and_write(series: Series, out_dir: str | Path, params: Params = Params()
     Results
         What was written at the top level of ``out_dir``.
     """
+    from .edits import load_edits
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
+    edits = load_edits(out)  # a malformed edit log stops the run before any work
     results = run_series(series, params, progress)
     extra = {"inputs": {"files": [str(Path(s.path).resolve()) if s.path else None
                                   for s in series],
@@ -269,7 +271,7 @@ def run_and_write(series: Series, out_dir: str | Path, params: Params = Params()
     extra.update(extra_params or {})
     if (out / "edits.json").exists():
         write_results(results, out / "auto", parquet=parquet, extra_params=extra)
-        results = _reapply_edits(results, out)
+        results = _reapply_edits(results, out, edits)
     if report_html:  # before the tables, so params.json (written last) marks a whole folder
         from .report import write_report
 

@@ -144,3 +144,15 @@ def test_cli_run_needs_a_voxel_size(tmp_path, capsys):
                      photometric="minisblack")
     assert main(["run", str(plain), "--out", str(tmp_path / "o")]) == 2
     assert "--voxel-size" in capsys.readouterr().err
+
+
+def test_malformed_edit_log_stops_the_run_before_any_work(tiny_run, tmp_path):
+    from spinetrack.errors import InputError
+
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "edits.json").write_text('{"version": 1, "edits": [{"kind": "delete"}]}')
+    stages = []
+    with pytest.raises(InputError, match=r"edits.json: .*edit 1 \(delete\): no target"):
+        run_and_write(read_series(TINY), out, PARAMS, progress=lambda s, d, t: stages.append(s))
+    assert stages == [] and sorted(p.name for p in out.iterdir()) == ["edits.json"]
