@@ -656,6 +656,18 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.propagate = False
 
 
+def _outcome(exc: BaseException, prefix: str = "") -> str:
+    """What a stopped command left on disk: the note the writer added, if any.
+
+    With no note and no ``prefix`` (an interruption), the general promise: every
+    file is written atomically, so none is half-written.
+    """
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        return prefix + str(notes[-1])
+    return "" if prefix else "files already written are whole (each is written atomically)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spinetrack`` command; returns the exit status."""
     parser = build_parser()
@@ -663,8 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         return int(args.func(args) or EXIT_OK)
-    except Cancelled:
-        print("spinetrack: cancelled; results already written are intact", file=sys.stderr)
+    except Cancelled as exc:
+        print(f"spinetrack: cancelled; {_outcome(exc)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         import os
@@ -672,11 +684,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except KeyboardInterrupt:
-        print("spinetrack: interrupted; results already written are intact", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"spinetrack: interrupted; {_outcome(exc)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except SpinetrackError as exc:
-        print(f"spinetrack: error: {exc}", file=sys.stderr)
+        print(f"spinetrack: error: {exc}{_outcome(exc, '; ')}", file=sys.stderr)
         return EXIT_INPUT
     except MemoryError:
         print("spinetrack: error: out of memory; try fewer workers or smaller stacks",
@@ -687,7 +699,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(f"spinetrack: internal error: {type(exc).__name__}: {first} "
-              "(run with --debug for the traceback, and please report it)", file=sys.stderr)
+              f"(run with --debug for the traceback, and please report it){_outcome(exc, '; ')}",
+              file=sys.stderr)
         return EXIT_INTERNAL
 
 
