@@ -393,7 +393,7 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
     """
     from .files import write_json_atomic, write_table_atomic
     from .pipeline import recompute
-    from .results import has_parquet, read_results
+    from .results import BRANCH_COLUMNS, FATE_COLUMNS, _ordered, has_parquet, read_results
 
     import json
 
@@ -410,9 +410,10 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         meta["params"] = params.to_dict()
         written.append(write_json_atomic(meta_path, meta))
-    tables = (["fates"] if refit else []) + ["branches"]
-    for name in tables:
-        df = getattr(res, name)
+    tables = {"fates": FATE_COLUMNS} if refit else {}
+    tables["branches"] = BRANCH_COLUMNS
+    for name, first in tables.items():  # the column order 'spinetrack run' writes
+        df = _ordered(getattr(res, name), first)
         written.append(write_table_atomic(df, out / f"{name}.csv"))
         if has_parquet():
             written.append(write_table_atomic(df, out / f"{name}.parquet"))

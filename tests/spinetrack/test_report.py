@@ -184,3 +184,21 @@ def test_spine_map_rows_show_what_each_session_traced():
     bars = sorted((tuple(line.get_ydata()), tuple(line.get_xdata()))
                   for line in fig.axes[0].lines if line.get_color() == "#d9d9d9")
     assert bars == [((0, 0), (0.0, 40.0)), ((1, 1), (0.0, 12.0))]
+
+
+@pytest.fixture
+def no_figures(monkeypatch):
+    """rebuild_report without drawing (the tables are what is tested; figures are slow)."""
+    import spinetrack.report
+
+    monkeypatch.setattr(spinetrack.report, "write_report", lambda *args, **kwargs: [])
+
+
+def test_report_writes_the_columns_in_the_order_run_does(results, tmp_path, no_figures):
+    from spinetrack.results import BRANCH_COLUMNS, FATE_COLUMNS
+
+    write_results(results, tmp_path, parquet=False)
+    rebuild_report(tmp_path, recompute_fates=True)
+    for name, first in (("branches", BRANCH_COLUMNS), ("fates", FATE_COLUMNS)):
+        columns = pd.read_csv(tmp_path / f"{name}.csv", nrows=0).columns.tolist()
+        assert columns[:len(first)] == first, name  # write_results' order
