@@ -139,7 +139,9 @@ def _add_report(sub) -> None:
                     "folder's spines.csv and fates.csv (with lines.csv and sessions.csv when "
                     "present), then write report.html and figures/*.png. Use it after editing "
                     "the tables by hand. Parameters default to the folder's params.json; the "
-                    "options below override them.")
+                    "options below override them. In a folder corrected in napari (edits.json "
+                    "and auto/), new parameters or re-classified fates are applied to auto/ and "
+                    "the person's edits are replayed on top, hand-set fates included.")
     _examples(p, "spinetrack report results",
               "spinetrack report results --restore-radius 3     # fates re-classified",
               "spinetrack report results --recompute-fates      # after editing spines.csv")
