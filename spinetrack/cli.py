@@ -634,17 +634,30 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'spinetrack COMMAND --help' for the options of each command.",
     )
     parser.add_argument("--version", action="version", version=f"spinetrack {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log messages (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bars and no findings on the terminal: warnings and errors "
-                             "only (the files are written as always)")
-    parser.add_argument("--debug", action="store_true",
-                        help="show a full traceback on unexpected errors")
+    _general_options(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(sub)
+    for command in sub.choices.values():  # 'spinetrack run ... -q' works as well
+        _general_options(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _general_options(p: argparse.ArgumentParser, default) -> None:
+    """-v, -q and --debug, before or after the command.
+
+    After the command they default to ``argparse.SUPPRESS``, so they only set
+    what is given there and never undo what was given before the command.
+    """
+    p.add_argument("-v", "--verbose", action="count",
+                   default=0 if default is None else default,
+                   help="more log messages (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   default=False if default is None else default,
+                   help="no progress bars and no findings on the terminal: warnings and errors "
+                        "only (the files are written as always)")
+    p.add_argument("--debug", action="store_true", default=False if default is None else default,
+                   help="show a full traceback on unexpected errors")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

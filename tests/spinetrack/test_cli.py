@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from spinetrack.cli import main
 from spinetrack.io import write_session
@@ -83,3 +84,17 @@ def test_help_documents_as_given_and_synth_example_keeps_order(capsys):
     out = capsys.readouterr().out
     assert "--as-given" in out
     assert "session*.tif" not in out
+
+
+@pytest.mark.parametrize("argv, quiet, verbose, debug", [
+    (["info", "a.tif"], False, 0, False),
+    (["-q", "info", "a.tif"], True, 0, False),
+    (["info", "a.tif", "-q"], True, 0, False),
+    (["-v", "run", "a.tif", "--out", "o", "--quiet"], True, 1, False),
+    (["report", "-vv", "dir", "--debug"], False, 2, True),
+])
+def test_general_options_before_or_after_the_command(argv, quiet, verbose, debug):
+    from spinetrack.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.quiet, args.verbose, args.debug) == (quiet, verbose, debug)

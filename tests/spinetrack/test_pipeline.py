@@ -120,9 +120,9 @@ def test_cli_run_and_bad_input(tmp_path, capsys, check_contract):
     assert main(["run", str(TINY), "--out", str(out), "--n-permutations", "200",
                  "--no-report"]) == 0
     assert "lost by the last session" in capsys.readouterr().out
-    # -q: the files as always, no findings on the terminal
-    assert main(["-q", "run", str(TINY), "--out", str(tmp_path / "quiet"),
-                 "--n-permutations", "200", "--no-report"]) == 0
+    # -q (here after the command): the files as always, no findings on the terminal
+    assert main(["run", str(TINY), "--out", str(tmp_path / "quiet"),
+                 "--n-permutations", "200", "--no-report", "-q"]) == 0
     assert capsys.readouterr().out == ""
     assert (tmp_path / "quiet" / "fates.csv").exists()
     assert check_contract(out) == []
