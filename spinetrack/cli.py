@@ -223,9 +223,7 @@ def _cmd_run(args) -> int:
     series = read_series(args.sessions, voxel_size_um=args.voxel_size, names=args.names,
                          days=args.days)
     output_folder(args.out)
-    vz, vy, vx = series.voxel_size_um
-    log.info("%d sessions (%s), voxel %g × %g × %g µm", len(series), ", ".join(series.names),
-             vz, vy, vx)
+    log.info("%d sessions (%s), %s", len(series), ", ".join(series.names), _voxel_text(series))
     bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
     try:
         res = run_and_write(series, args.out, params, progress=bar,
@@ -584,6 +582,18 @@ def _print_findings(res, quiet: bool = False) -> None:
         print(line)
     for w in res.summary.get("warnings", []):
         log.warning("warning: %s", w)
+
+
+def _voxel_text(series) -> str:
+    """The voxel size of a series, or of each session when they differ (µm, z × y × x)."""
+    def fmt(v) -> str:
+        return " × ".join(f"{x:g}" for x in v)
+
+    sizes = [tuple(s.voxel_size_um) for s in series]
+    if len(set(sizes)) == 1:
+        return f"voxel {fmt(sizes[0])} µm"
+    return "voxel per session " + ", ".join(f"{s.name} {fmt(v)}" for s, v in zip(series, sizes)) \
+        + " µm"
 
 
 def _fill(text: str) -> str:

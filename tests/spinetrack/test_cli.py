@@ -98,3 +98,14 @@ def test_general_options_before_or_after_the_command(argv, quiet, verbose, debug
 
     args = build_parser().parse_args(argv)
     assert (args.quiet, args.verbose, args.debug) == (quiet, verbose, debug)
+
+
+def test_voxel_text_names_each_session_when_they_differ():
+    from spinetrack.cli import _voxel_text
+    from spinetrack.io import Series, Session
+
+    img = np.zeros((2, 4, 4), np.uint8)
+    same = Series((Session(img, (1.0, 0.12, 0.12), "a"), Session(img, (1.0, 0.12, 0.12), "b")))
+    assert _voxel_text(same) == "voxel 1 × 0.12 × 0.12 µm"
+    differ = Series((Session(img, (1.0, 0.12, 0.12), "a"), Session(img, (2.0, 0.3, 0.3), "b")))
+    assert _voxel_text(differ) == "voxel per session a 1 × 0.12 × 0.12, b 2 × 0.3 × 0.3 µm"
