@@ -109,3 +109,14 @@ def test_voxel_text_names_each_session_when_they_differ():
     assert _voxel_text(same) == "voxel 1 × 0.12 × 0.12 µm"
     differ = Series((Session(img, (1.0, 0.12, 0.12), "a"), Session(img, (2.0, 0.3, 0.3), "b")))
     assert _voxel_text(differ) == "voxel per session a 1 × 0.12 × 0.12, b 2 × 0.3 × 0.3 µm"
+
+
+def test_a_folder_after_days_gets_a_hint(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "--days", "0", "1", str(tmp_path / "demo")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "is not a day number; put --days after the files and folders" in err
+    assert not (tmp_path / "demo").exists()
