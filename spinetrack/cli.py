@@ -449,9 +449,8 @@ def _add_track(sub) -> None:
 def _cmd_track(args) -> int:
     from .io import read_series
     from .params import Params, params_from_args
-    from .pipeline import results_from_tracked
+    from .pipeline import results_from_tracked, write_run
     from .progress import TqdmProgress
-    from .results import write_results
     from .track import read_detections, track_series
 
     base = Params.load(args.params) if args.params else Params()
@@ -474,7 +473,7 @@ def _cmd_track(args) -> int:
                                    calls="automatic" if automatic else None)
     finally:
         bar.close()
-    write_results(res, args.out)
+    write_run(res, args.out, report_html=False)
     counts = res.fates["fate"].value_counts()
     print(f"{res.fates.shape[0]} spines tracked over {len(series)} sessions: "
           + ", ".join(f"{f} {int(counts.get(f, 0))}" for f in

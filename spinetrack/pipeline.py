@@ -31,7 +31,7 @@ from .params import Params
 from .progress import ProgressCallback, report, sub_progress
 from .results import Results, write_results
 
-__all__ = ["STAGES", "run_series", "run_and_write", "results_from_tracked",
+__all__ = ["STAGES", "run_series", "run_and_write", "write_run", "results_from_tracked",
            "sessions_table", "recompute"]
 
 log = logging.getLogger(__name__)
@@ -273,27 +273,46 @@ def run_and_write(series: Series, out_dir: str | Path, params: Params = Params()
         raise InputError(out, "exists and is not a folder")
     edits = load_edits(out)  # a malformed edit log stops the run before any work
     project = (out / "edits.json").exists()
-    with _noting_interruption(out) as writing:
+    with _noting_interruption(out):
         auto = run_series(series, params, progress)
         results = _reapply_edits(auto, out, edits) if project else auto
-        extra = {"inputs": {"files": [str(Path(s.path).resolve()) if s.path else None
-                                      for s in series],
-                            "names": series.names, "days": series.days,
-                            "voxel_size_um": [list(s.voxel_size_um) for s in series]}}
-        extra.update(extra_params or {})
+    extra = {"inputs": {"files": [str(Path(s.path).resolve()) if s.path else None
+                                  for s in series],
+                        "names": series.names, "days": series.days,
+                        "voxel_size_um": [list(s.voxel_size_um) for s in series]}}
+    extra.update(extra_params or {})
+    write_run(results, out, auto=auto if project else None, extra_params=extra,
+              report_html=report_html, parquet=parquet, progress=progress)
+    return results
+
+
+def write_run(results: Results, out_dir: str | Path, auto: Results | None = None,
+              extra_params: dict[str, Any] | None = None, report_html: bool = True,
+              parquet: bool | None = None, progress: ProgressCallback | None = None
+              ) -> None:
+    """Write a run's results folder over whatever an earlier run left there.
+
+    The earlier ``params.json`` (the completion marker), ``report.html``,
+    ``figures/`` and ``compare.json`` are removed first; then ``auto/`` (when
+    ``auto`` is given: a correction project's automatic results), the tables
+    with ``params.json`` last, and the report. An exception raised meanwhile
+    (an interruption included) carries a note, ``exc.__notes__[-1]``, saying
+    which files are from which run.
+    """
+    out = Path(out_dir)
+    with _noting_interruption(out) as writing:
         writing.start("tables")
-        _retire_previous(out, project)
+        _retire_previous(out, auto is not None)
         report(progress, "write", 0, 1)
-        if project:
-            write_results(auto, out / "auto", parquet=parquet, extra_params=extra)
-        write_results(results, out, parquet=parquet, extra_params=extra)
+        if auto is not None:
+            write_results(auto, out / "auto", parquet=parquet, extra_params=extra_params)
+        write_results(results, out, parquet=parquet, extra_params=extra_params)
         report(progress, "write", 1, 1)
         if report_html:
             from .report import write_report
 
             writing.start("report")
             write_report(results, out, progress=sub_progress(progress, "report"))
-    return results
 
 
 #: Figures ``write_report`` draws (besides ``spine_map_<branch>.png``).

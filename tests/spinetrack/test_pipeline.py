@@ -229,3 +229,12 @@ def test_cli_says_which_files_an_interruption_left(rerun, capsys, monkeypatch):
     new, old = err.split("written by this run: ")[1].split("; from the previous run: ")
     assert Path(calls[0]).name in new and "summary.json" in old
     assert not (out / "params.json").exists()
+
+
+def test_write_run_without_a_report_leaves_no_stale_one(rerun, tiny_run):
+    from spinetrack.pipeline import write_run
+
+    out, stamps = rerun
+    write_run(tiny_run[1], out, report_html=False)  # what 'spinetrack track' does
+    assert (out / "params.json").stat().st_ino != stamps["params.json"]
+    assert not (out / "report.html").exists() and not (out / "compare.json").exists()
