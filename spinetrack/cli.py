@@ -515,6 +515,7 @@ def _add_learn(sub) -> None:
                         "folder's lines, else the traced branches holding a person's spine)")
     p.add_argument("--sessions", dest="annotation_sessions", type=int, nargs="+", metavar="S",
                    help="session number in the spines table of each SESSION")
+    _order_option(p)
     p.add_argument("--out", required=True, metavar="MODEL.json", help="model file (written)")
     p.add_argument("--kind", choices=MODEL_KINDS, default="boosting",
                    help="classifier: gradient-boosted trees or logistic regression "
@@ -543,6 +544,8 @@ def _cmd_learn(args) -> int:
     if params.detect.detector_model:
         raise InputError(None, "--detector-model is for run/detect; learning starts from the "
                                "hand-set tests' candidates")
+    if args.annotation_sessions is None:  # the k-th file is session k of the spines
+        _check_order(args)
     spines, lines = read_annotations(args.spines, args.lines)
     series = read_series(args.sessions, voxel_size_um=args.voxel_size)
     output_folder(Path(args.out).parent)

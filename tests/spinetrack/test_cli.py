@@ -59,9 +59,10 @@ def test_run_refuses_glob_ordered_sessions_unless_as_given(tmp_path, capsys, mon
     data = np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8)
     files = [str(write_session(tmp_path / f"session{k}.tif", data, (1.0, 0.2, 0.2)))
              for k in (1, 10, 2)]  # what the shell makes of session*.tif
-    for command in ("run", "track"):
-        extra = ["--detections", str(tmp_path)] if command == "track" else []
-        assert main([command, *files, "--out", str(tmp_path / "o"), *extra]) == 2
+    extra = {"run": [], "track": ["--detections", str(tmp_path)],
+             "learn": ["--spines", str(tmp_path)]}
+    for command in ("run", "track", "learn"):
+        assert main([command, *files, "--out", str(tmp_path / "o"), *extra[command]]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "--as-given" in err
         assert "session10.tif, session2.tif" in err and "session2.tif, session10.tif" in err
