@@ -445,6 +445,7 @@ def _rebuild_tables(out: Path, stored, params, refit: bool, progress) -> tuple:
     from .pipeline import recompute
 
     res = recompute(stored, progress=progress, fates=refit, params=params)
+    _drop_report(out)
     written = _write_tables(res, out)
     written.append(write_json_atomic(out / "summary.json", res.summary))
     if params is not None and stored.params is not None and params != stored.params:
@@ -453,6 +454,14 @@ def _rebuild_tables(out: Path, stored, params, refit: bool, progress) -> tuple:
         meta["params"] = params.to_dict()
         written.append(write_json_atomic(meta_path, meta))
     return res, written
+
+
+def _drop_report(out: Path) -> None:
+    """Remove the old ``report.html`` before the tables it describes are replaced.
+
+    An interrupted rebuild then leaves no report rather than one of other tables.
+    """
+    (out / "report.html").unlink(missing_ok=True)
 
 
 def _write_tables(res, out: Path) -> list[Path]:
@@ -499,6 +508,7 @@ def _rebuild_project(out: Path, stored, params, recompute_fates: bool, progress)
     auto = recompute(auto, progress=progress, fates=refit_auto, params=params)
     res = recompute_results(auto, spines, overrides, edits=edits, skipped=skipped,
                             progress=progress)
+    _drop_report(out)
     written = write_results(auto, auto_dir, extra_params=_run_record(auto_dir))
     written += write_results(res, out, extra_params=_run_record(out))
     return res, written

@@ -285,3 +285,19 @@ def test_spine_map_title_counts_only_the_spines_the_statistics_use():
     assert "0 of 1 session-0 spines lost" in fig.axes[0].get_title(loc="left")
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any(t.startswith("not counted") for t in labels)
+
+
+def test_an_interrupted_rebuild_leaves_no_report_of_other_tables(results, tmp_path,
+                                                                 monkeypatch):
+    import spinetrack.report
+
+    write_results(results, tmp_path, parquet=False)
+    (tmp_path / "report.html").write_text("the previous report")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(spinetrack.report, "write_report", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rebuild_report(tmp_path, recompute_fates=True)
+    assert not (tmp_path / "report.html").exists()
