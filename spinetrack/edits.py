@@ -286,7 +286,7 @@ def load_edits(folder: str | Path) -> list[Edit]:
             edits.append(_checked_edit(d))
         except (KeyError, TypeError, ValueError) as exc:
             kind = d.get("kind") if isinstance(d, dict) else None
-            what = f" ({kind})" if isinstance(kind, str) and kind in _REQUIRED else ""
+            what = f" ({kind})" if isinstance(kind, str) and kind in EDIT_KINDS else ""
             raise InputError(path, f"holds a malformed edit: edit {i + 1}{what}: "
                                    f"{_one_line(exc)}") from None
     return edits
@@ -302,9 +302,9 @@ def _checked_edit(d: Any) -> Edit:
     if not isinstance(d, dict):
         raise TypeError(f"a {type(d).__name__}, not an object")
     kind = d.get("kind")
-    if not isinstance(kind, str) or kind not in _REQUIRED:
+    if not isinstance(kind, str) or kind not in EDIT_KINDS:
         raise ValueError(f"unknown kind {kind!r} (expected one of {', '.join(EDIT_KINDS)})")
-    missing = [f for f in _REQUIRED[kind] if d.get(f) is None]
+    missing = [f for f in _REQUIRED.get(kind, ()) if d.get(f) is None]
     if missing:
         raise ValueError(f"no {' and no '.join(missing)}")
     for name in ("target", "other"):
