@@ -221,18 +221,17 @@ def _squeeze_axes(data: np.ndarray, axes: str, path: Path) -> tuple[np.ndarray, 
     axes = axes.upper()
     if len(axes) != data.ndim:
         axes = "Q" * (data.ndim - 2) + "YX" if data.ndim >= 2 else "Q" * data.ndim
-    shape = tuple(n for i, n in enumerate(data.shape) if n > 1 or axes[i] in "YX")
-    if len(shape) > 4:  # e.g. (t, z, c, y, x): tifffile may store c as colour samples
-        raise InputError(path, f"has {len(shape)} dimensions {shape}; expected (y, x), "
-                         "(z, y, x) or (t, z, y, x) with one grey channel")
-    for letter in "S":
-        if letter in axes and data.shape[axes.index(letter)] in (3, 4):
-            raise InputError(path, "is an RGB colour image; spinetrack needs one grey channel "
-                             "(split the channels and pass the dendrite channel)")
     if "C" in axes and data.shape[axes.index("C")] > 1:
         n = data.shape[axes.index("C")]
         raise InputError(path, f"has {n} channels; spinetrack needs one grey channel "
                          "(save the dendrite channel on its own)")
+    shape = tuple(n for i, n in enumerate(data.shape) if n > 1 or axes[i] in "YX")
+    if len(shape) > 4:  # e.g. (t, z, c, y, x) whose c tifffile stored as colour samples
+        raise InputError(path, f"has {len(shape)} dimensions {shape}; expected (y, x), "
+                         "(z, y, x) or (t, z, y, x) with one grey channel")
+    if "S" in axes and data.shape[axes.index("S")] in (3, 4):
+        raise InputError(path, "is an RGB colour image; spinetrack needs one grey channel "
+                         "(split the channels and pass the dendrite channel)")
     keep = [i for i, n in enumerate(data.shape) if n > 1 or axes[i] in "YX"]
     data = data.reshape([data.shape[i] for i in keep])
     axes = "".join(axes[i] for i in keep)
