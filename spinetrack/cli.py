@@ -139,7 +139,9 @@ def _add_report(sub) -> None:
                     "folder's spines.csv and fates.csv (with lines.csv and sessions.csv when "
                     "present), then write report.html and figures/*.png. Use it after editing "
                     "the tables by hand. Parameters default to the folder's params.json; the "
-                    "options below override them.")
+                    "options below override them. In a folder corrected in napari (edits.json "
+                    "and auto/), new parameters or re-classified fates are applied to auto/ and "
+                    "the person's edits are replayed on top, hand-set fates included.")
     _examples(p, "spinetrack report results",
               "spinetrack report results --restore-radius 3     # fates re-classified",
               "spinetrack report results --recompute-fates      # after editing spines.csv")
@@ -193,6 +195,7 @@ def _add_run(sub) -> None:
                         "(t, z, y, x) TIFF")
     p.add_argument("--out", required=True, metavar="DIR", help="results folder (created)")
     _voxel_option(p)
+    _order_option(p)
     p.add_argument("--names", nargs="+", metavar="NAME", help="one name per session")
     p.add_argument("--days", nargs="+", type=_day, metavar="DAY",
                    help="day of each session (enables per-day rates)")
@@ -216,12 +219,11 @@ def _cmd_run(args) -> int:
     base = Params.load(args.params) if args.params else Params()
     params = params_from_args(args, base)
     t0 = time.perf_counter()
+    _check_order(args)
     series = read_series(args.sessions, voxel_size_um=args.voxel_size, names=args.names,
                          days=args.days)
     output_folder(args.out)
-    vz, vy, vx = series.voxel_size_um
-    log.info("%d sessions (%s), voxel %g × %g × %g µm", len(series), ", ".join(series.names),
-             vz, vy, vx)
+    log.info("%d sessions (%s), %s", len(series), ", ".join(series.names), _voxel_text(series))
     bar = TqdmProgress(disable=args.quiet or not sys.stderr.isatty())
     try:
         res = run_and_write(series, args.out, params, progress=bar,
@@ -301,7 +303,7 @@ def _add_synth(sub) -> None:
               "spinetrack synth demo --preset hard --sessions 5 --seed 2",
               "spinetrack synth demo --days 0 1 7 14        # OUT first: --days takes every "
               "number after it",
-              "spinetrack run demo/session*.tif --out demo_results && "
+              "spinetrack run demo --out demo_results && "
               "spinetrack compare demo_results demo/truth")
     p.add_argument("--preset", choices=("easy", "realistic", "hard"), default="realistic",
                    help="image quality and motion (default realistic: dim uint8 like rr30a)")
@@ -439,6 +441,7 @@ def _add_track(sub) -> None:
                    help="start from the parameters of an earlier run (its params.json); the "
                         "options below override them")
     _voxel_option(p)
+    _order_option(p)
     add_arguments(p, ("register", "link", "fates", "stats"))
     p.set_defaults(func=_cmd_track)
 
@@ -446,13 +449,13 @@ def _add_track(sub) -> None:
 def _cmd_track(args) -> int:
     from .io import read_series
     from .params import Params, params_from_args
-    from .pipeline import results_from_tracked
+    from .pipeline import results_from_tracked, write_run
     from .progress import TqdmProgress
-    from .results import write_results
     from .track import read_detections, track_series
 
     base = Params.load(args.params) if args.params else Params()
     params = params_from_args(args, base)
+    _check_order(args)
     series = read_series(args.sessions, voxel_size_um=args.voxel_size, names=args.names,
                          days=args.days)
     tracings, detections = [], []
@@ -470,7 +473,7 @@ def _cmd_track(args) -> int:
                                    calls="automatic" if automatic else None)
     finally:
         bar.close()
-    write_results(res, args.out)
+    write_run(res, args.out, report_html=False)
     counts = res.fates["fate"].value_counts()
     print(f"{res.fates.shape[0]} spines tracked over {len(series)} sessions: "
           + ", ".join(f"{f} {int(counts.get(f, 0))}" for f in
@@ -512,6 +515,7 @@ def _add_learn(sub) -> None:
                         "folder's lines, else the traced branches holding a person's spine)")
     p.add_argument("--sessions", dest="annotation_sessions", type=int, nargs="+", metavar="S",
                    help="session number in the spines table of each SESSION")
+    _order_option(p)
     p.add_argument("--out", required=True, metavar="MODEL.json", help="model file (written)")
     p.add_argument("--kind", choices=MODEL_KINDS, default="boosting",
                    help="classifier: gradient-boosted trees or logistic regression "
@@ -540,6 +544,8 @@ def _cmd_learn(args) -> int:
     if params.detect.detector_model:
         raise InputError(None, "--detector-model is for run/detect; learning starts from the "
                                "hand-set tests' candidates")
+    if args.annotation_sessions is None:  # the k-th file is session k of the spines
+        _check_order(args)
     spines, lines = read_annotations(args.spines, args.lines)
     series = read_series(args.sessions, voxel_size_um=args.voxel_size)
     output_folder(Path(args.out).parent)
@@ -580,6 +586,18 @@ def _print_findings(res, quiet: bool = False) -> None:
         log.warning("warning: %s", w)
 
 
+def _voxel_text(series) -> str:
+    """The voxel size of a series, or of each session when they differ (µm, z × y × x)."""
+    def fmt(v) -> str:
+        return " × ".join(f"{x:g}" for x in v)
+
+    sizes = [tuple(s.voxel_size_um) for s in series]
+    if len(set(sizes)) == 1:
+        return f"voxel {fmt(sizes[0])} µm"
+    return "voxel per session " + ", ".join(f"{s.name} {fmt(v)}" for s, v in zip(series, sizes)) \
+        + " µm"
+
+
 def _fill(text: str) -> str:
     """Wrap a description for formatters that keep line breaks (RawDescription)."""
     import shutil
@@ -615,6 +633,22 @@ def _voxel_option(p: argparse.ArgumentParser) -> None:
                         "resolution, or OME PhysicalSize)")
 
 
+def _order_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--as-given", action="store_true",
+                   help="take the session files in the order given even when the numbers in "
+                        "their names say otherwise (by default session1 session10 session2, "
+                        "as a shell's * lists them, is refused; a folder is always read in "
+                        "natural order: session2 before session10)")
+
+
+def _check_order(args) -> None:
+    """Stop when explicitly listed session files look out of time order (unless --as-given)."""
+    from .io import check_session_order
+
+    if not args.as_given:
+        check_session_order(args.sessions)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spinetrack",
@@ -625,17 +659,30 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'spinetrack COMMAND --help' for the options of each command.",
     )
     parser.add_argument("--version", action="version", version=f"spinetrack {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log messages (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bars and no findings on the terminal: warnings and errors "
-                             "only (the files are written as always)")
-    parser.add_argument("--debug", action="store_true",
-                        help="show a full traceback on unexpected errors")
+    _general_options(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(sub)
+    for command in sub.choices.values():  # 'spinetrack run ... -q' works as well
+        _general_options(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _general_options(p: argparse.ArgumentParser, default) -> None:
+    """-v, -q and --debug, before or after the command.
+
+    After the command they default to ``argparse.SUPPRESS``, so they only set
+    what is given there and never undo what was given before the command.
+    """
+    p.add_argument("-v", "--verbose", action="count",
+                   default=0 if default is None else default,
+                   help="more log messages (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   default=False if default is None else default,
+                   help="no progress bars and no findings on the terminal: warnings and errors "
+                        "only (the files are written as always)")
+    p.add_argument("--debug", action="store_true", default=False if default is None else default,
+                   help="show a full traceback on unexpected errors")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -649,6 +696,18 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.propagate = False
 
 
+def _outcome(exc: BaseException, prefix: str = "") -> str:
+    """What a stopped command left on disk: the note the writer added, if any.
+
+    With no note and no ``prefix`` (an interruption), the general promise: every
+    file is written atomically, so none is half-written.
+    """
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        return prefix + str(notes[-1])
+    return "" if prefix else "files already written are whole (each is written atomically)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spinetrack`` command; returns the exit status."""
     parser = build_parser()
@@ -656,8 +715,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         return int(args.func(args) or EXIT_OK)
-    except Cancelled:
-        print("spinetrack: cancelled; results already written are intact", file=sys.stderr)
+    except Cancelled as exc:
+        print(f"spinetrack: cancelled; {_outcome(exc)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         import os
@@ -665,11 +724,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except KeyboardInterrupt:
-        print("spinetrack: interrupted; results already written are intact", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"spinetrack: interrupted; {_outcome(exc)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except SpinetrackError as exc:
-        print(f"spinetrack: error: {exc}", file=sys.stderr)
+        print(f"spinetrack: error: {exc}{_outcome(exc, '; ')}", file=sys.stderr)
         return EXIT_INPUT
     except MemoryError:
         print("spinetrack: error: out of memory; try fewer workers or smaller stacks",
@@ -680,7 +739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(f"spinetrack: internal error: {type(exc).__name__}: {first} "
-              "(run with --debug for the traceback, and please report it)", file=sys.stderr)
+              f"(run with --debug for the traceback, and please report it){_outcome(exc, '; ')}",
+              file=sys.stderr)
         return EXIT_INTERNAL
 
 

@@ -281,10 +281,47 @@ def load_edits(folder: str | Path) -> list[Edit]:
         raise InputError(path, f"is not a valid JSON edit log ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("edits"), list):
         raise InputError(path, "is not an edit log (no 'edits' list)")
-    try:
-        return [Edit.from_dict(d) for d in doc["edits"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(path, f"holds a malformed edit ({exc})") from None
+    edits = []
+    for i, d in enumerate(doc["edits"]):
+        try:
+            edits.append(_checked_edit(d))
+        except (KeyError, TypeError, ValueError) as exc:
+            kind = d.get("kind") if isinstance(d, dict) else None
+            what = f" ({kind})" if isinstance(kind, str) and kind in EDIT_KINDS else ""
+            raise InputError(path, f"holds a malformed edit: edit {i + 1}{what}: "
+                                   f"{_one_line(exc)}") from None
+    return edits
+
+
+#: The fields each kind of edit needs (beside ``kind``).
+_REQUIRED = {"add": ("session", "to_um"), "delete": ("target",), "move": ("target", "to_um"),
+             "join": ("target", "other"), "split": ("target",), "set_fate": ("target", "fate")}
+
+
+def _checked_edit(d: Any) -> Edit:
+    """An :class:`Edit` from its JSON record, after checking the fields its kind needs."""
+    if not isinstance(d, dict):
+        raise TypeError(f"a {type(d).__name__}, not an object")
+    kind = d.get("kind")
+    if not isinstance(kind, str) or kind not in EDIT_KINDS:
+        raise ValueError(f"unknown kind {kind!r} (expected one of {', '.join(EDIT_KINDS)})")
+    missing = [f for f in _REQUIRED.get(kind, ()) if d.get(f) is None]
+    if missing:
+        raise ValueError(f"no {' and no '.join(missing)}")
+    for name in ("target", "other"):
+        t = d.get(name)
+        if t is not None and not (isinstance(t, dict) and "session" in t and "at_um" in t):
+            raise ValueError(f"its {name} needs a session and at_um")
+    sessions = [d.get("session")] + [d[n]["session"] for n in ("target", "other") if d.get(n)]
+    for s in sessions:
+        if s is not None and (isinstance(s, bool) or not float(s).is_integer() or s < 0):
+            raise ValueError(f"session {s!r} is not a whole number from 0")
+    return Edit.from_dict(d)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- geometry

@@ -33,6 +33,7 @@ __all__ = [
     "read_tiff",
     "write_session",
     "session_paths",
+    "check_session_order",
     "VOXEL_HELP",
 ]
 
@@ -220,14 +221,17 @@ def _squeeze_axes(data: np.ndarray, axes: str, path: Path) -> tuple[np.ndarray, 
     axes = axes.upper()
     if len(axes) != data.ndim:
         axes = "Q" * (data.ndim - 2) + "YX" if data.ndim >= 2 else "Q" * data.ndim
-    for letter in "S":
-        if letter in axes and data.shape[axes.index(letter)] in (3, 4):
-            raise InputError(path, "is an RGB colour image; spinetrack needs one grey channel "
-                             "(split the channels and pass the dendrite channel)")
     if "C" in axes and data.shape[axes.index("C")] > 1:
         n = data.shape[axes.index("C")]
         raise InputError(path, f"has {n} channels; spinetrack needs one grey channel "
                          "(save the dendrite channel on its own)")
+    shape = tuple(n for i, n in enumerate(data.shape) if n > 1 or axes[i] in "YX")
+    if len(shape) > 4:  # e.g. (t, z, c, y, x) whose c tifffile stored as colour samples
+        raise InputError(path, f"has {len(shape)} dimensions {shape}; expected (y, x), "
+                         "(z, y, x) or (t, z, y, x) with one grey channel")
+    if "S" in axes and data.shape[axes.index("S")] in (3, 4):
+        raise InputError(path, "is an RGB colour image; spinetrack needs one grey channel "
+                         "(split the channels and pass the dendrite channel)")
     keep = [i for i, n in enumerate(data.shape) if n > 1 or axes[i] in "YX"]
     data = data.reshape([data.shape[i] for i in keep])
     axes = "".join(axes[i] for i in keep)
@@ -421,6 +425,51 @@ def session_paths(folder: str | Path) -> list[Path]:
     if not files:
         raise InputError(folder, "holds no .tif or .tiff files")
     return sorted(files, key=_natural_key)
+
+
+def _numbered(path: Path) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The path split into its text (the template) and the numbers within it."""
+    parts = re.split(r"(\d+)", str(path))
+    return tuple(t.lower() for t in parts[0::2]), tuple(int(t) for t in parts[1::2])
+
+
+def check_session_order(paths: Sequence[str | Path], override: str = "--as-given") -> None:
+    """Refuse session files whose numbers, read naturally, disagree with the order given.
+
+    ``session1.tif session10.tif session2.tif`` (what a shell's ``session*.tif``
+    gives: it sorts character by character) would otherwise make session10 the
+    second imaging session. Only files whose names are the same apart from their
+    numbers are compared (``day0.tif``, ``day10.tif``...); names that differ
+    otherwise (``baseline.tif``, ``after.tif``) are taken in the order given.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        The session files in the order given.
+    override : str
+        How the caller keeps the order given (named in the message).
+
+    Raises
+    ------
+    InputError
+        One line naming the files in both orders and saying how to keep the order.
+    """
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        return
+    keys = [_numbered(p) for p in paths]
+    if len({template for template, _ in keys}) != 1 or not keys[0][1]:
+        return
+    numbers = [n for _, n in keys]
+    if all(a <= b for a, b in zip(numbers, numbers[1:])):
+        return
+    same_folder = len({p.parent for p in paths}) == 1
+    show = [p.name if same_folder else str(p) for p in paths]
+    natural = [show[i] for i in sorted(range(len(paths)), key=lambda i: numbers[i])]
+    raise InputError(None, f"session files given in the order {', '.join(show)}, but the "
+                           f"numbers in their names say {', '.join(natural)} (a shell's * "
+                           "sorts character by character); list them in time order, or pass "
+                           f"{override} to keep the order given")
 
 
 _MIN_FIELD_FRACTION = 0.5  # a session covering less of session 0's field (y or x) is warned of

@@ -17,20 +17,21 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .errors import InputError
+from .errors import Cancelled, InputError
 from .io import Series
 from .params import Params
 from .progress import ProgressCallback, report, sub_progress
 from .results import Results, write_results
 
-__all__ = ["STAGES", "run_series", "run_and_write", "results_from_tracked",
+__all__ = ["STAGES", "run_series", "run_and_write", "write_run", "results_from_tracked",
            "sessions_table", "recompute"]
 
 log = logging.getLogger(__name__)
@@ -228,11 +229,10 @@ def results_from_tracked(series: Series, tracked, params: Params = Params(),
                    sessions=sessions_table(series), params=params, transform=reg.to_dict())
 
 
-def _reapply_edits(results: Results, out: Path) -> Results:
-    """Apply a person's edits saved in ``out/edits.json`` on top of fresh results."""
-    from .edits import apply_edits, load_edits
+def _reapply_edits(results: Results, out: Path, edits: list) -> Results:
+    """Apply a person's edits (read from ``out/edits.json``) on top of fresh results."""
+    from .edits import apply_edits
 
-    edits = load_edits(out)
     if not edits:
         return results
     log.info("re-applying %d edits from %s (a person's edits win)", len(edits),
@@ -246,36 +246,157 @@ def run_and_write(series: Series, out_dir: str | Path, params: Params = Params()
                   parquet: bool | None = None) -> Results:
     """Run :func:`run_series` and write the results folder.
 
-    Everything is computed before anything is written, and every file is written
-    atomically (``params.json`` last), so a failure or a cancel leaves a previous
-    results folder as it was. If ``out_dir`` holds a person's ``edits.json``
-    (from the napari plugin), the fresh automatic results go to ``out_dir/auto/``
-    and the edits are re-applied on top for the top-level tables: a person's
-    corrections are never lost by re-running.
+    Everything is computed before anything is written (a person's edits
+    included), so a failure or a cancel while computing leaves a previous results
+    folder as it was. Writing then goes: the previous run's ``params.json`` (the
+    completion marker), ``report.html``, ``figures/`` and ``compare.json`` are
+    removed; the tables are written, each atomically, ``params.json`` last; the
+    report follows. An interruption while writing leaves a folder without
+    ``params.json`` (tables interrupted) or with complete tables and no
+    ``report.html`` (report interrupted); the exception then carries a note
+    (``exc.__notes__``) saying which files are from which run.
+
+    If ``out_dir`` holds a person's ``edits.json`` (from the napari plugin), the
+    fresh automatic results go to ``out_dir/auto/`` and the edits are re-applied
+    on top for the top-level tables: a person's corrections are never lost by
+    re-running.
 
     Returns
     -------
     Results
         What was written at the top level of ``out_dir``.
     """
+    from .edits import load_edits
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
-    results = run_series(series, params, progress)
+    edits = load_edits(out)  # a malformed edit log stops the run before any work
+    project = (out / "edits.json").exists()
+    with _noting_interruption(out):
+        auto = run_series(series, params, progress)
+        results = _reapply_edits(auto, out, edits) if project else auto
     extra = {"inputs": {"files": [str(Path(s.path).resolve()) if s.path else None
                                   for s in series],
                         "names": series.names, "days": series.days,
                         "voxel_size_um": [list(s.voxel_size_um) for s in series]}}
     extra.update(extra_params or {})
-    if (out / "edits.json").exists():
-        write_results(results, out / "auto", parquet=parquet, extra_params=extra)
-        results = _reapply_edits(results, out)
-    if report_html:  # before the tables, so params.json (written last) marks a whole folder
-        from .report import write_report
-
-        out.mkdir(parents=True, exist_ok=True)
-        write_report(results, out, progress=sub_progress(progress, "report"))
-    report(progress, "write", 0, 1)
-    write_results(results, out, parquet=parquet, extra_params=extra)
-    report(progress, "write", 1, 1)
+    write_run(results, out, auto=auto if project else None, extra_params=extra,
+              report_html=report_html, parquet=parquet, progress=progress)
     return results
+
+
+def write_run(results: Results, out_dir: str | Path, auto: Results | None = None,
+              extra_params: dict[str, Any] | None = None, report_html: bool = True,
+              parquet: bool | None = None, progress: ProgressCallback | None = None
+              ) -> None:
+    """Write a run's results folder over whatever an earlier run left there.
+
+    The earlier ``params.json`` (the completion marker), ``report.html``,
+    ``figures/`` and ``compare.json`` are removed first; then ``auto/`` (when
+    ``auto`` is given: a correction project's automatic results), the tables
+    with ``params.json`` last, and the report. An exception raised meanwhile
+    (an interruption included) carries a note, ``exc.__notes__[-1]``, saying
+    which files are from which run.
+    """
+    out = Path(out_dir)
+    with _noting_interruption(out) as writing:
+        writing.start("tables")
+        _retire_previous(out, auto is not None)
+        report(progress, "write", 0, 1)
+        if auto is not None:
+            write_results(auto, out / "auto", parquet=parquet, extra_params=extra_params)
+        write_results(results, out, parquet=parquet, extra_params=extra_params)
+        report(progress, "write", 1, 1)
+        if report_html:
+            from .report import write_report
+
+            writing.start("report")
+            write_report(results, out, progress=sub_progress(progress, "report"))
+
+
+#: Figures ``write_report`` draws (besides ``spine_map_<branch>.png``).
+_FIGURES = ("loss_fraction", "clustering", "restoration", "turnover", "survival")
+
+
+def _retire_previous(out: Path, project: bool) -> None:
+    """Remove what marks or describes an earlier run before its tables are replaced.
+
+    ``params.json`` (and ``auto/params.json`` in a project) first, so the folder
+    reads as incomplete until the new one is written; then ``report.html``, the
+    figures and ``compare.json``, which describe the earlier run's results and
+    would otherwise sit beside the new tables.
+    """
+    stale = [out / "params.json"] + ([out / "auto" / "params.json"] if project else [])
+    stale += [out / "report.html", out / "compare.json"]
+    stale += [out / "figures" / f"{name}.png" for name in _FIGURES]
+    stale += sorted((out / "figures").glob("spine_map_*.png"))
+    for path in stale:
+        if path.is_file():
+            path.unlink()
+            if path.name == "compare.json":
+                log.info("removed %s: its scores were of the previous results (run "
+                         "'spinetrack compare' again)", path)
+
+
+class _Writing:
+    """Which phase of :func:`run_and_write` is under way, and the files before writing."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.phase = "compute"
+        self.before: dict[Path, tuple[int, int]] = {}
+
+    def start(self, phase: str) -> None:
+        if self.phase == "compute":
+            self.before = _file_stamps(self.out)
+        self.phase = phase
+
+    def describe(self) -> str:
+        """Where the folder stands, for the message of an interruption."""
+        out = self.out
+        if self.phase == "compute":
+            return f"nothing was written; {out} is as it was"
+        if self.phase == "report":
+            return (f"the tables in {out} are complete (this run), its report was not "
+                    f"written; 'spinetrack report {out}' writes it")
+        now = _file_stamps(out)
+        new = sorted(str(p) for p, st in now.items() if self.before.get(p) != st)
+        old = sorted(str(p) for p, st in now.items() if self.before.get(p) == st)
+        return (f"{out} is incomplete and has no params.json (the completion marker): "
+                f"written by this run: {', '.join(new) or 'nothing yet'}; from the previous "
+                f"run: {', '.join(old) or 'nothing'}; any previous report and compare.json "
+                "were removed; run again to complete it")
+
+
+def _file_stamps(out: Path) -> dict[Path, tuple[int, int]]:
+    """(inode, mtime) of every results file in ``out`` and ``out/auto``, by relative path.
+
+    An atomic replace gives a file a new inode, so a changed stamp means rewritten.
+    """
+    stamps = {}
+    for folder in (out, out / "auto"):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if (path.is_file() and not path.name.startswith(".")
+                    and path.suffix in (".csv", ".parquet", ".json")
+                    and path.name not in ("edits.json", "view.json")):
+                st = path.stat()
+                stamps[path.relative_to(out)] = (st.st_ino, st.st_mtime_ns)
+    return stamps
+
+
+@contextmanager
+def _noting_interruption(out: Path) -> Iterator[_Writing]:
+    """Add a note saying which files are from which run to an interruption or a failure."""
+    writing = _Writing(out)
+    try:
+        yield writing
+    except (KeyboardInterrupt, Cancelled) as exc:
+        exc.add_note(writing.describe())
+        raise
+    except Exception as exc:
+        if writing.phase != "compute":
+            exc.add_note(writing.describe())
+        raise

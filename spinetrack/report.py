@@ -407,12 +407,16 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
     The branch stretches (``length_um, arc_start_um, arc_end_um``) come from the
     previous ``branches.csv`` when it has them, else from ``lines.csv``, else
     from the range of spine positions.
-    """
-    from .files import write_json_atomic, write_table_atomic
-    from .pipeline import recompute
-    from .results import has_parquet, read_results, with_in_statistics
 
-    import json
+    In a correction project (``edits.json`` and ``auto/`` from the napari
+    plugin), new parameters or re-classified fates are applied to ``auto/`` and
+    the person's edits are replayed on top, so hand-set fates survive and
+    ``auto/params.json`` and ``params.json`` agree; a project whose
+    ``spines.csv`` or ``fates.csv`` no longer follows from ``auto/`` and
+    ``edits.json`` (edited by hand) is refused with one line. ``compare.json``
+    is removed when the fates change (its scores were of the previous ones).
+    """
+    from .results import read_results
 
     out = Path(out_dir)
     stored = read_results(out_dir)
@@ -420,19 +424,157 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
     new_radius = (params is not None and stored.params is not None
                   and params.fates.restore_radius_um != stored.params.fates.restore_radius_um)
     refit = recompute_fates or new_radius or not len(stored.fates)
+    changed = params is not None and params != stored.params
+    if (out / "edits.json").exists() and (refit or changed
+                                          or _auto_params(out) != (params or stored.params)):
+        res, written = _rebuild_project(out, stored, params or stored.params,
+                                        recompute_fates, progress)
+    else:
+        res, written = _rebuild_tables(out, stored, params, refit, progress)
+    if refit and (out / "compare.json").is_file():
+        (out / "compare.json").unlink()  # scores of the fates just replaced
+    written += write_report(res, out, progress=progress, title=title)
+    return res, written
+
+
+def _rebuild_tables(out: Path, stored, params, refit: bool, progress) -> tuple:
+    """Recompute the statistics (and fates when ``refit``) of a plain results folder."""
+    import json
+
+    from .files import write_json_atomic
+    from .pipeline import recompute
+
     res = recompute(stored, progress=progress, fates=refit, params=params)
-    written: list[Path] = []
+    _drop_report(out)
+    written = _write_tables(res, out)
+    written.append(write_json_atomic(out / "summary.json", res.summary))
     if params is not None and stored.params is not None and params != stored.params:
         meta_path = out / "params.json"  # the folder's parameters are the ones now used
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         meta["params"] = params.to_dict()
         written.append(write_json_atomic(meta_path, meta))
-    # fates.csv always: its in_statistics column follows the statistics just computed
-    for name in ("fates", "branches"):
-        df = with_in_statistics(res.fates, res.summary) if name == "fates" else res.branches
+    return res, written
+
+
+def _drop_report(out: Path) -> None:
+    """Remove the old ``report.html`` before the tables it describes are replaced.
+
+    An interrupted rebuild then leaves no report rather than one of other tables.
+    """
+    (out / "report.html").unlink(missing_ok=True)
+
+
+def _write_tables(res, out: Path) -> list[Path]:
+    """Write fates.csv and branches.csv in the column order 'spinetrack run' writes them.
+
+    ``fates.csv`` always: its ``in_statistics`` column follows the statistics just
+    computed.
+    """
+    from .files import write_table_atomic
+    from .results import BRANCH_COLUMNS, FATE_COLUMNS, _ordered, has_parquet, \
+        with_in_statistics
+
+    tables = {"fates": _ordered(with_in_statistics(res.fates, res.summary), FATE_COLUMNS),
+              "branches": _ordered(res.branches, BRANCH_COLUMNS)}
+    written = []
+    for name, df in tables.items():
         written.append(write_table_atomic(df, out / f"{name}.csv"))
         if has_parquet():
             written.append(write_table_atomic(df, out / f"{name}.parquet"))
-    written.append(write_json_atomic(out / "summary.json", res.summary))
-    written += write_report(res, out, progress=progress, title=title)
+    return written
+
+
+def _rebuild_project(out: Path, stored, params, recompute_fates: bool, progress) -> tuple:
+    """New parameters for a correction project: ``auto/`` recomputed, the edits replayed.
+
+    Returns the corrected results and the files written (``auto/`` first, then
+    the top-level tables, each folder's ``params.json`` last).
+    """
+    from .edits import load_edits, recompute_results, replay_edits
+    from .pipeline import recompute
+    from .results import read_results, write_results
+
+    auto_dir = out / "auto"
+    if not (auto_dir / "spines.csv").exists():
+        raise InputError(auto_dir, "is missing, so the person's edits (edits.json) cannot be "
+                         "replayed with new parameters; restore auto/, or move edits.json "
+                         "away to treat the tables as plain results")
+    edits = load_edits(out)
+    auto = read_results(auto_dir)
+    spines, overrides, skipped = replay_edits(auto, edits)
+    _check_project_in_step(out, stored, auto, spines, overrides)
+    refit_auto = (recompute_fates or params.fates.restore_radius_um
+                  != auto.params.fates.restore_radius_um)
+    auto = recompute(auto, progress=progress, fates=refit_auto, params=params)
+    res = recompute_results(auto, spines, overrides, edits=edits, skipped=skipped,
+                            progress=progress)
+    _drop_report(out)
+    written = write_results(auto, auto_dir, extra_params=_run_record(auto_dir))
+    written += write_results(res, out, extra_params=_run_record(out))
     return res, written
+
+
+def _auto_params(out: Path):
+    """The parameters a project's ``auto/params.json`` records (None without one)."""
+    from .params import Params
+
+    path = out / "auto" / "params.json"
+    return Params.load(path) if path.exists() else None
+
+
+def _run_record(folder: Path) -> dict[str, Any]:
+    """What ``folder/params.json`` records besides the parameters and versions (inputs...)."""
+    import json
+
+    path = folder / "params.json"
+    try:
+        meta = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError as exc:
+        raise InputError(path, f"is not valid JSON ({exc})") from None
+    return {k: v for k, v in meta.items() if k not in ("params", "versions")}
+
+
+def _check_project_in_step(out: Path, stored, auto, spines: pd.DataFrame,
+                           overrides: dict[int, str]) -> None:
+    """Refuse a project whose top-level tables do not follow from ``auto/`` and its edits.
+
+    Replaying the edits would silently drop changes made to ``spines.csv`` or
+    ``fates.csv`` by hand (or left by an older spinetrack that re-classified a
+    project's fates without the person's hand-set fates).
+    """
+    from .edits import fates_with_overrides
+
+    fix = ("edited by hand, or re-classified without the hand-set fates by an older "
+           "spinetrack); new parameters rebuild a project's tables from auto/ and edits.json, "
+           "which would replace it: make changes in napari, open and save the project in "
+           "napari to rebuild the tables first, or move edits.json and auto/ away to treat "
+           "the tables as plain results")
+    if not _same_spines(stored.spines, spines):
+        raise InputError(out / "spines.csv", "differs from auto/spines.csv with the edits in "
+                         f"edits.json replayed ({fix}")
+    fates = fates_with_overrides(spines.reset_index(drop=True), auto.n_sessions,
+                                 auto.params.fates.restore_radius_um, overrides)
+    if not _same_fates(stored.fates, fates):
+        raise InputError(out / "fates.csv", "differs from the fates of auto/ with the edits "
+                         f"in edits.json replayed ({fix}")
+
+
+def _same_spines(a: pd.DataFrame, b: pd.DataFrame, atol_um: float = 0.01) -> bool:
+    """The same spine observations (id, session, position in µm) in both tables."""
+    cols = ["spine_id", "session", "z_um", "y_um", "x_um"]
+    if len(a) != len(b) or not all(c in a.columns and c in b.columns for c in cols):
+        return False
+    a = a[cols].sort_values(["session", "spine_id"]).to_numpy(float)
+    b = b[cols].sort_values(["session", "spine_id"]).to_numpy(float)
+    return bool(np.array_equal(a[:, :2], b[:, :2]) and np.allclose(a[:, 2:], b[:, 2:],
+                                                                   atol=atol_um, rtol=0))
+
+
+def _same_fates(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """The same presence and fate for every spine_id."""
+    if len(a) != len(b):
+        return False
+    key = ["spine_id", "present", "fate"]
+    a = a.sort_values("spine_id")[key].astype(str).reset_index(drop=True)
+    b = b.sort_values("spine_id")[key].astype(str).reset_index(drop=True)
+    return bool(a.equals(b))

@@ -217,6 +217,33 @@ def test_bad_edit_log_is_a_one_line_error(tmp_path, text, problem):
     assert "edits.json" in str(err.value) and "\n" not in str(err.value)
 
 
+T = {"session": 0, "at_um": [1.0, 2.0, 3.0]}
+
+
+@pytest.mark.parametrize("edit, problem", [
+    ({"kind": "delete"}, r"edit 2 \(delete\): no target"),
+    ({"kind": "join", "target": T}, r"edit 2 \(join\): no other"),
+    ({"kind": "move", "target": T}, r"edit 2 \(move\): no to_um"),
+    ({"kind": "add", "to_um": [1, 2, 3]}, r"edit 2 \(add\): no session"),
+    ({"kind": "set_fate", "target": T}, r"edit 2 \(set_fate\): no fate"),
+    ({"kind": "set_fate", "target": T, "fate": "gone"}, "fate 'gone'"),
+    ({"kind": "split", "target": {"session": 1}}, "target needs a session and at_um"),
+    ({"kind": "split", "target": {**T, "session": -1}}, "session -1 is not a whole number"),
+    ({"kind": "add", "session": 1, "to_um": [1, 2]}, "three finite numbers"),
+    ({"kind": ["add"]}, "unknown kind"),
+    ("delete", "not an object"),
+])
+def test_malformed_edit_names_the_file_and_the_edit(tmp_path, edit, problem):
+    import json
+
+    good = {"kind": "add", "session": 0, "to_um": [1.0, 2.0, 3.0]}
+    (tmp_path / "edits.json").write_text(json.dumps({"version": 1, "edits": [good, edit]}))
+    with pytest.raises(InputError, match=problem) as err:
+        load_edits(tmp_path)
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "edits.json")) and "\n" not in message
+
+
 def test_snap_to_branch_interpolates_arc(res):
     snap = snap_to_branch(res.lines, 0, (3.0, 13.0, 3.1))
     assert snap["branch_id"] == 1

@@ -8,7 +8,8 @@ import tifffile
 
 from spinetrack.cli import main
 from spinetrack.errors import InputError
-from spinetrack.io import read_series, read_session, read_tiff, session_paths, write_session
+from spinetrack.io import (check_session_order, read_series, read_session, read_tiff,
+                           session_paths, write_session)
 
 VOX = (1.0, 0.12, 0.12)
 
@@ -103,6 +104,26 @@ def test_series_from_files_and_folder_natural_order(tmp_path, stack):
     assert series.days is None
 
 
+@pytest.mark.parametrize("names", [["session1.tif", "session10.tif", "session2.tif"],
+                                   ["day0.tif", "day10.tif", "day4.tif", "day7.tif"],
+                                   ["d10/s.tif", "d4/s.tif"]])
+def test_numbered_files_out_of_natural_order_are_refused(names):
+    with pytest.raises(InputError, match="--as-given") as err:
+        check_session_order([Path(n) for n in names])
+    message = str(err.value)
+    assert "\n" not in message and all(Path(n).name in message for n in names)
+
+
+@pytest.mark.parametrize("names", [["session1.tif", "session2.tif", "session10.tif"],
+                                   ["s01.tif", "s02.tif", "s10.tif"],
+                                   ["baseline.tif", "after.tif"],  # no numbers to go by
+                                   ["m1_day4.tif", "m2_day0.tif"],  # the names differ
+                                   ["day0.tif", "day0_redo.tif", "day1.tif"],
+                                   ["only.tif"]])
+def test_files_in_order_or_without_comparable_numbers_pass(names):
+    check_session_order([Path(n) for n in names])
+
+
 def test_sessions_of_different_shapes_are_allowed(tmp_path, stack):
     a = write_session(tmp_path / "a.tif", stack, VOX)
     b = write_session(tmp_path / "b.tif", stack[:4, :30], VOX)
@@ -153,6 +174,8 @@ def _bad(tmp_path, stack, kind) -> Path:
     elif kind == "five_d":
         tifffile.imwrite(path, np.ones((2, 2, 3, 8, 8), np.uint8) * np.arange(8, dtype=np.uint8),
                          metadata={"axes": "QQQYX"})
+    elif kind == "five_d_samples":  # tifffile stores the 4 before (y, x) as colour samples
+        tifffile.imwrite(path, np.ones((2, 2, 4, 8, 8), np.uint8) * np.arange(8, dtype=np.uint8))
     elif kind == "rgb":
         tifffile.imwrite(path, (stack[0, :, :, None] * np.ones(3, np.uint8)), photometric="rgb")
     elif kind == "channels":
@@ -185,6 +208,7 @@ BAD = {
     "truncated_compressed": "truncated",
     "truncated_raw": "truncated",
     "five_d": "dimensions",
+    "five_d_samples": r"has 5 dimensions \(2, 2, 4, 8, 8\)",
     "rgb": "RGB",
     "channels": "channels",
     "empty": "empty|no images",

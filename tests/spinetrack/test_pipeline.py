@@ -123,9 +123,9 @@ def test_cli_run_and_bad_input(tmp_path, capsys, check_contract):
     assert main(["run", str(TINY), "--out", str(out), "--n-permutations", "200",
                  "--no-report"]) == 0
     assert "lost by the last session" in capsys.readouterr().out
-    # -q: the files as always, no findings on the terminal
-    assert main(["-q", "run", str(TINY), "--out", str(tmp_path / "quiet"),
-                 "--n-permutations", "200", "--no-report"]) == 0
+    # -q (here after the command): the files as always, no findings on the terminal
+    assert main(["run", str(TINY), "--out", str(tmp_path / "quiet"),
+                 "--n-permutations", "200", "--no-report", "-q"]) == 0
     assert capsys.readouterr().out == ""
     assert (tmp_path / "quiet" / "fates.csv").exists()
     assert check_contract(out) == []
@@ -147,3 +147,94 @@ def test_cli_run_needs_a_voxel_size(tmp_path, capsys):
                      photometric="minisblack")
     assert main(["run", str(plain), "--out", str(tmp_path / "o")]) == 2
     assert "--voxel-size" in capsys.readouterr().err
+
+
+def test_malformed_edit_log_stops_the_run_before_any_work(tiny_run, tmp_path):
+    from spinetrack.errors import InputError
+
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "edits.json").write_text('{"version": 1, "edits": [{"kind": "delete"}]}')
+    stages = []
+    with pytest.raises(InputError, match=r"edits.json: .*edit 1 \(delete\): no target"):
+        run_and_write(read_series(TINY), out, PARAMS, progress=lambda s, d, t: stages.append(s))
+    assert stages == [] and sorted(p.name for p in out.iterdir()) == ["edits.json"]
+
+
+@pytest.fixture
+def rerun(tiny_run, tmp_path, monkeypatch):
+    """A copy of the tiny run's folder (with a compare.json) and a re-run that skips computing."""
+    import shutil
+
+    import spinetrack.pipeline
+
+    src, res, _ = tiny_run
+    out = tmp_path / "again"
+    shutil.copytree(src, out)
+    (out / "compare.json").write_text("{}")
+    monkeypatch.setattr(spinetrack.pipeline, "run_series", lambda *args, **kwargs: res)
+    stamps = {p.name: p.stat().st_ino for p in out.iterdir() if p.is_file()}
+    return out, stamps
+
+
+def _cancel_at(stage_prefix):
+    def progress(stage, done, total):
+        if stage.startswith(stage_prefix):
+            raise Cancelled()
+    return progress
+
+
+def test_rerun_removes_the_marker_first_and_leaves_no_stale_scores(rerun):
+    out, stamps = rerun
+    with pytest.raises(Cancelled) as err:
+        run_and_write(read_series(TINY), out, PARAMS, progress=_cancel_at("write"))
+    # stopped before the first table: the previous tables remain, marked incomplete
+    assert not (out / "params.json").exists()
+    assert not (out / "report.html").exists() and not (out / "compare.json").exists()
+    assert not list((out / "figures").glob("*.png"))
+    assert (out / "fates.csv").stat().st_ino == stamps["fates.csv"]
+    note = err.value.__notes__[-1]
+    assert "no params.json" in note and "written by this run: nothing yet" in note
+    assert "fates.csv" in note.split("from the previous run:")[1]
+
+
+def test_interrupted_report_comes_after_complete_tables(rerun):
+    out, stamps = rerun
+    with pytest.raises(Cancelled) as err:
+        run_and_write(read_series(TINY), out, PARAMS, progress=_cancel_at("report"))
+    assert (out / "params.json").exists() and not (out / "report.html").exists()
+    for name in ("spines.csv", "fates.csv", "branches.csv", "summary.json", "params.json"):
+        assert (out / name).stat().st_ino != stamps[name], name  # rewritten
+    assert "tables in" in err.value.__notes__[-1]
+    assert "spinetrack report" in err.value.__notes__[-1]
+
+
+def test_cli_says_which_files_an_interruption_left(rerun, capsys, monkeypatch):
+    import spinetrack.results
+
+    out, _ = rerun
+    calls = []
+
+    def interrupt_second_table(df, path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(df, path)
+
+    real = spinetrack.results.write_table_atomic
+    monkeypatch.setattr(spinetrack.results, "write_table_atomic", interrupt_second_table)
+    assert main(["run", str(TINY), "--out", str(out), "--no-report"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the log lines
+    assert err.startswith("spinetrack: interrupted; ")
+    new, old = err.split("written by this run: ")[1].split("; from the previous run: ")
+    assert Path(calls[0]).name in new and "summary.json" in old
+    assert not (out / "params.json").exists()
+
+
+def test_write_run_without_a_report_leaves_no_stale_one(rerun, tiny_run):
+    from spinetrack.pipeline import write_run
+
+    out, stamps = rerun
+    write_run(tiny_run[1], out, report_html=False)  # what 'spinetrack track' does
+    assert (out / "params.json").stat().st_ino != stamps["params.json"]
+    assert not (out / "report.html").exists() and not (out / "compare.json").exists()

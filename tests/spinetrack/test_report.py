@@ -188,6 +188,88 @@ def test_spine_map_rows_show_what_each_session_traced():
     assert bars == [((0, 0), (0.0, 40.0)), ((1, 1), (0.0, 12.0))]
 
 
+@pytest.fixture
+def no_figures(monkeypatch):
+    """rebuild_report without drawing (the tables are what is tested; figures are slow)."""
+    import spinetrack.report
+
+    monkeypatch.setattr(spinetrack.report, "write_report", lambda *args, **kwargs: [])
+
+
+def test_report_writes_the_columns_in_the_order_run_does(results, tmp_path, no_figures):
+    from spinetrack.results import BRANCH_COLUMNS, FATE_COLUMNS
+
+    write_results(results, tmp_path, parquet=False)
+    rebuild_report(tmp_path, recompute_fates=True)
+    for name, first in (("branches", BRANCH_COLUMNS), ("fates", FATE_COLUMNS)):
+        columns = pd.read_csv(tmp_path / f"{name}.csv", nrows=0).columns.tolist()
+        assert columns[:len(first)] == first, name  # write_results' order
+
+
+@pytest.fixture
+def project(results, tmp_path):
+    """A correction project as napari saves it: one restored spine set to 'formed' by hand."""
+    from spinetrack.edits import Edit
+    from spinetrack.project import Project
+
+    folder = tmp_path / "project"
+    write_results(results, folder, parquet=False)
+    p = Project.open(folder)
+    sid = int(p.results.fates.loc[p.results.fates["fate"] == "restored", "spine_id"].iloc[0])
+    p.apply(Edit.set_fate(p.results.spines, sid, "formed"))  # autosaves auto/, edits, tables
+    (folder / "compare.json").write_text("{}")
+    return folder, sid
+
+
+def test_report_with_a_new_radius_replays_a_projects_edits(project, no_figures):
+    from spinetrack.project import Project
+
+    folder, sid = project
+    res, _ = rebuild_report(folder, PARAMS.replace(restore_radius_um=3.0))
+    fates = read_results(folder).fates.set_index("spine_id")
+    assert fates.loc[sid, "fate"] == "formed" and fates.loc[sid, "fate_source"] == "manual"
+    for meta in (folder / "params.json", folder / "auto" / "params.json"):
+        assert json.loads(meta.read_text())["params"]["fates"]["restore_radius_um"] == 3.0
+    assert read_results(folder / "auto").summary["restoration"]["restore_radius_um"] == 3.0
+    reopened = Project.open(folder, autosave=False).results.fates  # what napari shows
+    assert reopened["fate"].value_counts().to_dict() == fates["fate"].value_counts().to_dict()
+    assert res.summary["edits"] == {"applied": 1, "skipped": 0}
+    assert not (folder / "compare.json").exists()  # scores of the previous fates
+
+
+def test_cli_report_recompute_fates_keeps_a_projects_hand_set_fate(project, no_figures, capsys):
+    folder, sid = project
+    assert main(["report", str(folder), "--recompute-fates"]) == 0
+    fates = read_results(folder).fates.set_index("spine_id")
+    assert fates.loc[sid, "fate"] == "formed" and fates.loc[sid, "fate_source"] == "manual"
+
+
+def test_report_refuses_a_project_whose_tables_were_edited_by_hand(project, no_figures,
+                                                                   capsys):
+    folder, _ = project
+    spines = pd.read_csv(folder / "spines.csv")
+    spines.iloc[1:].to_csv(folder / "spines.csv", index=False)
+    before = (folder / "fates.csv").read_bytes()
+    assert main(["report", str(folder), "--restore-radius", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "spines.csv: differs from auto/spines.csv" in err
+    assert (folder / "fates.csv").read_bytes() == before
+    assert json.loads((folder / "params.json").read_text())["params"]["fates"][
+        "restore_radius_um"] == PARAMS.fates.restore_radius_um
+
+
+def test_report_brings_a_split_projects_auto_params_in_line(project, no_figures):
+    folder, _ = project
+    meta_path = folder / "auto" / "params.json"
+    meta = json.loads(meta_path.read_text())
+    meta["params"]["stats"]["n_permutations"] = 999  # what an older report left behind
+    meta_path.write_text(json.dumps(meta))
+    rebuild_report(folder)
+    top, auto = (json.loads(p.read_text())["params"]
+                 for p in (folder / "params.json", meta_path))
+    assert top == auto and auto["stats"]["n_permutations"] == PARAMS.stats.n_permutations
+
+
 def test_spine_map_title_counts_only_the_spines_the_statistics_use():
     from spinetrack import plots
 
@@ -203,3 +285,19 @@ def test_spine_map_title_counts_only_the_spines_the_statistics_use():
     assert "0 of 1 session-0 spines lost" in fig.axes[0].get_title(loc="left")
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any(t.startswith("not counted") for t in labels)
+
+
+def test_an_interrupted_rebuild_leaves_no_report_of_other_tables(results, tmp_path,
+                                                                 monkeypatch):
+    import spinetrack.report
+
+    write_results(results, tmp_path, parquet=False)
+    (tmp_path / "report.html").write_text("the previous report")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(spinetrack.report, "write_report", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rebuild_report(tmp_path, recompute_fates=True)
+    assert not (tmp_path / "report.html").exists()
