@@ -572,12 +572,15 @@ def _move_into_place(tmp: Path, folder: Path) -> None:
     """Move every file of ``tmp`` into ``folder``, each ``params.json`` last.
 
     ``folder/params.json`` is removed first, so until the new one is moved in
-    the folder reads as incomplete. A person's ``edits.json`` is never replaced.
+    the folder reads as incomplete, and with it what describes the earlier run
+    (report, figures, ``compare.json``: :func:`spinetrack.pipeline.retire_previous`),
+    which would otherwise stay beside the new tables (``--no-report``). A
+    person's ``edits.json`` is never replaced.
     """
+    from .pipeline import retire_previous
+
     folder.mkdir(parents=True, exist_ok=True)
-    marker = folder / "params.json"
-    if marker.exists():
-        marker.unlink()
+    retire_previous(folder, project=(folder / "edits.json").exists())
     files = [p for p in tmp.rglob("*") if p.is_file()]
     files.sort(key=lambda p: (p.relative_to(tmp) == Path("params.json"), p.name == "params.json",
                               str(p)))

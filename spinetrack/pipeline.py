@@ -31,7 +31,8 @@ from .params import Params
 from .progress import ProgressCallback, report, sub_progress
 from .results import Results, write_results
 
-__all__ = ["STAGES", "run_series", "run_and_write", "write_run", "results_from_tracked",
+__all__ = ["STAGES", "run_series", "run_and_write", "write_run", "retire_previous",
+           "results_from_tracked",
            "sessions_table", "recompute"]
 
 log = logging.getLogger(__name__)
@@ -302,7 +303,7 @@ def write_run(results: Results, out_dir: str | Path, auto: Results | None = None
     out = Path(out_dir)
     with _noting_interruption(out) as writing:
         writing.start("tables")
-        _retire_previous(out, auto is not None)
+        retire_previous(out, auto is not None)
         report(progress, "write", 0, 1)
         if auto is not None:
             write_results(auto, out / "auto", parquet=parquet, extra_params=extra_params)
@@ -319,7 +320,7 @@ def write_run(results: Results, out_dir: str | Path, auto: Results | None = None
 _FIGURES = ("loss_fraction", "clustering", "restoration", "turnover", "survival")
 
 
-def _retire_previous(out: Path, project: bool) -> None:
+def retire_previous(out: Path, project: bool) -> None:
     """Remove what marks or describes an earlier run before its tables are replaced.
 
     ``params.json`` (and ``auto/params.json`` in a project) first, so the folder

@@ -286,6 +286,10 @@ class Project:
             self._replay()
         if keeps_log:
             save_edits(out, self.edits)
+        scores = out / "compare.json"  # scored the tables about to be replaced
+        if scores.is_file():
+            scores.unlink()
+            log.info("removed %s: it scored the results before these edits", scores)
         write_results(self.results, out)
         if self.view:
             write_json_atomic(out / VIEW_FILE, self.view)

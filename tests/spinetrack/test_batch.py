@@ -615,3 +615,19 @@ def test_paths_are_absolute_for_workers_elsewhere(cohort_dir, monkeypatch):
     (task,) = plan(read_manifest(Path(cohort_dir.name)), "out")[:1]
     assert all(f.is_absolute() and f.exists() for f in task.spec.files)
     assert task.folder == (cohort_dir.parent / "out" / "m1").resolve()
+
+
+def test_a_rerun_without_report_removes_the_earlier_report(cohort_dir, tmp_path):
+    out = tmp_path / "out"
+    tasks = _tasks(cohort_dir, out)
+    assert run_batch(tasks, out, serial=True, runner=fake_run_and_write,
+                     cohort=False).count("done") == 3
+    folder = tasks[0].folder
+    for name in ("report.html", "compare.json", "figures/spine_map_0.png"):
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_text("from the earlier run")
+    assert run_batch(tasks, out, serial=True, force=True, runner=fake_run_and_write,
+                     cohort=False).count("done") == 3
+    assert (folder / "params.json").exists()
+    assert not any((folder / name).exists()
+                   for name in ("report.html", "compare.json", "figures/spine_map_0.png"))

@@ -47,6 +47,13 @@ def test_edit_autosaves_auto_log_and_corrected_tables(folder):
     assert len(read_results(folder).spines) == auto_spines - 1
 
 
+def test_saving_edits_removes_the_scores_of_the_earlier_tables(folder):
+    (folder / "compare.json").write_text("{}")
+    p = Project.open(folder)
+    p.apply(Edit.delete(p.spines, 0, 1))
+    assert not (folder / "compare.json").exists()
+
+
 def test_reopened_project_is_identical(folder):
     p = Project.open(folder)
     p.apply(Edit.add(1, (3.0, 3.0, 8.0)))

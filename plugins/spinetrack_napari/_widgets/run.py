@@ -201,7 +201,9 @@ class RunWidget(QWidget):
 
     def _on_error(self, exc: BaseException) -> None:
         if isinstance(exc, Cancelled):
-            self.status.setText("cancelled; the previous results are unchanged")
+            notes = getattr(exc, "__notes__", None)  # cancelled while writing: what is where
+            self.status.setText(f"cancelled; {notes[-1]}" if notes
+                                else "cancelled; the previous results are unchanged")
             self.last_error = "cancelled"
             return
         self._show_error(exc)
