@@ -56,10 +56,10 @@ NEIGHBOURS = 48
 #: Gaussian scale (µm) over which a moved stretch's own displacements are averaged
 #: at a point (its points are 0.5 µm apart).
 STRAY_KERNEL_UM = 1.0
-#: Nearest points of a moved stretch used at a point (the farthest weighs < 1e-7).
-STRAY_NEIGHBOURS = 24
-#: The moved stretch's displacement fades out over this many times its length, so
-#: that the map changes by less than 0.65 µm per µm and stays invertible.
+#: Nearest points of a moved stretch used at a point (the farthest weighs < 1e-6).
+STRAY_NEIGHBOURS = 40
+#: The moved stretch's displacement fades out over this many times its difference
+#: from the smooth field, so that the map changes by less than 0.65 µm per µm there.
 STRAY_TAPER = 2.5
 
 
@@ -137,7 +137,7 @@ class Registration:
     stray_reach_um : float
         Within this distance of a moved stretch a point takes the stretch's own
         displacement in full; beyond, it fades to the smooth field over
-        ``STRAY_TAPER`` times the displacement's length (at least ``stray_reach_um``).
+        ``STRAY_TAPER`` times their difference (at least ``stray_reach_um``).
     """
 
     matrices: list[np.ndarray]
@@ -197,8 +197,7 @@ class Registration:
         pts = np.asarray(points_ref_um, dtype=float).reshape(-1, 3)
         out = self._smooth_displacement(k, pts)
         if self._stray_trees[k] is not None and self.stray_reach_um > 0 and len(pts):
-            w, own = self._stray_displacement(k, pts)
-            out += w[:, None] * (own - out)
+            out += self._stray_correction(k, pts, out)
         return out
 
     def _smooth_displacement(self, k: int, pts: np.ndarray) -> np.ndarray:
@@ -218,36 +217,40 @@ class Registration:
         num = np.einsum("nk,nkc->nc", w, self.displacements[k][j])
         return num / (w.sum(axis=1) + LOCAL_PRIOR_WEIGHT)[:, None]
 
-    def _stray_displacement(self, k: int, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Weight (0..1) and displacement of the moved stretches of session k at ``pts``.
+    def _stray_correction(self, k: int, pts: np.ndarray, smooth: np.ndarray) -> np.ndarray:
+        """What the moved stretches of session k add to the smooth field ``smooth`` at ``pts``.
 
-        The displacement is a Gaussian-weighted mean (``STRAY_KERNEL_UM``) over the
-        stretch's nearest points; the weight is 1 within ``stray_reach_um`` of the
-        stretch and falls (raised cosine) to 0 over ``STRAY_TAPER`` times the
-        length of that displacement (at least ``stray_reach_um``) beyond. Both
-        change continuously, so the map has an exact inverse.
+        The stretch's own displacement at a point is a Gaussian-weighted mean
+        (``STRAY_KERNEL_UM``) over its nearest points; it replaces the smooth field
+        within ``stray_reach_um`` of the stretch, and its weight falls (raised
+        cosine) to 0 over ``STRAY_TAPER`` times the difference between the two
+        (at least ``stray_reach_um``) beyond. Both change continuously, so the map
+        keeps an inverse.
         """
         anchors, disp = self.stray_points[k], self.stray_displacements[k]
         reach = self.stray_reach_um
-        size = np.linalg.norm(disp, axis=1)
-        bound = reach + max(reach, STRAY_TAPER * float(size.max(initial=0.0)))
+        # beyond reach + span the weight is 0 for any point; 4 kernel scales more find
+        # every stretch point that weighs in the mean at such a point
+        largest = (np.linalg.norm(disp, axis=1).max(initial=0.0)
+                   + np.linalg.norm(self.displacements[k], axis=1).max(initial=0.0))
+        span = max(reach, STRAY_TAPER * float(largest))
         kk = min(len(anchors), STRAY_NEIGHBOURS)
-        d, j = self._stray_trees[k].query(pts, k=kk, distance_upper_bound=bound)
+        d, j = self._stray_trees[k].query(pts, k=kk,
+                                          distance_upper_bound=reach + span + 4 * STRAY_KERNEL_UM)
         d, j = d.reshape(len(pts), kk), j.reshape(len(pts), kk)
-        ok = np.isfinite(d)
-        near = ok[:, 0]
-        w = np.zeros(len(pts))
-        own = np.zeros_like(pts)
+        near = np.isfinite(d[:, 0])
+        out = np.zeros_like(pts)
         if not near.any():
-            return w, own
-        d, j, ok = d[near], np.where(ok[near], j[near], 0), ok[near]
-        dd = np.where(ok, d, np.inf)
-        g = np.exp(-(dd ** 2 - dd[:, :1] ** 2) / (2.0 * STRAY_KERNEL_UM ** 2))
-        own[near] = np.einsum("nk,nkc->nc", g, disp[j]) / g.sum(axis=1)[:, None]
-        width = np.maximum(reach, STRAY_TAPER * np.linalg.norm(own[near], axis=1))
+            return out
+        d, j = d[near], np.where(np.isfinite(d[near]), j[near], 0)
+        g = np.exp(-(np.where(np.isfinite(d), d, np.inf) ** 2 - d[:, :1] ** 2)
+                   / (2.0 * STRAY_KERNEL_UM ** 2))
+        change = (np.einsum("nk,nkc->nc", g, disp[j]) / g.sum(axis=1)[:, None]
+                  - smooth[near])
+        width = np.maximum(reach, STRAY_TAPER * np.linalg.norm(change, axis=1))
         x = np.clip((d[:, 0] - reach) / width, 0.0, 1.0)
-        w[near] = 0.5 * (1.0 + np.cos(np.pi * x))
-        return w, own
+        out[near] = 0.5 * (1.0 + np.cos(np.pi * x))[:, None] * change
+        return out
 
     def rigid_to_reference(self, k: int, points_um) -> np.ndarray:
         """Session k µm -> session 0 µm with the global rigid transform only."""
@@ -266,12 +269,15 @@ class Registration:
         local = ((self._trees[k] is not None and self.local_scale_um > 0)
                  or (self._stray_trees[k] is not None and self.stray_reach_um > 0))
         todo = np.arange(len(q)) if local else np.zeros(0, int)
-        for _ in range(100):  # the local map changes by < 0.65 µm per µm: this converges
+        for it in range(100):
             if not len(todo):
                 break
+            # fixed-point steps; half steps after 30 where the map changes steeply
+            # (between two stretches that moved differently), which still converge there
+            step = 1.0 if it < 30 else 0.5
             new = q[todo] - self.local_displacement(k, u[todo])
             moved = np.max(np.abs(new - u[todo]), axis=1, initial=0.0)
-            u[todo] = new
+            u[todo] += step * (new - u[todo])
             todo = todo[moved >= 1e-7]
         return (u - self.offsets[k]) @ self.matrices[k]
 
