@@ -716,7 +716,34 @@ def _stray_offsets(q: np.ndarray, fixed: np.ndarray, tree: cKDTree, params: Regi
         found.append((run[::2], disp[::2]))
     if not found:
         return empty
-    return tuple(np.concatenate(parts) for parts in zip(*found))
+    points, disp = (np.concatenate(parts) for parts in zip(*found))
+    more = _continue_along(points, disp, free, md / 2, 2.0 * params.local_scale_um)
+    return np.concatenate([points, more[0]]), np.concatenate([disp, more[1]])
+
+
+def _continue_along(points: np.ndarray, disp: np.ndarray, free: np.ndarray, near: float,
+                    reach_um: float) -> tuple[np.ndarray, np.ndarray]:
+    """Carry the moved stretches' displacement on along the session-0 lines they were laid on.
+
+    A session's tracing often stops short of session 0's (a dimmer or fainter
+    stretch), but the dendrite it follows moved as a whole: its spines beyond the
+    traced end need the same displacement. Uncovered session-0 points connected
+    to the covered ones (``free``, chained 0.6 µm apart), up to ``reach_um`` from
+    them, become extra points (in the session's frame, ``point - d``) carrying
+    the displacement ``d`` of the nearest covered point.
+    """
+    moved = points + disp
+    d, _ = cKDTree(moved).query(free, distance_upper_bound=near)
+    covered = np.isfinite(d)
+    if not covered.any() or covered.all() or reach_um <= 0:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    labels = _pieces(free, 2.5 * LINE_STEP_UM)
+    linked = np.isin(labels, np.unique(labels[covered])) & ~covered
+    gap, j = cKDTree(free[covered]).query(free[linked])
+    keep = gap <= reach_um
+    ends = free[linked][keep][::2]
+    _, i = cKDTree(moved).query(ends)
+    return ends - disp[i], disp[i]
 
 
 # --------------------------------------------------------------------------- API

@@ -216,3 +216,15 @@ def test_a_new_dendrite_beside_a_covered_one_is_left_alone():
     reg = register_series(None, [_tracing(fixed), _tracing(later)], RegisterParams())
     q = reg.to_reference(1, later[2])
     assert np.median(np.linalg.norm(q - later[2], axis=1)) < 0.3
+
+
+def test_the_moved_dendrite_carries_its_shift_past_the_end_of_its_tracing():
+    # session 1 traces the moved dendrite only up to x = 30 µm; spines beyond need its shift
+    shift = np.array([1.0, 5.0, 0.0])
+    moved = _FIELD[2] + shift
+    later = _FIELD[:2] + [moved[moved[:, 2] <= 30]]
+    reg = register_series(None, [_tracing(_FIELD), _tracing(later)], RegisterParams())
+    beyond = _FIELD[2][(_FIELD[2][:, 2] > 38) & (_FIELD[2][:, 2] < 48)][::10]
+    heads = beyond + shift + np.array([0.0, 1.5, 0.0])  # 1.5 µm beside the shaft, in y
+    d = _line_distance(reg.to_reference(1, heads))
+    assert np.all(np.abs(d - 1.5 * np.cos(np.arctan(0.1))) < 0.3)
