@@ -337,9 +337,8 @@ def _series_lines(tracings, registration, bmap: BranchMap) -> pd.DataFrame:
 
 
 def _branch_table(lines: pd.DataFrame) -> pd.DataFrame:
-    from .stats import branch_table_from_lines
+    from .stats import BRANCH_TABLE_COLUMNS, TRACED_COLUMNS, branch_table_from_lines
 
-    cols = ["branch_id", "length_um", "arc_start_um", "arc_end_um", "n_sessions_traced"]
     if not len(lines):
-        return pd.DataFrame(columns=cols)
-    return branch_table_from_lines(lines)[cols]
+        return pd.DataFrame(columns=BRANCH_TABLE_COLUMNS + TRACED_COLUMNS)
+    return branch_table_from_lines(lines)

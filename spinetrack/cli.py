@@ -194,7 +194,7 @@ def _add_run(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="results folder (created)")
     _voxel_option(p)
     p.add_argument("--names", nargs="+", metavar="NAME", help="one name per session")
-    p.add_argument("--days", nargs="+", type=float, metavar="DAY",
+    p.add_argument("--days", nargs="+", type=_day, metavar="DAY",
                    help="day of each session (enables per-day rates)")
     p.add_argument("--params", metavar="PARAMS.json",
                    help="start from the parameters of an earlier run (its params.json); the "
@@ -310,7 +310,7 @@ def _add_synth(sub) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     p.add_argument("--null", action="store_true",
                    help="losses fall uniformly at random on all branches (no clustering)")
-    p.add_argument("--days", type=float, nargs="+", metavar="D",
+    p.add_argument("--days", type=_day, nargs="+", metavar="D",
                    help="day of each session (default 0 4 8 ...)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
                    help="image size in voxels (default: the preset's, 48 768 768 for realistic)")
@@ -433,7 +433,7 @@ def _add_track(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="results folder (created)")
     p.add_argument("--names", nargs="+", metavar="NAME",
                    help="file prefix of each session in DIR (default: the TIFF file stems)")
-    p.add_argument("--days", nargs="+", type=float, metavar="DAY",
+    p.add_argument("--days", nargs="+", type=_day, metavar="DAY",
                    help="day of each session (enables per-day rates)")
     p.add_argument("--params", metavar="PARAMS.json",
                    help="start from the parameters of an earlier run (its params.json); the "
@@ -594,6 +594,19 @@ def _examples(p: argparse.ArgumentParser, *lines: str) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = _fill(p.description or "")
     p.epilog = "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _day(text: str) -> float:
+    """A session's day for ``--days``; a file or folder name there gets a hint.
+
+    ``--days`` takes every number after it, so files or an output folder
+    written after it are read as days.
+    """
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a day number; put --days after the files and folders") from None
 
 
 def _voxel_option(p: argparse.ArgumentParser) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, SpinetrackError
-from .fates import FATES, classify_fates
+from .fates import FATES, classify_fates, fate_from_presence
 from .files import write_json_atomic
 from .results import BRANCH_COLUMNS, FATE_COLUMNS, SPINE_COLUMNS, Results, _ordered
 
@@ -51,6 +51,7 @@ __all__ = [
     "recompute_results",
     "replay_edits",
     "fates_with_overrides",
+    "fate_contradiction",
     "Target",
 ]
 
@@ -558,9 +559,45 @@ def apply_edit(results: Results, spines: pd.DataFrame, fate_overrides: dict[int,
                 del fate_overrides[sid_]
         return sp
     if edit.kind == "set_fate":
+        problem = fate_contradiction(_presence(sp, sid, results.n_sessions), str(edit.fate))
+        if problem:
+            raise EditError(f"spine {sid} {problem}")
         fate_overrides[sid] = str(edit.fate)
         return sp
     raise EditError(f"unknown edit kind {edit.kind!r}")  # pragma: no cover
+
+
+def _presence(spines: pd.DataFrame, spine_id: int, n_sessions: int) -> str:
+    """``'0'``/``'1'`` per session for one spine_id (e.g. ``'0110'``)."""
+    seen = set(_sessions_of(spines, spine_id))
+    return "".join("1" if k in seen else "0" for k in range(n_sessions))
+
+
+def fate_contradiction(present: str, fate: str) -> str | None:
+    """Why a fate set by hand contradicts a spine's presence, or None if it fits.
+
+    Presence decides stable, lost, formed and transient (the output contract);
+    a person may only say whether a spine that is absent in session 0 is
+    ``restored`` or not (``formed``/``transient``, as its presence says).
+
+    Examples
+    --------
+    >>> fate_contradiction("1110", "stable")
+    'is present 1110 (in session 0, not in the last): its fate can only be lost'
+    >>> fate_contradiction("0011", "restored") is None
+    True
+    """
+    if "1" not in present:
+        return "is not present in any session"
+    by_presence = fate_from_presence(present)
+    allowed = [by_presence] + (["restored"] if present[0] == "0" else [])
+    if fate in allowed:
+        return None
+    where = {"stable": "in every session", "lost": "in session 0, not in the last",
+             "formed": "not in session 0, in the last",
+             "transient": "not in session 0 nor in the last"}[by_presence]
+    return (f"is present {present} ({where}): its fate can only be "
+            f"{' or '.join(allowed)}")
 
 
 def fates_with_overrides(spines: pd.DataFrame, n_sessions: int, restore_radius_um: float,
@@ -568,7 +605,10 @@ def fates_with_overrides(spines: pd.DataFrame, n_sessions: int, restore_radius_u
     """Classify fates, then put in the fates a person set by hand (``fate_source``).
 
     A fate set by hand replaces the classified fate of that ``spine_id``;
-    ``restored_from`` is then empty unless the fate set is ``restored``.
+    ``restored_from`` is then empty unless the fate set is ``restored``. A fate
+    set by hand that contradicts the spine's presence (:func:`fate_contradiction`,
+    e.g. after a later edit deleted one of its sessions) is not kept: the
+    classified fate stands, with a warning.
     """
     fates = classify_fates(spines, n_sessions, restore_radius_um)
     fates["fate_source"] = "auto"
@@ -576,11 +616,27 @@ def fates_with_overrides(spines: pd.DataFrame, n_sessions: int, restore_radius_u
         hit = fates["spine_id"] == sid
         if not hit.any():
             continue
+        problem = fate_contradiction(str(fates.loc[hit, "present"].iloc[0]), fate)
+        if problem:  # a later edit changed where the spine is present
+            log.warning("the fate %s set by hand is not kept: spine %s %s", fate, sid, problem)
+            continue
         if fate != "restored":
             fates.loc[hit, "restored_from"] = pd.NA
         fates.loc[hit, "fate"] = fate
         fates.loc[hit, "fate_source"] = "manual"
     return fates
+
+
+def _overrides_not_kept(fates: pd.DataFrame, fate_overrides: dict[int, str] | None
+                        ) -> list[str]:
+    """One message per fate set by hand that :func:`fates_with_overrides` did not keep."""
+    if not fate_overrides or not len(fates):
+        return []
+    table = fates.set_index("spine_id")
+    return [f"the fate {fate} set by hand for spine {sid} is not kept: spine {sid} "
+            f"{fate_contradiction(str(table.at[sid, 'present']), fate)}"
+            for sid, fate in fate_overrides.items()
+            if sid in table.index and table.at[sid, "fate_source"] != "manual"]
 
 
 def recompute_results(results: Results, spines: pd.DataFrame,
@@ -619,7 +675,8 @@ def recompute_results(results: Results, spines: pd.DataFrame,
     summary = dict(out.summary)  # recompute keeps the summary keys it does not produce
     skipped = list(skipped or [])
     summary["edits"] = {"applied": len(edits or []) - len(skipped), "skipped": len(skipped)}
-    summary["warnings"] = list(out.summary.get("warnings", [])) + skipped
+    summary["warnings"] = (list(out.summary.get("warnings", [])) + skipped
+                           + _overrides_not_kept(out.fates, fate_overrides))
     out.summary = summary
     return out
 

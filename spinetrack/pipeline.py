@@ -83,14 +83,14 @@ def _voxel_size(res) -> Any:
 
 
 def _stored_branch_table(res) -> pd.DataFrame | None:
-    from .stats import BRANCH_TABLE_COLUMNS, branch_table_from_lines
+    from .stats import BRANCH_TABLE_COLUMNS, TRACED_COLUMNS, branch_table_from_lines
 
     if res.lines is not None and len(res.lines):  # the lines know which sessions trace what
         return branch_table_from_lines(res.lines)
     b = res.branches
     if all(c in b.columns for c in BRANCH_TABLE_COLUMNS) and len(b) and \
             b[BRANCH_TABLE_COLUMNS].notna().all().all():
-        return b[[c for c in (*BRANCH_TABLE_COLUMNS, "n_sessions_traced") if c in b.columns]]
+        return b[[c for c in (*BRANCH_TABLE_COLUMNS, *TRACED_COLUMNS) if c in b.columns]]
     return None
 
 

@@ -7,6 +7,7 @@ Each function takes the contract's tables (and the summary dict) and returns a
 from __future__ import annotations
 
 import io
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,7 @@ def _first_last(present: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 def spine_map_figure(
     spines: pd.DataFrame, fates: pd.DataFrame, branch: pd.Series, n_sessions: int,
     days: list | None = None, lines: pd.DataFrame | None = None,
+    left_out: Collection[int] = (),
 ) -> Figure:
     """Spines along one branch, one row per session, coloured by fate.
 
@@ -76,6 +78,9 @@ def spine_map_figure(
     the stretch of the branch that session traced (from ``lines``, the
     series' centre lines, when given; else the stretch common to all sessions),
     so a spine "lost" where the next session traced nothing shows as such.
+    Spines in ``left_out`` (``summary["left_out_spine_ids"]``: not on dendrite
+    every session traces) are drawn hollow and not counted in the title, which
+    then agrees with branches.csv.
     """
     b = int(branch["branch_id"])
     fb = fates[fates["branch_id"] == b]
@@ -109,10 +114,14 @@ def spine_map_figure(
         if len(g) > 1:
             ax.plot(g["arc_um"], g["session"], color=FATE_COLOURS[fate_of[sid]], lw=0.8,
                     alpha=0.45, zorder=1)
+    out = sb["spine_id"].isin(set(left_out))
     for fate, colour in FATE_COLOURS.items():
-        g = sb[sb["spine_id"].map(fate_of) == fate]
+        g = sb[(sb["spine_id"].map(fate_of) == fate) & ~out]
         ax.scatter(g["arc_um"], g["session"], s=26, color=colour, zorder=3,
                    edgecolors="white", linewidths=0.5)
+        g = sb[(sb["spine_id"].map(fate_of) == fate) & out]
+        ax.scatter(g["arc_um"], g["session"], s=26, facecolors="none", edgecolors=colour,
+                   linewidths=1.0, zorder=3)
     # losses: a × where the spine was, in the first session it is missing
     gone = last < n_sessions - 1
     ax.scatter(fb["arc_um"].to_numpy()[gone], last[gone] + 1, marker="x", s=30,
@@ -137,8 +146,9 @@ def spine_map_figure(
     style_axes(ax)
     ax.spines["left"].set_visible(False)
     ax.tick_params(axis="y", length=0)
-    n0 = int((first == 0).sum())
-    n_lost = int((fb["fate"] == "lost").sum())
+    counted = ~fb["spine_id"].isin(set(left_out)).to_numpy()
+    n0 = int(((first == 0) & counted).sum())
+    n_lost = int(((fb["fate"] == "lost").to_numpy() & counted).sum())
     q = branch.get("loss_q", np.nan)
     qtxt = f", loss q = {q:.3g}" if pd.notna(q) else ""
     ax.set_title(f"Branch {b}: {float(branch.get('length_um', np.nan)):.1f} µm, "
@@ -149,7 +159,10 @@ def spine_map_figure(
                        label="gone (first session missing)"),
                 Line2D([], [], ls="--", color=FATE_COLOURS["restored"],
                        label="restored at a lost site")]
-    ax.legend(handles=handles, ncol=7, fontsize=8, frameon=False, loc="upper left",
+    if out.any():
+        handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", color="grey",
+                              label="not counted (dendrite not traced in every session)"))
+    ax.legend(handles=handles, ncol=7 if len(handles) <= 7 else 4, fontsize=8, frameon=False, loc="upper left",
               bbox_to_anchor=(0, -0.18 if n_sessions > 2 else -0.3), handletextpad=0.3,
               columnspacing=1.0)
     fig.tight_layout()

@@ -18,6 +18,7 @@ re-applied on top).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import replace
@@ -32,12 +33,30 @@ from .errors import InputError
 from .files import write_json_atomic
 from .results import Results, read_results, write_results
 
-__all__ = ["Project", "AUTO_DIR", "VIEW_FILE"]
+__all__ = ["Project", "AUTO_DIR", "VIEW_FILE", "FolderInUse", "results_in", "same_folder"]
 
 log = logging.getLogger(__name__)
 
 AUTO_DIR = "auto"
 VIEW_FILE = "view.json"
+
+
+class FolderInUse(InputError):
+    """Saving would overwrite another project's edits or another run's results."""
+
+
+def results_in(folder: str | Path) -> list[str]:
+    """What in ``folder`` a save would overwrite: ``edits.json``, ``spines.csv``, ``auto/``."""
+    folder = Path(folder)
+    return [name for name, there in ((EDITS_FILE, folder / EDITS_FILE),
+                                     ("spines.csv", folder / "spines.csv"),
+                                     (f"{AUTO_DIR}/", folder / AUTO_DIR / "spines.csv"))
+            if there.exists()]
+
+
+def same_folder(a: str | Path | None, b: str | Path | None) -> bool:
+    """True if ``a`` and ``b`` name the same folder (however spelled)."""
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 
 
 class Project:
@@ -226,15 +245,29 @@ class Project:
         return self.results.spines
 
     # ------------------------------------------------------------------ saving
-    def save(self, folder: str | Path | None = None) -> Path:
+    def save(self, folder: str | Path | None = None, overwrite: bool = False) -> Path:
         """Write the project (atomically, file by file) and return its folder.
 
         Parameters
         ----------
         folder : path, optional
             Save here (and keep working here); default the project's folder.
+        overwrite : bool
+            Allow ``folder`` to be another folder that already holds a project
+            (``edits.json``) or results (``spines.csv``): they are replaced.
+
+        Raises
+        ------
+        FolderInUse
+            If ``folder`` is another folder holding a project or results and
+            ``overwrite`` is False; nothing is written then.
         """
-        if folder is not None and Path(folder) != self.folder:
+        if folder is not None and not same_folder(Path(folder), self.folder):
+            found = results_in(folder)
+            if found and not overwrite:
+                raise FolderInUse(folder, f"already holds {' and '.join(found)} (another "
+                                  "project or run); saving here would replace them: choose "
+                                  "an empty folder, or confirm to overwrite")
             self.folder = Path(folder)
             self._auto_saved = False
         if self.folder is None:
@@ -243,13 +276,15 @@ class Project:
             self.results = self.compute(self.snapshot())
             self.stats_pending = False
         out = self.folder
-        if not self._auto_saved and (self.edits or (out / EDITS_FILE).exists()):
+        # a folder that already has an edit log or auto/ stays a project (no stale auto/)
+        keeps_log = bool(self.edits) or bool(set(results_in(out)) & {EDITS_FILE, f"{AUTO_DIR}/"})
+        if not self._auto_saved and keeps_log:
             write_results(self.auto, out / AUTO_DIR)
             # keep exactly what a reopened project will read (CSV precision)
             self.auto = read_results(out / AUTO_DIR)
             self._auto_saved = True
             self._replay()
-        if self.edits or (out / EDITS_FILE).exists():
+        if keeps_log:
             save_edits(out, self.edits)
         write_results(self.results, out)
         if self.view:
@@ -261,6 +296,26 @@ class Project:
         self.dirty = False
         log.info("saved project %s (%d edits)", out, len(self.edits))
         return out
+
+    def save_copy(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write the project into ``folder`` as :meth:`save` would; keep working where it is.
+
+        The copy holds the automatic results, the edit log and the corrected
+        tables, so it reopens with exactly these tables. In the project's own
+        folder this is :meth:`save`.
+
+        Raises
+        ------
+        FolderInUse
+            If ``folder`` is another folder holding a project or results and
+            ``overwrite`` is False.
+        """
+        if same_folder(folder, self.folder):
+            return self.save()
+        twin = copy.copy(self)
+        twin.folder, twin._auto_saved, twin.autosave = None, False, False
+        twin.edits = list(self.edits)
+        return twin.save(folder, overwrite=overwrite)
 
     def save_view(self, view: dict[str, Any]) -> None:
         """Remember a viewer's state and write it if the project has a folder."""

@@ -111,24 +111,40 @@ def findings(summary: dict[str, Any], branches: pd.DataFrame) -> list[str]:
         tr = ", ".join(f"{v:.2f}" if v is not None else "n/a" for v in summary["turnover_ratio"])
         out.append(f"Turnover ratio per interval (gained + lost) / (2 × earlier count): {tr}.")
     if n > 1 and unchecked(summary):
-        out.append(UNCHECKED)
+        out.append(unchecked_text(summary))
     return out
 
 
 def unchecked(summary: dict[str, Any]) -> bool:
-    """The run's calls are the detector's, and no person's corrections were applied."""
-    return bool(summary.get("calls") == "automatic"
-                and not (summary.get("edits") or {}).get("applied"))
+    """The run's calls are the detector's (corrected in part or not at all).
+
+    A person's corrections do not make the other calls checked: nothing
+    records which calls a person looked at and accepted, so the reminder stays
+    with every run of automatic calls.
+    """
+    return bool(summary.get("calls") == "automatic")
 
 
+def unchecked_text(summary: dict[str, Any]) -> str:
+    """The reminder after the findings of automatic calls, with the corrections made."""
+    applied = int((summary.get("edits") or {}).get("applied") or 0)
+    if not applied:
+        return UNCHECKED
+    return (f"These fates come from automatic detection and linking, to which a person applied "
+            f"{applied} correction{'s' if applied != 1 else ''} (edits.json); nothing records "
+            "whether the other calls were checked. " + _UNCHECKED_WHY)
+
+
+# why automatic calls need checking, said after their findings
+_UNCHECKED_WHY = ("On real two-photon data (rr30a-dev, bench/RESULTS.md) the detector misses "
+                  "or adds about a quarter of a person's spines, and every miss or false call "
+                  "becomes a loss, a formation or a restoration, so the automatic run calls "
+                  "about twice the person's losses and the tests above inherit that. Check and "
+                  "correct the calls in napari (napari --plugin spinetrack RESULTS_FOLDER; "
+                  "Shift-N steps through them) before relying on them.")
 #: Said after the findings of automatic calls that nobody has corrected yet.
 UNCHECKED = ("These fates come from automatic detection and linking that nobody has checked "
-             "yet. On real two-photon data (rr30a-dev, bench/RESULTS.md) the detector misses "
-             "or adds about a quarter of a person's spines, and every miss or false call "
-             "becomes a loss, a formation or a restoration, so the automatic run calls about "
-             "twice the person's losses and the tests above inherit that. Check and correct "
-             "the calls in napari (napari --plugin spinetrack RESULTS_FOLDER; Shift-N steps "
-             "through them) before relying on them.")
+             "yet. " + _UNCHECKED_WHY)
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -338,8 +354,9 @@ def write_report(results, out_dir: str | Path, progress: ProgressCallback | None
     for _, row in br.iterrows():
         b = int(row["branch_id"])
         jobs.append((f"spine_map_{b}", f"spine map of branch {b}",
-                     lambda row=row: plots.spine_map_figure(results.spines, results.fates, row,
-                                                            n, days, lines=results.lines)))
+                     lambda row=row: plots.spine_map_figure(
+                         results.spines, results.fates, row, n, days, lines=results.lines,
+                         left_out=summary.get("left_out_spine_ids", ()))))
     images: dict[str, tuple[bytes, str]] = {}
     written = []
     for i, (name, alt, make) in enumerate(jobs):
@@ -393,7 +410,7 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
     """
     from .files import write_json_atomic, write_table_atomic
     from .pipeline import recompute
-    from .results import has_parquet, read_results
+    from .results import has_parquet, read_results, with_in_statistics
 
     import json
 
@@ -410,9 +427,9 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         meta["params"] = params.to_dict()
         written.append(write_json_atomic(meta_path, meta))
-    tables = (["fates"] if refit else []) + ["branches"]
-    for name in tables:
-        df = getattr(res, name)
+    # fates.csv always: its in_statistics column follows the statistics just computed
+    for name in ("fates", "branches"):
+        df = with_in_statistics(res.fates, res.summary) if name == "fates" else res.branches
         written.append(write_table_atomic(df, out / f"{name}.csv"))
         if has_parquet():
             written.append(write_table_atomic(df, out / f"{name}.parquet"))

@@ -28,6 +28,7 @@ __all__ = [
     "read_results",
     "read_spines",
     "read_fates",
+    "with_in_statistics",
     "package_versions",
     "has_parquet",
 ]
@@ -144,7 +145,7 @@ def write_results(
     written: list[Path] = []
     frames = {
         "spines": _ordered(results.spines, SPINE_COLUMNS),
-        "fates": _ordered(results.fates, FATE_COLUMNS),
+        "fates": _ordered(with_in_statistics(results.fates, results.summary), FATE_COLUMNS),
         "branches": _ordered(results.branches, BRANCH_COLUMNS),
         "lines": results.lines,
         "registration": results.registration,
@@ -187,6 +188,14 @@ def read_spines(path: str | Path) -> pd.DataFrame:
     return _need(_read_csv(path), SPINE_COLUMNS, path)
 
 
+def with_in_statistics(fates: pd.DataFrame, summary: dict | None) -> pd.DataFrame:
+    """Add ``in_statistics`` (the spine counts in branches.csv and summary.json)."""
+    left_out = (summary or {}).get("left_out_spine_ids")
+    if left_out is None or fates is None or "spine_id" not in fates.columns:
+        return fates
+    return fates.assign(in_statistics=~fates["spine_id"].isin(left_out))
+
+
 def read_fates(path: str | Path) -> pd.DataFrame:
     """Read a fates.csv keeping ``present`` as text and ``restored_from`` as nullable int."""
     path = Path(path)
@@ -205,6 +214,8 @@ def read_results(out_dir: str | Path) -> Results:
     spines = read_spines(out / "spines.csv")
     fates = read_fates(out / "fates.csv") if (out / "fates.csv").exists() else pd.DataFrame(
         columns=FATE_COLUMNS)
+    # in_statistics is written from summary.json's left_out_spine_ids, and again on each write
+    fates = fates.drop(columns="in_statistics", errors="ignore")
     branches = (_need(_read_csv(out / "branches.csv"), ["branch_id"], out / "branches.csv")
                 if (out / "branches.csv").exists() else pd.DataFrame(columns=BRANCH_COLUMNS))
     summary: dict[str, Any] = {}

@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 BRANCH_TABLE_COLUMNS = ["branch_id", "length_um", "arc_start_um", "arc_end_um"]
+# optional: how many sessions trace the branch, and the outermost ends any session traces
+TRACED_COLUMNS = ["n_sessions_traced", "arc_first_start_um", "arc_last_end_um"]
 
 #: Floating tolerance when comparing a null statistic with the observed one.
 _TOL = 1e-9
@@ -86,11 +88,13 @@ def branch_table_from_lines(lines: pd.DataFrame, n_sessions: int | None = None) 
     Returns
     -------
     DataFrame
-        ``branch_id, length_um, arc_start_um, arc_end_um, n_sessions_traced``:
-        ``arc_start_um`` is the largest per-session start and ``arc_end_um`` the
-        smallest per-session end, so the stretch is seen in every session where
-        the branch is traced; ``length_um = arc_end_um - arc_start_um`` (0 when
-        the sessions do not overlap).
+        ``branch_id, length_um, arc_start_um, arc_end_um, n_sessions_traced,
+        arc_first_start_um, arc_last_end_um``: ``arc_start_um`` is the largest
+        per-session start and ``arc_end_um`` the smallest per-session end, so the
+        stretch is seen in every session where the branch is traced;
+        ``length_um = arc_end_um - arc_start_um`` (0 when the sessions do not
+        overlap). ``arc_first_start_um`` and ``arc_last_end_um`` are the
+        outermost per-session ends (where the sessions' tracings stop apart).
     """
     missing = [c for c in ("branch_id", "arc_um") if c not in lines.columns]
     if missing:
@@ -102,13 +106,41 @@ def branch_table_from_lines(lines: pd.DataFrame, n_sessions: int | None = None) 
         "arc_start_um": g["min"].max(),
         "arc_end_um": g["max"].min(),
         "n_sessions_traced": g.size() if "session" in per.columns else 1,
+        "arc_first_start_um": g["min"].min(),
+        "arc_last_end_um": g["max"].max(),
     }).reset_index()
     out["arc_end_um"] = np.maximum(out["arc_end_um"], out["arc_start_um"])
     out["length_um"] = out["arc_end_um"] - out["arc_start_um"]
-    return out[BRANCH_TABLE_COLUMNS + ["n_sessions_traced"]]
+    return out[BRANCH_TABLE_COLUMNS + TRACED_COLUMNS]
 
 
-_TRACED_SLACK_UM = 2.0  # a spine this close beyond the stretch every session traces is on it
+_TRACED_SLACK_UM = 2.0  # a spine this close beyond a common end of the tracings is on it
+
+
+def _end_slack(bt: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """How far beyond each end of the common traced stretch a spine still counts (µm).
+
+    ``_TRACED_SLACK_UM`` at an end where every session's tracing stops within
+    that distance of the others (a dendrite's tip or the edge of the field:
+    spines sit on the tip and a base's arc position scatters), 0 where some
+    session traces further than another by more (there one session's
+    tracing stopped early, and a spine beyond it appears or vanishes with
+    the tracing). Without the outermost ends every end gets the slack.
+    """
+    slack = np.full(len(bt), _TRACED_SLACK_UM)
+    if "arc_first_start_um" not in bt.columns or "arc_last_end_um" not in bt.columns:
+        return slack, slack.copy()
+    spread_lo = (bt["arc_start_um"] - bt["arc_first_start_um"]).to_numpy(float)
+    spread_hi = (bt["arc_last_end_um"] - bt["arc_end_um"]).to_numpy(float)
+    return (np.where(spread_lo > _TRACED_SLACK_UM, 0.0, slack),
+            np.where(spread_hi > _TRACED_SLACK_UM, 0.0, slack))
+
+
+def counted_branches(bt: pd.DataFrame, n_sessions: int) -> np.ndarray:
+    """Which rows of a branch table are traced in every session (all, without the column)."""
+    if "n_sessions_traced" not in bt.columns:
+        return np.ones(len(bt), dtype=bool)
+    return ~(bt["n_sessions_traced"].to_numpy(float) < n_sessions)
 
 
 def _observed_in_every_session(f: pd.DataFrame, bt: pd.DataFrame, n_sessions: int
@@ -116,21 +148,19 @@ def _observed_in_every_session(f: pd.DataFrame, bt: pd.DataFrame, n_sessions: in
     """Which fates rows lie on dendrite traced in every session.
 
     The spine's arc position is within its branch's common traced stretch
-    (``arc_start_um`` to ``arc_end_um``), give or take ``_TRACED_SLACK_UM``
-    (the same-site distance: traced ends differ a little between sessions and
-    a base's arc position scatters), and, when the table says so
+    (``arc_start_um`` to ``arc_end_um``), give or take the slack of
+    :func:`_end_slack` at each end, and, when the table says so
     (``n_sessions_traced``), the branch is traced in all ``n_sessions``.
     """
-    table = bt.set_index("branch_id")
+    table = bt.reset_index(drop=True)
+    lo_slack, hi_slack = _end_slack(table)
+    table = table.assign(lo=table["arc_start_um"] - lo_slack,
+                         hi=table["arc_end_um"] + hi_slack,
+                         counted=counted_branches(table, n_sessions)).set_index("branch_id")
     b = f["branch_id"].astype(int)
-    lo = b.map(table["arc_start_um"]).to_numpy(float)
-    hi = b.map(table["arc_end_um"]).to_numpy(float)
     arc = f["arc_um"].to_numpy(float)
-    ok = (arc >= lo - _TRACED_SLACK_UM) & (arc <= hi + _TRACED_SLACK_UM)
-    if "n_sessions_traced" in table.columns:
-        traced = b.map(table["n_sessions_traced"]).to_numpy(float)
-        ok &= ~(traced < n_sessions)
-    return ok
+    ok = (arc >= b.map(table["lo"]).to_numpy(float)) & (arc <= b.map(table["hi"]).to_numpy(float))
+    return ok & b.map(table["counted"]).fillna(True).to_numpy(bool)
 
 
 def branch_table_from_spines(spines: pd.DataFrame) -> pd.DataFrame:
@@ -427,7 +457,8 @@ class _BranchRestoration:
         A new spine first seen in session f avoids ``occupied_radius`` around
         session-0 spines still present in f, and ``relink_radius`` around
         session-0 spines last present in f - 1 on its own side of the branch
-        (the linker links only on the same side; with no ``side`` column every
+        (the linker links only on the same side; side 0, a spine pointing in z
+        or of unknown side, counts as either side; with no ``side`` column every
         spine counts as one side).
     """
 
@@ -461,7 +492,9 @@ class _BranchRestoration:
         for f, side in sorted(set(zip(self.first[self.new].tolist(),
                                       self.side[self.new].tolist()))):
             occupied = s0 & (self.last >= f)
-            relinked = s0 & (self.last == f - 1) & (self.side == side)
+            # side 0 (pointing in z, or unknown: added by hand) links to either side
+            relinked = s0 & (self.last == f - 1) & ((self.side == side) | (self.side == 0)
+                                                    | (side == 0))
             centres = np.concatenate([self.arc[occupied], self.arc[relinked]])
             radii = np.concatenate([np.full(occupied.sum(), occupied_radius),
                                     np.full(relinked.sum(), relink_radius)])
@@ -761,7 +794,7 @@ def branch_statistics(
         missing = [c for c in BRANCH_TABLE_COLUMNS if c not in branch_table.columns]
         if missing:
             raise InputError(None, f"branch table lacks columns {missing}")
-        traced = ["n_sessions_traced"] if "n_sessions_traced" in branch_table.columns else []
+        traced = [c for c in TRACED_COLUMNS if c in branch_table.columns]
         bt = branch_table[BRANCH_TABLE_COLUMNS + traced].copy()
         extra = sorted(set(f["branch_id"]) - set(bt["branch_id"].astype(int)))
         if extra:
@@ -782,6 +815,8 @@ def branch_statistics(
     grid = np.array([[c == "1" for c in p] for p in f["present"].astype(str)],
                     dtype=bool).reshape(len(f), n_sessions)  # presence, one row per spine
     all_per_session = grid.sum(axis=0)
+    left_out = sorted(int(i) for i in f.loc[~seen, "spine_id"]) if branch_table is not None \
+        else []
     if branch_table is not None and not seen.all():
         n_all = len(f)
         f = f[seen].reset_index(drop=True)
@@ -815,12 +850,14 @@ def branch_statistics(
     br = pd.DataFrame({"branch_id": branch_ids, "length_um": length,
                        "arc_start_um": bt["arc_start_um"].to_numpy(dtype=float),
                        "arc_end_um": bt["arc_end_um"].to_numpy(dtype=float)})
-    if "n_sessions_traced" in bt.columns:
-        br["n_sessions_traced"] = bt["n_sessions_traced"].to_numpy()
+    for c in TRACED_COLUMNS:
+        if c in bt.columns:
+            br[c] = bt[c].to_numpy()
     for k in range(n_sessions):
         br[f"n_spines_s{k}"] = counts[:, k]
-    for k in range(n_sessions):
-        br[f"density_s{k}"] = _ratio(counts[:, k], length)
+    counted = counted_branches(bt, n_sessions)
+    for k in range(n_sessions):  # no density where some session does not trace the branch
+        br[f"density_s{k}"] = np.where(counted, _ratio(counts[:, k], length), np.nan)
     for fate in FATES:
         br[f"n_{fate}"] = fate_counts[fate]
     br["loss_fraction"] = _ratio(n_lost, n_s0)
@@ -901,7 +938,9 @@ def branch_statistics(
     # ---- summary
     tot = counts.sum(axis=0)
     tot_g, tot_e = gained.sum(axis=0), eliminated.sum(axis=0)
-    total_length = float(length[length > 0].sum())
+    # the stretch every session traces: branches traced in only some sessions
+    # hold no counted spines, so their length is not counted either
+    total_length = float(length[(length > 0) & counted].sum())
     intervals = np.diff(day) if day is not None else None
 
     def per_day(rate: np.ndarray):
@@ -916,13 +955,17 @@ def branch_statistics(
     summary: dict[str, Any] = {
         "n_sessions": int(n_sessions),
         "days": None if day is None else day.tolist(),
-        "n_branches": int(B),
+        "n_branches": int(counted.sum()),
+        # branches some session does not trace: rows of branches.csv, no spines counted
+        "n_branches_partly_traced": int(B - counted.sum()),
         "branch_ids": branch_ids.tolist(),
         "total_length_um": total_length,
         "n_spine_ids": len(f),
         "spines_per_session": tot.tolist(),
         # every spine of the tables, including those left out (not traced in every session)
         "spines_per_session_all": all_per_session.tolist(),
+        # the spine_ids of fates.csv the statistics leave out (fates.csv: in_statistics)
+        "left_out_spine_ids": left_out,
         "density_per_session": (tot / total_length).tolist() if total_length > 0 else None,
         "fate_counts": {fate: int(fate_counts[fate].sum()) for fate in FATES},
         "transitions": labels,

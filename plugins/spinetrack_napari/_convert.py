@@ -85,7 +85,12 @@ def fate_colors(fates: pd.Series, alpha: float = 1.0) -> np.ndarray:
 
 
 def spine_features(results: Results) -> pd.DataFrame:
-    """One row per spine observation: what the Points layer carries as features."""
+    """One row per spine observation: what the Points layer carries as features.
+
+    ``spine_id, session, fate, branch_id, arc_um, source`` first, then every
+    other column of the spines table (so a layer written without its project
+    keeps them: :func:`points_to_spines`).
+    """
     sp = results.spines.reset_index(drop=True)
     fate = sp["spine_id"].map(results.fates.set_index("spine_id")["fate"]) \
         if len(results.fates) else pd.Series([""] * len(sp))
@@ -98,12 +103,25 @@ def spine_features(results: Results) -> pd.DataFrame:
         "source": (sp["source"] if "source" in sp.columns else "auto"),
     })
     feats["source"] = feats["source"].fillna("auto").astype(str)
-    return feats
+    rest = [c for c in sp.columns if c not in feats.columns]
+    return pd.concat([feats, sp[rest]], axis=1)
 
 
 def _meta(role: str, folder: str | Path | None, **extra) -> dict[str, Any]:
     return {META_KEY: {"role": role, "project": None if folder is None else str(folder),
                        **extra}}
+
+
+def _frames_meta(results: Results) -> dict[str, Any]:
+    """Voxel sizes and registration of the sessions: what maps the points back into each
+    session's own image (:func:`points_to_spines`)."""
+    from spinetrack.edits import EditError, _voxels
+
+    try:
+        voxels = [[float(v) for v in vox] for vox in _voxels(results)]
+    except EditError:
+        voxels = None
+    return {"voxel_size_um": voxels, "transform": results.transform}
 
 
 LABELS_UP_TO = 150
@@ -137,7 +155,8 @@ def spines_layer(results: Results, folder: str | Path | None = None) -> LayerDat
         "text": {"string": "{spine_id}", "size": 7, "color": "white",
                  "anchor": "upper_left", "translation": [0, 0, -0.3, 0.3],
                  "visible": per_session <= LABELS_UP_TO},
-        "metadata": _meta("spines", folder, n_sessions=results.n_sessions),
+        "metadata": _meta("spines", folder, n_sessions=results.n_sessions,
+                          **_frames_meta(results)),
         "projection_mode": "all",
     }
     return data, kwargs, "points"
@@ -388,7 +407,23 @@ def session_stack(images: list[np.ndarray], voxels: list, transform: dict | None
                   for z in range(ref_shape[0])]
         sessions.append(da.stack(planes))
     report(progress, "align sessions", 1, 1)
-    return da.stack(sessions)
+    stack = da.stack(sessions)
+    setattr(stack, PLANES_ATTR, planes_of)
+    return stack
+
+
+#: Attribute of a registered session stack (dask) holding its :class:`_PlaneCache`.
+PLANES_ATTR = "spinetrack_planes"
+
+
+def plane_source(stack):
+    """The function ``(session, plane) -> plane`` behind a registered stack, or None.
+
+    Calling it resamples (and keeps) a plane without going through dask, so a
+    background thread can warm the planes while napari computes dask arrays in
+    the GUI thread (dask's callbacks, such as napari's cache, are not thread-safe).
+    """
+    return getattr(stack, PLANES_ATTR, None)
 
 
 def image_layer(stack: np.ndarray, voxel_um, names: list[str] | None = None,
@@ -424,32 +459,77 @@ def results_layers(results: Results, stack: np.ndarray | None = None,
 
 
 def points_to_spines(data: np.ndarray, features: pd.DataFrame, voxels: list,
-                     ) -> pd.DataFrame:
-    """A contract spines table from Points data ``(session, z, y, x)`` µm and their features.
+                     transform: dict | None = None) -> pd.DataFrame:
+    """A spines table from Points data ``(session, z, y, x)`` µm (session 0's frame).
 
-    Positions are taken as session 0's frame and, without a registration, as
-    each session's own frame too (pixels = µm / that session's voxel size).
-    Points without a ``spine_id`` (added with napari's own tools) get new ids.
+    A point still where its features say it was (``ref_*_um``) keeps every
+    column of its features, so its row is the spines table's row unchanged.
+    A moved point, or one without a ``spine_id`` (added with napari's own
+    tools, given a new id, ``source = manual``), is placed in its session's
+    own frame by inverting the registration ``transform`` (none: session 0's
+    frame is every session's), pixels = µm / that session's voxel size; what
+    the detector measured at the old place is unknown (NaN) for it.
     """
     data = np.asarray(data, float).reshape(-1, 4)
-    feats = features.reset_index(drop=True) if features is not None else pd.DataFrame()
     n = len(data)
+    feats = features.reset_index(drop=True).copy() if features is not None else pd.DataFrame()
+    if len(feats) != n:
+        feats = feats.reindex(range(n))
     session = data[:, 0].round().astype(int)
     vox = np.array([voxels[min(s, len(voxels) - 1)] for s in session], float).reshape(-1, 3)
     ids = pd.to_numeric(feats.get("spine_id", pd.Series([np.nan] * n)), errors="coerce")
     ids = ids.to_numpy(float).copy()
-    missing = ~np.isfinite(ids)
+    # napari gives a point added with its tools the features of the last selected one:
+    # a second point of one spine in one session is a new spine
+    copied = pd.DataFrame({"id": ids, "session": session}).duplicated().to_numpy()
+    missing = ~np.isfinite(ids) | copied
     start = int(np.nanmax(ids)) + 1 if np.isfinite(ids).any() else 0
     ids[missing] = np.arange(start, start + missing.sum())
-    branch = pd.to_numeric(feats.get("branch_id", pd.Series([-1] * n)), errors="coerce")
-    arc = pd.to_numeric(feats.get("arc_um", pd.Series([np.nan] * n)), errors="coerce")
-    source = feats.get("source", pd.Series(["manual"] * n)).fillna("manual").astype(str)
-    source = np.where(missing, "manual", source.to_numpy())
-    pix = data[:, 1:] / vox
-    return pd.DataFrame({
-        "spine_id": ids.astype(int), "session": session,
-        "z": pix[:, 0], "y": pix[:, 1], "x": pix[:, 2],
-        "z_um": data[:, 1], "y_um": data[:, 2], "x_um": data[:, 3],
-        "branch_id": branch.fillna(-1).astype(int).to_numpy(),
-        "arc_um": arc.to_numpy(float), "length_um": np.nan, "source": source,
-        "ref_z_um": data[:, 1], "ref_y_um": data[:, 2], "ref_x_um": data[:, 3]})
+    ref = ["ref_z_um", "ref_y_um", "ref_x_um"]
+    was = (feats[ref].to_numpy(float) if all(c in feats.columns for c in ref)
+           else np.full((n, 3), np.nan))
+    known = np.isfinite(was).all(axis=1)
+    placed = missing | (known & ~(np.abs(was - data[:, 1:]).max(axis=1) <= 1e-4))
+    relocate = placed | ~known
+    own = _own_frame(data[:, 1:], session, transform)
+    out = feats.drop(columns=["fate"], errors="ignore")
+    out["spine_id"], out["session"] = ids.astype(int), session
+    for c in ("branch_id", "arc_um"):
+        if c not in out.columns:
+            out[c] = -1 if c == "branch_id" else np.nan
+    out["branch_id"] = pd.to_numeric(out["branch_id"], errors="coerce").fillna(-1).astype(int)
+    source = out["source"] if "source" in out.columns else pd.Series(["manual"] * n)
+    out["source"] = np.where(placed, "manual", source.fillna("manual").astype(str))
+    if relocate.any():
+        stale = [c for c in out.columns if c not in ("spine_id", "session", "branch_id",
+                                                      "arc_um", "source")]
+        for c in stale if placed.any() else []:
+            if out[c].dtype.kind in "iub":
+                out[c] = out[c].astype(float)
+            out.loc[placed, c] = np.nan
+        values = {"z_um": own[:, 0], "y_um": own[:, 1], "x_um": own[:, 2],
+                  "z": own[:, 0] / vox[:, 0], "y": own[:, 1] / vox[:, 1],
+                  "x": own[:, 2] / vox[:, 2], "ref_z_um": data[:, 1],
+                  "ref_y_um": data[:, 2], "ref_x_um": data[:, 3]}
+        for c, v in values.items():
+            if c not in out.columns:
+                out[c] = np.nan
+            out.loc[relocate, c] = v[relocate]
+    if "length_um" not in out.columns:
+        out["length_um"] = np.nan
+    return out
+
+
+def _own_frame(ref_um: np.ndarray, session: np.ndarray, transform: dict | None) -> np.ndarray:
+    """Positions in session 0's frame (µm) mapped into each point's own session frame."""
+    own = np.array(ref_um, float).reshape(-1, 3)
+    if not transform:
+        return own
+    from spinetrack.register import Registration
+
+    reg = Registration.from_dict(transform)
+    for k in np.unique(session):
+        if k > 0:
+            rows = session == k
+            own[rows] = np.asarray(reg.from_reference(int(k), own[rows]), float)
+    return own

@@ -78,6 +78,9 @@ def load_session_images(results, folder: Path, progress=None):
     if s is None or "file" not in s.columns or not len(s):
         return None, None, {}
     s = s.sort_values("session")
+    if s["file"].isna().any() or (s["file"].astype(str).str.strip() == "").any():
+        log.warning("sessions.csv does not name every session's image; showing the tables only")
+        return None, None, {}
     voxels = s[["voxel_z_um", "voxel_y_um", "voxel_x_um"]].to_numpy(float).tolist()
     files = []
     for f in s["file"].astype(str):

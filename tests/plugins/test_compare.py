@@ -198,26 +198,55 @@ def test_compare_without_a_project_says_so(make_napari_viewer):
     assert not edit.review(1) and "open a spinetrack results folder" in edit.status.text()
 
 
-def test_prefetch_reads_the_next_planes_in_the_background():
+def test_prefetch_warms_the_plane_cache_in_the_background_without_dask():
     import threading
 
+    import dask
+    from dask.callbacks import Callback
+
+    from spinetrack_napari._convert import plane_source, session_stack
     from spinetrack_napari._widgets.compare import Prefetch
 
-    class Planes:  # records which (session, plane) is read, and from which thread
-        shape = (3, 10, 2, 2)
-        seen: list = []
+    from spinetrack.register import Registration
 
-        def __getitem__(self, index):
-            self.seen.append((index, threading.current_thread() is threading.main_thread()))
-            return np.zeros((2, 2))
+    reg = Registration.identity(3, (10, 4, 4), (1.0, 0.2, 0.2))
+
+    class Image:  # the registered sessions, resampled lazily
+        data = session_stack([np.zeros((10, 4, 4), np.uint8)] * 3, [(1.0, 0.2, 0.2)] * 3,
+                             reg.to_dict())
+
+    source = plane_source(Image.data)
+    seen = []
+    real = type(source).__call__
+
+    def spy(self, k, z):
+        seen.append((k, z, threading.current_thread() is threading.main_thread()))
+        return real(self, k, z)
+
+    computes = []
+    with dask.config.set(scheduler="sync"), \
+            Callback(start=lambda dsk: computes.append(threading.current_thread())):
+        type(source).__call__ = spy
+        try:
+            prefetch = Prefetch()
+            prefetch.request(Image, [(0, 4), (1, 4), (2, 4)])
+            prefetch.wait(10)
+        finally:
+            type(source).__call__ = real
+    assert seen == [(1, 4, False), (2, 4, False)]
+    assert computes == []  # no dask compute outside napari's own
+    assert (1, 4) in source._planes and (2, 4) in source._planes
+
+
+def test_prefetch_skips_stacks_held_in_memory():
+    from spinetrack_napari._widgets.compare import Prefetch
 
     class Image:
-        data = Planes()
+        data = np.zeros((3, 10, 2, 2))
 
     prefetch = Prefetch()
-    prefetch.request(Image, [(1, 4), (2, 4)])
-    prefetch.wait(10)
-    assert Planes.seen == [((1, 4), False), ((2, 4), False)]
+    prefetch.request(Image, [(1, 4)])
+    assert prefetch._pending is None
 
 
 def test_compare_without_session_images_shows_the_spines(comparing):

@@ -50,6 +50,12 @@ def test_points_round_trip_to_a_spines_table(tiny_results_fn):
     back = points_to_spines(added, feats, [(1.0, 0.2, 0.2)] * 3)
     assert back["spine_id"].iloc[-1] == res.spines["spine_id"].max() + 1
     assert back["source"].iloc[-1] == "manual"
+    # napari copies the last selected point's features onto a point added with its tools
+    copied = pd.concat([kw["features"], kw["features"].iloc[[2]]], ignore_index=True)
+    back = points_to_spines(added, copied, [(1.0, 0.2, 0.2)] * 3)
+    assert back["spine_id"].iloc[-1] == res.spines["spine_id"].max() + 1
+    assert back["source"].iloc[-1] == "manual" and np.isnan(back["length_um"].iloc[-1])
+    assert back.iloc[:-1]["source"].eq("auto").all()
 
 
 def test_tracks_only_for_spines_seen_twice(tiny_results_fn):

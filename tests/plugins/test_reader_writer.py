@@ -45,8 +45,9 @@ def test_reader_opens_a_results_folder_with_every_layer(tiny_folder):
     res = read_results(tiny_folder)
     assert kind == "points" and pts.shape == (len(res.spines), 4)
     np.testing.assert_allclose(pts[:, 1:], res.spines[["ref_z_um", "ref_y_um", "ref_x_um"]])
-    assert list(kw["features"].columns) == ["spine_id", "session", "fate", "branch_id",
-                                            "arc_um", "source"]
+    assert list(kw["features"].columns)[:6] == ["spine_id", "session", "fate", "branch_id",
+                                                "arc_um", "source"]
+    assert set(res.spines.columns) <= set(kw["features"].columns)  # every column travels
     lost = kw["features"]["fate"] == "lost"
     np.testing.assert_allclose(kw["face_color"][lost.to_numpy()][0],
                                fate_colors(pd.Series(["lost"]), 0.2)[0])
@@ -95,3 +96,132 @@ def test_writer_without_project_writes_spines_and_fates(tiny_folder, tmp_path):
 def test_fate_colours_are_fixed():
     assert FATE_COLORS == {"stable": "#56B4E9", "lost": "#D55E00", "formed": "#009E73",
                            "transient": "#F0E442", "restored": "#CC79A7"}
+
+
+# --------------------------------------------------------------------------- writer, registered
+
+VOXEL = (1.0, 0.2, 0.2)
+
+
+@pytest.fixture
+def registered(tmp_path, tiny_results_fn):
+    """Tiny results whose sessions 1 and 2 are shifted (own frame != session 0's frame)."""
+    from spinetrack.register import Registration
+    from spinetrack.results import write_results
+
+    res = tiny_results_fn()
+    base = Registration.identity(3, (6, 80, 80), VOXEL)
+    base.offsets[1] = np.array([0.0, 0.6, -0.8])
+    base.offsets[2] = np.array([0.0, -0.5, 1.1])
+    reg = Registration(base.matrices, base.offsets, base.anchors, base.displacements,
+                       base.weights, 0.0, (6, 80, 80), VOXEL)
+    res.transform = reg.to_dict()
+    sp = res.spines
+    for k in (1, 2):
+        rows = sp["session"] == k
+        sp.loc[rows, ["ref_z_um", "ref_y_um", "ref_x_um"]] = reg.to_reference(
+            k, sp.loc[rows, ["z_um", "y_um", "x_um"]].to_numpy(float))
+    sp["side"] = np.where(sp["branch_id"] == 0, -1, 1)
+    sp["score"] = np.linspace(0.5, 0.9, len(sp))
+    write_results(res, tmp_path / "reg", parquet=False)
+    return tmp_path / "reg", reg
+
+
+def _tables(folder):
+    return {n: pd.read_csv(folder / f"{n}.csv", dtype={"present": str})
+            for n in ("spines", "fates", "branches")}
+
+
+@pytest.mark.napari
+def test_writer_saves_the_shown_project_with_unsaved_edits(make_napari_viewer, registered,
+                                                           tmp_path):
+    from spinetrack.compare import compare
+    from spinetrack_napari._widgets.edit import EditWidget
+
+    folder, reg = registered
+    viewer = make_napari_viewer()
+    viewer.open(str(folder), plugin="spinetrack")
+    edit = EditWidget(viewer)
+    edit.autosave.setChecked(False)
+    layer = viewer.layers["spines"]
+    f = layer.features
+    layer.selected_data = {int(f.index[(f["spine_id"] == 3) & (f["session"] == 1)][0])}
+    edit.fate.setCurrentText("formed")  # 011, restored: a person says it is new
+    assert edit.set_fate_selected(), edit.status.text()
+    layer.selected_data = {int(f.index[(f["spine_id"] == 0) & (f["session"] == 2)][0])}
+    assert edit.delete_selected()
+    viewer.layers.selection = {layer}
+    viewer.layers.save(str(tmp_path / "saved"), selected=True, plugin="spinetrack")
+    edit.state.project.save_copy(tmp_path / "project")  # what saving the project writes
+    saved, project = _tables(tmp_path / "saved"), _tables(tmp_path / "project")
+    for name in saved:
+        pd.testing.assert_frame_equal(saved[name], project[name])
+    fates = saved["fates"].set_index("spine_id")
+    assert fates.loc[3, "fate"] == "formed" and fates.loc[3, "fate_source"] == "manual"
+    assert fates.loc[0, "present"] == "110"
+    orig = read_results(folder).spines.set_index(["spine_id", "session"])
+    back = saved["spines"].set_index(["spine_id", "session"])
+    common = orig.index.intersection(back.index)
+    assert len(common) == len(orig) - 1
+    for c in ("z", "y", "x", "z_um", "y_um", "x_um", "length_um", "side", "score"):
+        np.testing.assert_allclose(back.loc[common, c], orig.loc[common, c], err_msg=c)
+    assert not (folder / "edits.json").exists()  # the opened folder keeps its own state
+    scores = [compare(tmp_path / where, folder) for where in ("saved", "project")]
+    for s in scores:
+        s.pop("inputs")
+    assert scores[0] == scores[1]
+
+
+@pytest.mark.napari
+def test_points_changed_with_napari_tools_unwatched_become_edits(make_napari_viewer,
+                                                                 registered, tmp_path):
+    from spinetrack.project import Project
+
+    folder, reg = registered
+    viewer = make_napari_viewer()
+    viewer.open(str(folder), plugin="spinetrack")  # no spinetrack widget watches the layer
+    layer = viewer.layers["spines"]
+    f = layer.features
+    gone = int(f.index[(f["spine_id"] == 5) & (f["session"] == 1)][0])
+    moved = int(f.index[(f["spine_id"] == 4) & (f["session"] == 2)][0])
+    to = layer.data[moved] + [0, 0, 0.3, 0.2]
+    data = layer.data.copy()
+    data[moved] = to
+    layer.data = data
+    layer.selected_data = {gone}
+    layer.remove_selected()
+    data, meta, _ = layer.as_layer_data_tuple()
+    write_spines(str(tmp_path / "saved"), data, meta)
+    again = Project.open(tmp_path / "saved")
+    assert [e.kind for e in again.edits] == ["delete", "move"]
+    sp = again.results.spines.set_index(["spine_id", "session"])
+    assert (5, 1) not in sp.index
+    own = reg.from_reference(2, np.atleast_2d(to[1:]))[0]
+    np.testing.assert_allclose(sp.loc[(4, 2), ["z_um", "y_um", "x_um"]], own, atol=1e-6)
+    np.testing.assert_allclose(sp.loc[(4, 2), ["z", "y", "x"]], own / VOXEL, atol=1e-5)
+
+
+def test_writer_without_project_inverts_the_registration_and_keeps_columns(registered,
+                                                                          tmp_path):
+    from spinetrack.project import Project
+    from spinetrack_napari._convert import spines_layer
+
+    folder, reg = registered
+    res = read_results(folder)
+    data, kw, _ = spines_layer(res)  # a run kept in memory: no folder, no viewer
+    i = int(np.flatnonzero((kw["features"]["spine_id"] == 4)
+                           & (kw["features"]["session"] == 1))[0])
+    data = data.copy()
+    data[i, 2] += 0.4
+    with pytest.raises(InputError, match="already holds spines.csv"):
+        write_spines(str(folder), data, kw)
+    write_spines(str(tmp_path / "plain"), data, kw)
+    back = pd.read_csv(tmp_path / "plain" / "spines.csv").set_index(["spine_id", "session"])
+    orig = res.spines.set_index(["spine_id", "session"])
+    assert list(back.columns) == list(orig.columns)
+    keep = orig.index.drop((4, 1))
+    pd.testing.assert_frame_equal(back.loc[keep], orig.loc[keep], check_dtype=False)
+    own = reg.from_reference(1, np.atleast_2d(data[i, 1:]))[0]
+    np.testing.assert_allclose(back.loc[(4, 1), ["z_um", "y_um", "x_um"]], own, atol=1e-6)
+    assert back.loc[(4, 1), "source"] == "manual" and np.isnan(back.loc[(4, 1), "score"])
+    assert not Project.is_project(tmp_path / "plain" / "auto")

@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spinetrack.edits import load_edits
-from spinetrack.results import read_results
+from spinetrack.edits import Edit, load_edits
+from spinetrack.project import Project
+from spinetrack.results import read_results, write_results
 from spinetrack_napari._widgets._state import state_for
 from spinetrack_napari._widgets.branches import BranchTableWidget
 from spinetrack_napari._widgets.edit import EditWidget
@@ -75,6 +76,64 @@ def test_run_widget_adds_layers_and_writes_results(make_napari_viewer, tiny_fold
     assert (tmp_path / "out" / "spines.csv").exists()
     assert w.progress.value() == w.progress.maximum()
     assert w.run_button.isEnabled() and not w.cancel_button.isEnabled()
+
+
+@pytest.mark.parametrize("metadata", ["wrong", "none"])
+def test_rerun_from_a_results_folder_keeps_the_runs_voxel_size(make_napari_viewer, tiny_folder,
+                                                                monkeypatch, metadata):
+    """The run was given --voxel-size; the files say otherwise (or nothing)."""
+    import tifffile
+
+    import spinetrack.pipeline as pipeline
+    from spinetrack.io import write_session
+
+    for f in sorted((tiny_folder.parent / "images").glob("*.tif")):
+        img = tifffile.imread(f)
+        if metadata == "wrong":
+            write_session(f, img, (2.0, 0.3, 0.3))
+        else:
+            tifffile.imwrite(f, img)
+    seen = []
+
+    def run_series(series, params, progress=None):
+        seen.append([s.voxel_size_um for s in series])
+        return fake_run(None)(series, params, progress)
+
+    monkeypatch.setattr(pipeline, "run_series", run_series)
+    viewer = make_napari_viewer()
+    open_folder(viewer, tiny_folder)
+    w = RunWidget(viewer)
+    assert w.out.text() == str(tiny_folder)
+    w.run()
+    assert w.last_error is None, w.status.text()
+    assert seen == [[tuple(tiny_results().sessions.loc[0, ["voxel_z_um", "voxel_y_um",
+                                                          "voxel_x_um"]])] * 3]
+    assert read_results(tiny_folder).sessions["voxel_y_um"].tolist() == [0.2] * 3
+
+
+def test_writing_the_spines_of_a_run_kept_in_memory(make_napari_viewer, tiny_folder,
+                                                    tmp_path, monkeypatch):
+    import spinetrack.pipeline as pipeline
+    from spinetrack_napari._writer import write_spines
+
+    monkeypatch.setattr(pipeline, "run_series", fake_run(None))
+    viewer = make_napari_viewer()
+    viewer.open(str(tiny_folder.parent / "images"), plugin="spinetrack")
+    w = RunWidget(viewer)
+    w.run()  # no output folder: kept in memory
+    project = w.state.project
+    assert project.folder is None
+    select(viewer, 5, 1)
+    edit = EditWidget(viewer)
+    edit.fate.setCurrentText("restored")
+    assert edit.set_fate_selected(), edit.status.text()
+    data, meta, _ = viewer.layers["spines"].as_layer_data_tuple()
+    write_spines(str(tmp_path / "mem"), data, meta)
+    back = read_results(tmp_path / "mem")
+    pd.testing.assert_frame_equal(back.fates[["spine_id", "present", "fate", "fate_source"]],
+                                  project.results.fates[["spine_id", "present", "fate",
+                                                         "fate_source"]], check_dtype=False)
+    assert len(load_edits(tmp_path / "mem")) == 1 and project.folder is None
 
 
 def test_params_form_round_trips_params():
@@ -188,9 +247,12 @@ def test_move_join_split_and_set_fate(editing):
     assert read_results(folder).summary["fate_counts"]["restored"] == 1
     select(viewer, 5, 1)
     edit.fate.setCurrentText("lost")
+    assert not edit.set_fate_selected()  # present 010: transient or restored, never lost
+    assert "can only be transient or restored" in edit.status.text()
+    edit.fate.setCurrentText("restored")
     assert edit.set_fate_selected()
     fates = read_results(folder).fates.set_index("spine_id")
-    assert fates.loc[5, "fate"] == "lost" and fates.loc[5, "fate_source"] == "manual"
+    assert fates.loc[5, "fate"] == "restored" and fates.loc[5, "fate_source"] == "manual"
     assert len(load_edits(folder)) == 4
 
 
@@ -237,6 +299,29 @@ def test_saved_project_reopens_identical(editing, make_napari_viewer):
     np.testing.assert_allclose(other.layers["identities"].data, viewer.layers["identities"].data)
     assert other.dims.point[1] == pytest.approx(3.0)  # the view comes back by itself
     assert not other.layers["identities"].visible and other.layers["spines"].visible
+
+
+def test_save_as_onto_another_project_asks_and_keeps_it_unless_confirmed(
+        editing, tmp_path, monkeypatch):
+    viewer, edit, table, folder = editing
+    other = tmp_path / "other"
+    write_results(tiny_results(), other, parquet=False)
+    theirs = Project.open(other)
+    theirs.apply(Edit.delete(theirs.spines, 5, 1))
+    theirs.apply(Edit.delete(theirs.spines, 6, 2))
+    select(viewer, 1, 0)
+    assert edit.delete_selected()
+    asked = []
+    monkeypatch.setattr(edit, "confirm_overwrite",
+                        lambda where, found: asked.append(found) or False)
+    assert not edit.save_project(other)  # programmatic: refused, no dialog
+    assert "already holds edits.json" in edit.status.text()
+    assert not edit.save_as(other)  # the person says no
+    assert asked == [["edits.json", "spines.csv", "auto/"]]
+    assert len(load_edits(other)) == 2 and edit.state.project.folder == folder
+    monkeypatch.setattr(edit, "confirm_overwrite", lambda where, found: True)
+    assert edit.save_as(other)
+    assert len(load_edits(other)) == 1 and edit.state.project.folder == other
 
 
 def test_closing_with_unsaved_changes_asks(editing, monkeypatch):

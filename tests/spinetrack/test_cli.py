@@ -50,3 +50,14 @@ def test_info_reports_every_file_and_fails_on_a_bad_one(tmp_path, capsys):
     assert main(["info", str(bad), str(good)]) == 2
     out, err = capsys.readouterr()
     assert "good.tif" in out and "bad.tif" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_folder_after_days_gets_a_hint(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "--days", "0", "1", str(tmp_path / "demo")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "is not a day number; put --days after the files and folders" in err
+    assert not (tmp_path / "demo").exists()

@@ -147,9 +147,32 @@ def test_set_fate_wins_over_classification_and_feeds_statistics(res):
         Edit.set_fate(res.spines, 3, "vanished")
 
 
+@pytest.mark.parametrize("sid, fate, allowed", [(1, "stable", "lost"), (0, "lost", "stable"),
+                                                 (6, "transient", "formed or restored"),
+                                                 (5, "formed", "transient or restored")])
+def test_a_fate_that_contradicts_presence_is_refused(res, sid, fate, allowed):
+    with pytest.raises(EditError, match=f"can only be {allowed}$") as err:
+        apply_edits(res, [Edit.set_fate(res.spines, sid, fate)], strict=True)
+    assert f"spine {sid} is present" in str(err.value)
+    out = apply_edits(res, [Edit.set_fate(res.spines, sid, fate)])
+    assert out.summary["edits"] == {"applied": 0, "skipped": 1}
+    assert (out.fates["fate_source"] == "auto").all()
+
+
+def test_a_hand_set_fate_a_later_edit_contradicts_is_dropped_with_a_warning(res):
+    # spine 3 (011) restored by hand, then a person adds it in session 0 by joining spine 2
+    out = apply_edits(res, [Edit.set_fate(res.spines, 3, "restored"),
+                            Edit.join(res.spines, (2, 0), (3, 1))], strict=True)
+    row = out.fates.set_index("spine_id").loc[2]
+    assert row["present"] == "111" and row["fate"] == "stable"
+    assert row["fate_source"] == "auto"
+    assert any("restored set by hand for spine" in w and "can only be stable" in w
+               for w in out.summary["warnings"])
+
+
 def test_edits_survive_a_rerun_with_new_ids_and_shifted_positions(res):
     edits = [Edit.delete(res.spines, 5, 1), Edit.join(res.spines, (2, 0), (3, 1)),
-             Edit.set_fate(res.spines, 6, "transient"), Edit.add(2, (3.0, 3.0, 4.0))]
+             Edit.set_fate(res.spines, 6, "restored"), Edit.add(2, (3.0, 3.0, 4.0))]
     first = apply_edits(res, edits)
     rerun = tiny_results(jitter_um=0.2, id_offset=100, seed=7)
     second = apply_edits(rerun, edits)

@@ -89,7 +89,10 @@ def test_findings_say_that_automatic_calls_are_unchecked(tiny_run):
     assert res.summary["calls"] == "automatic"
     assert findings(res.summary, res.branches)[-1] == UNCHECKED
     corrected = {**res.summary, "edits": {"applied": 3, "skipped": 0}}
-    assert UNCHECKED not in findings(corrected, res.branches)
+    assert UNCHECKED not in findings(corrected, res.branches)  # corrected in part: still said
+    assert findings(corrected, res.branches)[-1].startswith(
+        "These fates come from automatic detection and linking, to which a person applied 3 "
+        "corrections (edits.json); nothing records whether the other calls were checked.")
     person = {k: v for k, v in res.summary.items() if k != "calls"}  # e.g. spinetrack track
     assert UNCHECKED not in findings(person, res.branches)
 

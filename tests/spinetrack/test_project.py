@@ -8,7 +8,7 @@ import pytest
 
 from spinetrack.edits import Edit, EditError, load_edits
 from spinetrack.errors import InputError
-from spinetrack.project import Project
+from spinetrack.project import FolderInUse, Project
 from spinetrack.results import read_results, write_results
 
 _spec = importlib.util.spec_from_file_location(
@@ -51,7 +51,7 @@ def test_reopened_project_is_identical(folder):
     p = Project.open(folder)
     p.apply(Edit.add(1, (3.0, 3.0, 8.0)))
     p.apply(Edit.join(p.spines, (2, 0), (3, 1)))
-    p.apply(Edit.set_fate(p.spines, 6, "transient"))
+    p.apply(Edit.set_fate(p.spines, 6, "restored"))
     p.save_view({"session": 1, "z_um": 3.0})
     q = Project.open(folder)
     assert q.edits == p.edits
@@ -90,6 +90,44 @@ def test_project_without_folder_is_dirty_until_saved(tmp_path):
     assert_same(Project.open(tmp_path / "saved").results, p.results)
 
 
+def test_save_as_refuses_a_folder_holding_another_project(folder, tmp_path):
+    other = Project.open(folder)
+    other.apply(Edit.delete(other.spines, 5, 1))
+    other.apply(Edit.delete(other.spines, 6, 2))
+    before = {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    write_results(_data.tiny_results(), tmp_path / "mine", parquet=False)
+    mine = Project.open(tmp_path / "mine")
+    mine.apply(Edit.delete(mine.spines, 1, 0))
+    with pytest.raises(FolderInUse, match="already holds edits.json and spines.csv and auto/"):
+        mine.save(folder)
+    assert {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    assert mine.folder == tmp_path / "mine"
+    mine.save(folder, overwrite=True)  # the person confirmed
+    assert load_edits(folder) == mine.edits
+    assert_same(Project.open(folder).results, mine.results)
+
+
+def test_save_as_refuses_a_results_folder_and_allows_its_own(folder, tmp_path):
+    p = Project(_data.tiny_results())
+    with pytest.raises(FolderInUse, match="already holds spines.csv"):
+        p.save(folder)
+    q = Project.open(folder)
+    q.apply(Edit.delete(q.spines, 1, 0))
+    q.save(Path(str(folder) + "/."))  # its own folder, spelled differently
+    assert len(load_edits(folder)) == 1
+    p.save(tmp_path / "new")  # a new folder is fine
+    assert Project.is_project(tmp_path / "new")
+
+
+def test_overwriting_a_project_without_edits_leaves_no_stale_auto(folder, tmp_path):
+    other = Project.open(folder)
+    other.apply(Edit.delete(other.spines, 5, 1))
+    p = Project(_data.tiny_results(jitter_um=0.1, seed=4))
+    p.save(folder, overwrite=True)
+    assert load_edits(folder) == []
+    assert_same(Project.open(folder).results, p.results)
+
+
 def test_rerun_keeps_edits_on_top_of_fresh_auto(folder):
     p = Project.open(folder)
     p.apply(Edit.delete(p.spines, 5, 1))
@@ -116,7 +154,7 @@ def test_statistics_computed_elsewhere_are_taken_only_if_current(folder):
     assert not (folder / "edits.json").exists()  # no autosave before the statistics
     snap = p.snapshot()
     full = Project.compute(snap)
-    p.apply(Edit.set_fate(p.spines, 4, "lost"), statistics=False)
+    p.apply(Edit.set_fate(p.spines, 5, "restored"), statistics=False)
     assert p.finish(snap, full) is False  # an edit came meanwhile: stale
     snap = p.snapshot()
     assert p.finish(snap, Project.compute(snap)) is True

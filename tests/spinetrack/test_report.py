@@ -12,7 +12,7 @@ from spinetrack.errors import InputError
 from spinetrack.fates import classify_fates
 from spinetrack.params import Params
 from spinetrack.report import findings, rebuild_report, write_report
-from spinetrack.results import Results, read_results, write_results
+from spinetrack.results import Results, read_fates, read_results, write_results
 from spinetrack.stats import add_run_metadata, branch_statistics
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -156,9 +156,11 @@ def test_rr30a_report(rr30a, tmp_path):
                           summary={"n_sessions": 3}, lines=lines, params=PARAMS),
                   tmp_path, parquet=False)
     res, _ = rebuild_report(tmp_path)
-    assert res.summary["spines_per_session"] == [139, 133, 111]
+    assert res.summary["spines_per_session"] == [138, 133, 111]  # spine 109: test_stats
     assert res.summary["spines_per_session_all"] == [139, 133, 111]
     assert len(list((tmp_path / "figures").glob("spine_map_*.png"))) == 5
+    written = read_fates(tmp_path / "fates.csv")
+    assert written.loc[~written["in_statistics"], "spine_id"].tolist() == [109]
 
 
 def test_rr30a_truth_folder_follows_the_contract(rr30a, tmp_path, check_contract):
@@ -184,3 +186,20 @@ def test_spine_map_rows_show_what_each_session_traced():
     bars = sorted((tuple(line.get_ydata()), tuple(line.get_xdata()))
                   for line in fig.axes[0].lines if line.get_color() == "#d9d9d9")
     assert bars == [((0, 0), (0.0, 40.0)), ((1, 1), (0.0, 12.0))]
+
+
+def test_spine_map_title_counts_only_the_spines_the_statistics_use():
+    from spinetrack import plots
+
+    # spine 1 is "lost" where session 1 traced nothing: left out of the statistics
+    spines = pd.DataFrame({"spine_id": [0, 0, 1], "session": [0, 1, 0], "branch_id": 0,
+                           "arc_um": [5.0, 5.0, 30.0]})
+    fates = classify_fates(spines, 2)
+    row = pd.Series({"branch_id": 0, "arc_start_um": 0.0, "arc_end_um": 12.0,
+                     "length_um": 12.0})
+    title = plots.spine_map_figure(spines, fates, row, 2).axes[0].get_title(loc="left")
+    assert "1 of 2 session-0 spines lost" in title
+    fig = plots.spine_map_figure(spines, fates, row, 2, left_out=[1])
+    assert "0 of 1 session-0 spines lost" in fig.axes[0].get_title(loc="left")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(t.startswith("not counted") for t in labels)

@@ -220,6 +220,11 @@ def test_relink_exclusion_applies_on_the_new_spines_own_side_only():
     other = fates.assign(side=np.where(fates["spine_id"] % 2 == 0, 1, -1))
     res, _ = restoration_test(other, rng_, 2.0, 0.0, 2.0, 2000, 7)
     assert res["chance_fraction"] == pytest.approx(4 / 100, rel=0.1)
+    # a spine of unknown side (0: added by hand, or pointing in z) may link to either side
+    for lost_side, new_side in ((0, 1), (1, 0)):
+        unknown = fates.assign(side=np.where(fates["spine_id"] % 2 == 0, lost_side, new_side))
+        res, _ = restoration_test(unknown, rng_, 2.0, 0.0, 2.0, 2000, 7)
+        assert res["chance_fraction"] == 0
 
 
 def test_restoration_excess_is_detected():
@@ -315,12 +320,16 @@ def test_rr30a_truth(rr30a):
     days = pd.read_csv(rr30a / "sessions.csv")["days_from_first"].tolist()
     br, sm = branch_statistics(spines, fates, branch_table_from_lines(lines), 3,
                                StatsParams(n_permutations=2000), days=days)
-    assert sm["spines_per_session"] == [139, 133, 111]
-    assert sm["fate_counts"] == {"stable": 97, "lost": 42, "formed": 9, "transient": 9,
+    # one lost spine (109) sits beyond session 2's traced end on branch 2 and
+    # 0.05 µm past session 1's, where the sessions' tracings stop 2.4 µm apart
+    assert sm["spines_per_session_all"] == [139, 133, 111]
+    assert sm["left_out_spine_ids"] == [109]
+    assert sm["spines_per_session"] == [138, 133, 111]
+    assert sm["fate_counts"] == {"stable": 97, "lost": 41, "formed": 9, "transient": 9,
                                  "restored": 5}
     assert sm["restoration"]["n_new"] == 23 and sm["restoration"]["n_restored"] == 5
     assert len(br) == 5 and br["loss_q"].between(0, 1).all()
-    assert br["n_lost"].sum() == 42
+    assert br["n_lost"].sum() == 41
     assert 0 < sm["loss_clustering"]["p_value"] <= 1
 
 
@@ -340,3 +349,40 @@ def test_spines_where_a_session_traced_no_dendrite_are_left_out():
     assert sm["spines_per_session_all"] == [4, 2]
     assert sm["fate_counts"]["lost"] == 1
     assert any("left out of the statistics" in w for w in sm["warnings"])
+    # only the branch traced in every session counts towards the traced length
+    assert sm["total_length_um"] == 40.0
+    assert sm["density_per_session"] == [2 / 40.0, 2 / 40.0]
+
+
+def test_slack_beyond_a_traced_end_only_where_the_sessions_stop_together():
+    # branch 0: both sessions trace 0-40 µm (a real end); branch 1: session 1 stops
+    # at 30 µm, session 0 goes on to 40 µm (a tracing that stopped early)
+    lines = pd.DataFrame([(b, k, a) for b, ends in ((0, (40, 40)), (1, (40, 30)))
+                          for k, end in enumerate(ends) for a in np.linspace(0, end, 9)],
+                         columns=["branch_id", "session", "arc_um"])
+    table = branch_table_from_lines(lines)
+    assert table["arc_last_end_um"].tolist() == [40.0, 40.0]
+    rows = [(0, [0, 1], 0, 41.0),   # 1 µm past a common end: counted
+            (1, [0], 1, 31.0),      # 1 µm past where session 1 stopped: left out
+            (2, [0, 1], 1, 10.0)]
+    fates = _fates_from(rows, 2)
+    spines = pd.DataFrame([(sid, k, b, a) for sid, ps, b, a in rows for k in ps],
+                          columns=["spine_id", "session", "branch_id", "arc_um"])
+    br, sm = branch_statistics(spines, fates, table, 2, StatsParams(n_permutations=200))
+    assert sm["left_out_spine_ids"] == [1]
+    assert sm["spines_per_session"] == [2, 2] and sm["fate_counts"]["lost"] == 0
+    assert sm["n_branches"] == 2 and sm["total_length_um"] == 70.0
+
+
+def test_a_branch_some_session_does_not_trace_has_no_density():
+    rows = [(0, [0, 1], 0, 10.0), (1, [0], 1, 5.0)]
+    fates = _fates_from(rows, 2)
+    spines = pd.DataFrame([(sid, k, b, a) for sid, ps, b, a in rows for k in ps],
+                          columns=["spine_id", "session", "branch_id", "arc_um"])
+    table = pd.DataFrame({"branch_id": [0, 1], "length_um": [40.0, 10.0],
+                          "arc_start_um": [0.0, 0.0], "arc_end_um": [40.0, 10.0],
+                          "n_sessions_traced": [2, 1]})
+    br, sm = branch_statistics(spines, fates, table, 2, StatsParams(n_permutations=200))
+    assert sm["n_branches"] == 1 and sm["n_branches_partly_traced"] == 1
+    assert br.loc[br["branch_id"] == 1, ["density_s0", "density_s1"]].isna().all(axis=None)
+    assert br.loc[br["branch_id"] == 0, "density_s0"].item() == 1 / 40.0

@@ -98,7 +98,8 @@ def test_every_fate_through_drift_and_rotation(rng):
     assert set(tracked.spines.branch_id) == {0}          # global ids despite local renaming
     assert {"session", "branch_id", "arc_um"} <= set(tracked.lines.columns)
     assert list(tracked.branch_table.columns) == ["branch_id", "length_um", "arc_start_um",
-                                                  "arc_end_um", "n_sessions_traced"]
+                                                 "arc_end_um", "n_sessions_traced",
+                                                 "arc_first_start_um", "arc_last_end_um"]
     assert len(tracked.registration.report) == 3
     assert tracked.registration.report.residual_um.iloc[1:].max() < 0.2
 

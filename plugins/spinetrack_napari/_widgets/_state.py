@@ -306,9 +306,10 @@ class SpinetrackState:
             if layer is not None:
                 layer.visible = bool(visible)
 
-    def save(self, folder: str | Path | None = None) -> Path:
+    def save(self, folder: str | Path | None = None, overwrite: bool = False) -> Path:
+        """Save the project (with the view); see :meth:`spinetrack.project.Project.save`."""
         self.project.view = self.view_state()
-        return self.project.save(folder)
+        return self.project.save(folder, overwrite=overwrite)
 
 
 def viewer_camera(viewer):

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 
-from .._convert import META_KEY, ring_points, session_points, spines_layer, update_points
+from .._convert import (META_KEY, plane_source, ring_points, session_points, spines_layer,
+                        update_points)
 from ._state import PointTools
 
 __all__ = ["SessionComparison", "ROLE", "panel_labels", "plane_um", "planes_of", "Prefetch"]
@@ -370,7 +371,11 @@ class Prefetch:
     The registered sessions are resampled plane by plane when first shown
     (:func:`spinetrack_napari._convert.session_stack` keeps them); reading the
     next call's planes while a person looks at the current one makes *Next*
-    show them without the wait. One worker thread, newest request first.
+    show them without the wait. One worker thread, newest request first. The
+    thread calls the plane cache directly (:func:`plane_source`), never dask:
+    napari's slicing computes dask arrays in the GUI thread with its dask cache
+    callbacks active, and those race with a compute in another thread. A stack
+    that is not resampled lazily (in memory already) needs no prefetch.
     """
 
     def __init__(self):
@@ -380,16 +385,19 @@ class Prefetch:
         self._pending = None
 
     def request(self, image, planes: list[tuple[int, int]]) -> None:
+        source = plane_source(image.data)
+        if source is None:
+            return
         if self._pending is not None:
             self._pending.cancel()  # an older request not started yet
-        data = image.data
-        self._pending = self._pool.submit(_read_planes, data, planes)
+        self._pending = self._pool.submit(_warm_planes, source, planes)
 
     def wait(self, timeout: float | None = None) -> None:
         if self._pending is not None:
             self._pending.result(timeout)
 
 
-def _read_planes(data, planes) -> None:
+def _warm_planes(source, planes) -> None:
     for k, z in planes:
-        np.asarray(data[k, z])
+        if k > 0:  # session 0 is shown as it is: nothing to resample
+            source(k, z)

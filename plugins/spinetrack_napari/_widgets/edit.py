@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBo
 from spinetrack.edits import Edit, EditError
 from spinetrack.errors import SpinetrackError
 from spinetrack.fates import FATES
+from spinetrack.project import same_folder, results_in
 from spinetrack.review import ReviewCursor
 
 from .._convert import FATE_COLORS
@@ -333,14 +334,16 @@ class EditWidget(QWidget):
             if on and self.state.project.dirty and self.state.project.folder is not None:
                 self.save_project()
 
-    def save_project(self, folder=None) -> bool:
+    def save_project(self, folder=None, overwrite: bool = False) -> bool:
+        """Save the project (in ``folder``: save as). A folder that holds another project
+        or results is refused unless ``overwrite`` (:meth:`_save_as` asks first)."""
         project = self.state.project
         if project is None:
             return True
         if folder is None and project.folder is None:
             return self._save_as()
         try:
-            where = self.state.save(folder)
+            where = self.state.save(folder, overwrite=overwrite)
         except (SpinetrackError, OSError) as exc:
             self._say(f"not saved: {exc}")
             return False
@@ -367,7 +370,30 @@ class EditWidget(QWidget):
 
     def _save_as(self) -> bool:
         folder = QFileDialog.getExistingDirectory(self, "Save the project in a folder")
-        return bool(folder) and self.save_project(folder)
+        return bool(folder) and self.save_as(folder)
+
+    def save_as(self, folder) -> bool:
+        """Save in ``folder``; if it holds another project or results, ask before replacing."""
+        project = self.state.project
+        found = results_in(folder) if project is not None else []
+        if found and not same_folder(folder, project.folder):
+            if not self.confirm_overwrite(folder, found):
+                self._say(f"not saved: {folder} already holds {' and '.join(found)}")
+                return False
+            return self.save_project(folder, overwrite=True)
+        return self.save_project(folder)
+
+    def confirm_overwrite(self, folder, found: list[str]) -> bool:
+        """Ask whether to replace the project or results in ``folder``."""
+        from qtpy.QtWidgets import QMessageBox
+
+        answer = QMessageBox.warning(
+            self, "spinetrack: folder in use",
+            f"{folder} already holds {' and '.join(found)}: another person's corrections or "
+            "another run. Replace them with this project?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Yes
 
     def _update_status(self) -> None:
         project = self.state.project

@@ -8,7 +8,7 @@ from qtpy.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QLineEdit, QProgre
                             QPushButton, QVBoxLayout, QWidget)
 
 from spinetrack.errors import Cancelled, InputError, SpinetrackError
-from spinetrack.io import Series, Session, read_series
+from spinetrack.io import Series, Session, read_series, read_session
 from spinetrack.params import Params
 from spinetrack.project import Project
 
@@ -22,8 +22,24 @@ __all__ = ["RunWidget", "series_from_layer"]
 log = logging.getLogger(__name__)
 
 
+def _read_files(files: list[str], voxels, names, days) -> Series:
+    """Session files with the voxel sizes recorded for them (a run's ``sessions.csv``),
+    which override the files' metadata, as ``--voxel-size`` did for that run."""
+    if not voxels or len(voxels) != len(files):
+        return read_series(files, names=names, days=days)
+    voxels = [tuple(float(v) for v in vox) for vox in voxels]
+    if len(set(voxels)) == 1:
+        return read_series(files, voxel_size_um=voxels[0], names=names, days=days)
+    return Series(tuple(read_session(f, vox, name=None if names is None else str(names[k]),
+                                     day=None if not days else days[k])
+                        for k, (f, vox) in enumerate(zip(files, voxels))))
+
+
 def series_from_layer(layer) -> Series:
     """The sessions of a spinetrack Image layer: re-read from its files, or from its data.
+
+    The voxel sizes the layer records (from the run's ``sessions.csv``, or read
+    when the files were opened) are used, not the files' metadata again.
 
     Raises
     ------
@@ -36,7 +52,7 @@ def series_from_layer(layer) -> Series:
     days = info.get("days")
     names = info.get("names") or None
     if files and all(f for f in files) and len(set(files)) == len(files):
-        return read_series(files, names=names, days=days)
+        return _read_files(files, voxels, names, days)
     if files and all(f for f in files) and len(set(files)) == 1:
         return read_series(files[0], voxel_size_um=voxels[0] if voxels else None, names=names,
                            days=days)
@@ -66,7 +82,7 @@ class RunWidget(QWidget):
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.state = state_for(napari_viewer)
+        self.state = state_for(napari_viewer, attach=True)
         self.job = None
         self.last_error: str | None = None
 
