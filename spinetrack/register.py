@@ -739,7 +739,7 @@ def _continue_along(points: np.ndarray, disp: np.ndarray, free: np.ndarray, near
         return np.zeros((0, 3)), np.zeros((0, 3))
     labels = _pieces(free, 2.5 * LINE_STEP_UM)
     linked = np.isin(labels, np.unique(labels[covered])) & ~covered
-    gap, j = cKDTree(free[covered]).query(free[linked])
+    gap, _ = cKDTree(free[covered]).query(free[linked])
     keep = gap <= reach_um
     ends = free[linked][keep][::2]
     _, i = cKDTree(moved).query(ends)
