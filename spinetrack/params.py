@@ -154,11 +154,13 @@ class RegisterParams(_Section):
                                   "µm", min=0.0, max=500.0)
     max_local_shift_um: float = param(8.0, "a stretch of centre line at least 8 µm long that "
                                       "still lies away from session 0's lines after the smooth "
-                                      "correction is shifted onto a line of session 0 that no "
+                                      "correction is moved onto a line of session 0 that no "
                                       "other line covers, if a single shift up to this far "
                                       "lays most of it there (a dendrite that moved more than "
-                                      "its neighbours); 0 turns this off", "µm", min=0.0,
-                                      max=50.0)
+                                      "its neighbours); the shift is then followed point by "
+                                      "point along the stretch (never beyond this far) and "
+                                      "applies in full within --match-distance-um of it; 0 "
+                                      "turns this off", "µm", min=0.0, max=50.0)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,11 @@ A session k is mapped into session 0's frame (µm, (z, y, x)) in two steps:
    projections, then 3-D phase correlation for the shift) and refined by
    iterative closest points (ICP) on the traced centre lines, which also
    recovers a tilt of the stack;
-2. a smooth local displacement ``d(q)`` fitted to the remaining offsets between
-   the session's centre lines and session 0's (Gaussian-weighted average of the
-   offsets, shrinking to zero away from the lines), for the non-rigid part.
+2. a local displacement ``d(q)`` for the non-rigid part: a smooth field fitted
+   to the remaining offsets between the session's centre lines and session 0's
+   (Gaussian-weighted average of the offsets, shrinking to zero away from the
+   lines), and, near a stretch of dendrite that moved on its own, that
+   stretch's own displacement, followed along the line (``stray_points``).
 
 ``to_reference(k, p) = A p + b + d(A p + b)``; ``from_reference`` inverts it
 (fixed-point iteration for the local part, exact for the rigid part).
@@ -51,6 +53,14 @@ IMAGE_STEP_UM = 0.5
 LOCAL_PRIOR_WEIGHT = 4.0
 #: Nearest anchors used to evaluate the local displacement at a point.
 NEIGHBOURS = 48
+#: Gaussian scale (µm) over which a moved stretch's own displacements are averaged
+#: at a point (its points are 0.5 µm apart).
+STRAY_KERNEL_UM = 1.0
+#: Nearest points of a moved stretch used at a point (the farthest weighs < 1e-6).
+STRAY_NEIGHBOURS = 40
+#: The moved stretch's displacement fades out over this many times its difference
+#: from the smooth field, so that the map changes by less than 0.65 µm per µm there.
+STRAY_TAPER = 2.5
 
 
 # --------------------------------------------------------------------------- geometry
@@ -119,6 +129,15 @@ class Registration:
         centre of the stack; ``residual_um`` is the median distance between the
         session's registered centre-line points and session 0's (for point pairs
         within the match distance, ``n_pairs`` of them), NaN when no lines pair up.
+    stray_points : list of ndarray (L, 3)
+        Per session: points (session 0's frame, rigidly mapped) along stretches of
+        centre line that moved on their own, every 0.5 µm (empty: none).
+    stray_displacements : list of ndarray (L, 3)
+        The displacement of each of those points onto session 0's line, µm.
+    stray_reach_um : float
+        Within this distance of a moved stretch a point takes the stretch's own
+        displacement in full; beyond, it fades to the smooth field over
+        ``STRAY_TAPER`` times their difference (at least ``stray_reach_um``).
     """
 
     matrices: list[np.ndarray]
@@ -130,9 +149,20 @@ class Registration:
     reference_shape: tuple[int, int, int]
     reference_voxel_um: tuple[float, float, float]
     report: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REPORT_COLUMNS))
+    stray_points: list[np.ndarray] = field(default_factory=list)
+    stray_displacements: list[np.ndarray] = field(default_factory=list)
+    stray_reach_um: float = 0.0
 
     def __post_init__(self) -> None:
+        n = len(self.matrices)
+        if not self.stray_points:
+            self.stray_points = [np.zeros((0, 3))] * n
+            self.stray_displacements = [np.zeros((0, 3))] * n
+        if len(self.stray_points) != n or len(self.stray_displacements) != n:
+            raise InputError(None, f"moved stretches given for {len(self.stray_points)} "
+                             f"sessions, the registration has {n}")
         self._trees = [cKDTree(a) if len(a) else None for a in self.anchors]
+        self._stray_trees = [cKDTree(p) if len(p) else None for p in self.stray_points]
 
     @property
     def n_sessions(self) -> int:
@@ -158,8 +188,20 @@ class Registration:
         return pts
 
     def local_displacement(self, k: int, points_ref_um) -> np.ndarray:
-        """The smooth local correction at points already in session 0's frame (rigidly)."""
+        """The local correction at points already in session 0's frame (rigidly).
+
+        The smooth field, except near a stretch of line that moved on its own:
+        within ``stray_reach_um`` of it the stretch's own displacement, fading to
+        the smooth field beyond.
+        """
         pts = np.asarray(points_ref_um, dtype=float).reshape(-1, 3)
+        out = self._smooth_displacement(k, pts)
+        if self._stray_trees[k] is not None and self.stray_reach_um > 0 and len(pts):
+            out += self._stray_correction(k, pts, out)
+        return out
+
+    def _smooth_displacement(self, k: int, pts: np.ndarray) -> np.ndarray:
+        """Gaussian-weighted mean of the anchors' displacements, pulled to zero."""
         tree = self._trees[k]
         out = np.zeros_like(pts)
         if tree is None or self.local_scale_um <= 0 or not len(pts):
@@ -173,7 +215,41 @@ class Registration:
         w = np.where(ok, np.exp(-np.where(ok, d, 0.0) ** 2 / (2.0 * s * s)), 0.0)
         w = w * self.weights[k][j]
         num = np.einsum("nk,nkc->nc", w, self.displacements[k][j])
-        out = num / (w.sum(axis=1) + LOCAL_PRIOR_WEIGHT)[:, None]
+        return num / (w.sum(axis=1) + LOCAL_PRIOR_WEIGHT)[:, None]
+
+    def _stray_correction(self, k: int, pts: np.ndarray, smooth: np.ndarray) -> np.ndarray:
+        """What the moved stretches of session k add to the smooth field ``smooth`` at ``pts``.
+
+        The stretch's own displacement at a point is a Gaussian-weighted mean
+        (``STRAY_KERNEL_UM``) over its nearest points; it replaces the smooth field
+        within ``stray_reach_um`` of the stretch, and its weight falls (raised
+        cosine) to 0 over ``STRAY_TAPER`` times the difference between the two
+        (at least ``stray_reach_um``) beyond. Both change continuously, so the map
+        keeps an inverse.
+        """
+        anchors, disp = self.stray_points[k], self.stray_displacements[k]
+        reach = self.stray_reach_um
+        # beyond reach + span the weight is 0 for any point; 4 kernel scales more find
+        # every stretch point that weighs in the mean at such a point
+        largest = (np.linalg.norm(disp, axis=1).max(initial=0.0)
+                   + np.linalg.norm(self.displacements[k], axis=1).max(initial=0.0))
+        span = max(reach, STRAY_TAPER * float(largest))
+        kk = min(len(anchors), STRAY_NEIGHBOURS)
+        d, j = self._stray_trees[k].query(pts, k=kk,
+                                          distance_upper_bound=reach + span + 4 * STRAY_KERNEL_UM)
+        d, j = d.reshape(len(pts), kk), j.reshape(len(pts), kk)
+        near = np.isfinite(d[:, 0])
+        out = np.zeros_like(pts)
+        if not near.any():
+            return out
+        d, j = d[near], np.where(np.isfinite(d[near]), j[near], 0)
+        g = np.exp(-(np.where(np.isfinite(d), d, np.inf) ** 2 - d[:, :1] ** 2)
+                   / (2.0 * STRAY_KERNEL_UM ** 2))
+        change = (np.einsum("nk,nkc->nc", g, disp[j]) / g.sum(axis=1)[:, None]
+                  - smooth[near])
+        width = np.maximum(reach, STRAY_TAPER * np.linalg.norm(change, axis=1))
+        x = np.clip((d[:, 0] - reach) / width, 0.0, 1.0)
+        out[near] = 0.5 * (1.0 + np.cos(np.pi * x))[:, None] * change
         return out
 
     def rigid_to_reference(self, k: int, points_um) -> np.ndarray:
@@ -190,13 +266,19 @@ class Registration:
         """Map (N, 3) µm points of session 0's frame into session k's own µm frame."""
         q = self._check(k, points_um)
         u = q.copy()
-        if self._trees[k] is not None and self.local_scale_um > 0:
-            for _ in range(30):
-                new = q - self.local_displacement(k, u)
-                if np.max(np.abs(new - u), initial=0.0) < 1e-7:
-                    u = new
-                    break
-                u = new
+        local = ((self._trees[k] is not None and self.local_scale_um > 0)
+                 or (self._stray_trees[k] is not None and self.stray_reach_um > 0))
+        todo = np.arange(len(q)) if local else np.zeros(0, int)
+        for it in range(100):
+            if not len(todo):
+                break
+            # fixed-point steps; half steps after 30 where the map changes steeply
+            # (between two stretches that moved differently), which still converge there
+            step = 1.0 if it < 30 else 0.5
+            new = q[todo] - self.local_displacement(k, u[todo])
+            moved = np.max(np.abs(new - u[todo]), axis=1, initial=0.0)
+            u[todo] += step * (new - u[todo])
+            todo = todo[moved >= 1e-7]
         return (u - self.offsets[k]) @ self.matrices[k]
 
     # -- images
@@ -250,18 +332,22 @@ class Registration:
         """A JSON-able description that :meth:`from_dict` turns back into this registration."""
         return {
             "kind": "spinetrack.register.Registration",
-            "version": 1,
+            "version": 2,
             "reference_shape": list(self.reference_shape),
             "reference_voxel_um": list(self.reference_voxel_um),
             "local_scale_um": float(self.local_scale_um),
+            "stray_reach_um": float(self.stray_reach_um),
             "sessions": [{
                 "matrix": np.asarray(a, float).tolist(),
                 "offset_um": np.asarray(b, float).tolist(),
                 "anchors_um": np.asarray(p, float).tolist(),
                 "displacements_um": np.asarray(d, float).tolist(),
                 "weights": np.asarray(w, float).tolist(),
-            } for a, b, p, d, w in zip(self.matrices, self.offsets, self.anchors,
-                                       self.displacements, self.weights)],
+                "stray_points_um": np.asarray(sp, float).tolist(),
+                "stray_displacements_um": np.asarray(sd, float).tolist(),
+            } for a, b, p, d, w, sp, sd in zip(self.matrices, self.offsets, self.anchors,
+                                               self.displacements, self.weights,
+                                               self.stray_points, self.stray_displacements)],
             "report": [{c: (None if isinstance(v, float) and not np.isfinite(v) else v)
                         for c, v in row.items()}
                        for row in self.report.astype(object).to_dict("records")],
@@ -280,9 +366,15 @@ class Registration:
                 [np.asarray(s["weights"], float).reshape(-1) for s in sessions],
                 float(data["local_scale_um"]),
                 tuple(int(v) for v in data["reference_shape"]),
-                tuple(float(v) for v in data["reference_voxel_um"]))
+                tuple(float(v) for v in data["reference_voxel_um"]),
+                stray_points=[np.asarray(s.get("stray_points_um", []), float).reshape(-1, 3)
+                              for s in sessions],
+                stray_displacements=[
+                    np.asarray(s.get("stray_displacements_um", []), float).reshape(-1, 3)
+                    for s in sessions],
+                stray_reach_um=float(data.get("stray_reach_um", 0.0)))
             rows = data.get("report") or []
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(None, f"not a spinetrack registration ({exc})") from None
         rep = pd.DataFrame(rows, columns=REPORT_COLUMNS)
         for c in REPORT_COLUMNS:
@@ -526,26 +618,89 @@ def _shift_onto(run: np.ndarray, tree: cKDTree, dst: np.ndarray, max_shift: floa
     return t
 
 
+def _smoothing_matrix(points: np.ndarray, scale: float):
+    """Sparse Gaussian weights (scale ``scale`` µm, cut at 3 scales) between ``points``."""
+    n = len(points)
+    pairs = cKDTree(points).query_pairs(3.0 * scale, output_type="ndarray")
+    d = np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1)
+    g = np.exp(-d ** 2 / (2.0 * scale * scale))
+    rows = np.r_[pairs[:, 0], pairs[:, 1], np.arange(n)]
+    cols = np.r_[pairs[:, 1], pairs[:, 0], np.arange(n)]
+    return coo_matrix((np.r_[g, g, np.ones(n)], (rows, cols)), shape=(n, n)).tocsr()
+
+
+def _line_ends(points: np.ndarray, radius: float = 1.0) -> np.ndarray:
+    """Points within about ``radius / 2`` of an end of their line (one-sided neighbourhood)."""
+    n = len(points)
+    pairs = cKDTree(points).query_pairs(radius, output_type="ndarray")
+    near = coo_matrix((np.ones(2 * len(pairs)), (np.r_[pairs[:, 0], pairs[:, 1]],
+                                                  np.r_[pairs[:, 1], pairs[:, 0]])),
+                      shape=(n, n)).tocsr()
+    count = np.asarray(near.sum(axis=1)).ravel() + 1.0
+    centre = (near @ points + points) / count[:, None]
+    return np.linalg.norm(centre - points, axis=1) > radius / 4
+
+
+def _follow_line(run: np.ndarray, shift: np.ndarray, tree: cKDTree, dst: np.ndarray,
+                 near: float, scale: float, max_shift: float) -> np.ndarray:
+    """Per-point displacement laying ``run`` on ``dst``, smooth along the run.
+
+    Starts from the single translation ``shift`` and repeatedly adds the
+    Gaussian-smoothed (``scale`` µm, over the run's own points, i.e. along the
+    line) offsets of the points that have a ``dst`` point within ``near``.
+    Pairs with the last half µm of a ``dst`` line are left out: where the run
+    goes on past that end they would drag it along itself. Points of the run
+    far from any pair keep what their neighbours give them. No displacement is
+    longer than ``max_shift``.
+    """
+    smooth = _smoothing_matrix(run, scale)
+    end = _line_ends(dst)
+    disp = np.tile(shift, (len(run), 1))
+    for _ in range(30):
+        d, j = tree.query(run + disp, distance_upper_bound=near)
+        ok = np.isfinite(d)
+        ok[ok] = ~end[j[ok]]
+        resid = np.zeros_like(run)
+        resid[ok] = dst[j[ok]] - (run + disp)[ok]
+        den = smooth @ ok.astype(float)
+        step = (smooth @ resid) / np.maximum(den, 1e-12)[:, None]
+        step[den <= 0] = 0.0
+        disp += step
+        size = np.linalg.norm(disp, axis=1)
+        disp *= np.minimum(1.0, max_shift / np.maximum(size, 1e-12))[:, None]
+        if np.abs(step).max(initial=0.0) < 1e-3:
+            break
+    return disp
+
+
 def _stray_offsets(q: np.ndarray, fixed: np.ndarray, tree: cKDTree, params: RegisterParams):
-    """Local anchors for stretches of line that moved further than the smooth correction reaches.
+    """Stretches of line that moved further than the smooth correction reaches.
 
     Deep in living tissue one dendrite can move several µm relative to its
     neighbours between days. After the rigid fit its centre line lies beyond the
-    match distance of session 0's, so the local correction (fitted to pairs within
+    match distance of session 0's, so the smooth correction (fitted to pairs within
     half of it) leaves it where it is, and it becomes a new branch whose spines are
     all "formed" while those of its session-0 line are all "lost". Each such
-    stretch (at least ``_STRAY_MIN_UM`` long) is shifted as a whole onto the lines
-    of session 0 that no line of this session covers, if one shift of at most
-    ``max_local_shift_um`` lays most of it there; its anchors carry that shift
-    plus the remaining point offsets.
+    stretch (at least ``_STRAY_MIN_UM`` long) is laid onto the lines of session 0
+    that no line of this session covers, if one shift of at most
+    ``max_local_shift_um`` lays most of it there; that shift is then refined
+    point by point, smoothly along the stretch (:func:`_follow_line`, scale
+    ``local_scale_um / 4``), so a stretch that bent or turned follows its line.
+
+    Returns
+    -------
+    points, displacements : ndarray (L, 3)
+        Points of the moved stretches (rigidly registered, every 0.5 µm) and
+        the displacement of each onto session 0's line; empty when none moved.
     """
+    empty = np.zeros((0, 3)), np.zeros((0, 3))
     md = params.match_distance_um
     d, _ = tree.query(q, distance_upper_bound=md)
     stray = q[~np.isfinite(d)]
     d0, _ = cKDTree(q).query(fixed, distance_upper_bound=md)
     free = fixed[~np.isfinite(d0)]
     if len(stray) * LINE_STEP_UM < _STRAY_MIN_UM or len(free) < 10:
-        return _empty_offsets()
+        return empty
     free_tree = cKDTree(free)
     labels = _pieces(stray, 2.5 * LINE_STEP_UM)
     found = []
@@ -556,12 +711,39 @@ def _stray_offsets(q: np.ndarray, fixed: np.ndarray, tree: cKDTree, params: Regi
         t = _shift_onto(run, free_tree, free, params.max_local_shift_um, md / 2)
         if t is None:
             continue
-        anc, dsp, wts = _local_offsets(run + t, free_tree, free, md / 2,
-                                       params.local_scale_um / 4)
-        found.append((anc - t, dsp + t, wts))
+        disp = _follow_line(run, t, free_tree, free, md / 2,
+                            max(1.0, params.local_scale_um / 4), params.max_local_shift_um)
+        found.append((run[::2], disp[::2]))
     if not found:
-        return _empty_offsets()
-    return tuple(np.concatenate(parts) for parts in zip(*found))
+        return empty
+    points, disp = (np.concatenate(parts) for parts in zip(*found))
+    more = _continue_along(points, disp, free, md / 2, 2.0 * params.local_scale_um)
+    return np.concatenate([points, more[0]]), np.concatenate([disp, more[1]])
+
+
+def _continue_along(points: np.ndarray, disp: np.ndarray, free: np.ndarray, near: float,
+                    reach_um: float) -> tuple[np.ndarray, np.ndarray]:
+    """Carry the moved stretches' displacement on along the session-0 lines they were laid on.
+
+    A session's tracing often stops short of session 0's (a dimmer or fainter
+    stretch), but the dendrite it follows moved as a whole: its spines beyond the
+    traced end need the same displacement. Uncovered session-0 points connected
+    to the covered ones (``free``, chained 0.6 µm apart), up to ``reach_um`` from
+    them, become extra points (in the session's frame, ``point - d``) carrying
+    the displacement ``d`` of the nearest covered point.
+    """
+    moved = points + disp
+    d, _ = cKDTree(moved).query(free, distance_upper_bound=near)
+    covered = np.isfinite(d)
+    if not covered.any() or covered.all() or reach_um <= 0:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    labels = _pieces(free, 2.5 * LINE_STEP_UM)
+    linked = np.isin(labels, np.unique(labels[covered])) & ~covered
+    gap, _ = cKDTree(free[covered]).query(free[linked])
+    keep = gap <= reach_um
+    ends = free[linked][keep][::2]
+    _, i = cKDTree(moved).query(ends)
+    return ends - disp[i], disp[i]
 
 
 # --------------------------------------------------------------------------- API
@@ -603,7 +785,13 @@ def register_pair(fixed_image, fixed_vox, moving_image, moving_vox, fixed_lines:
 
     Returns
     -------
-    a, b, anchors, displacements, weights
+    a, b : ndarray
+        The rigid transform, ``q = a p + b``.
+    anchors, displacements, weights : ndarray
+        The smooth local correction's anchors (see :class:`Registration`).
+    stray_points, stray_displacements : ndarray (L, 3)
+        Stretches of line that moved on their own and their displacements
+        (``max_local_shift_um``; empty when none moved).
     """
     a, b = np.eye(3), np.zeros(3)
     if fixed_image is not None and moving_image is not None:
@@ -616,6 +804,7 @@ def register_pair(fixed_image, fixed_vox, moving_image, moving_vox, fixed_lines:
         m, mv = render_lines(moving_lines, moving_shape, moving_vox)
         a, b = _image_rigid(f, fv, m, mv, params)
     anchors, disp, weights = _empty_offsets()
+    stray_points, stray_disp = np.zeros((0, 3)), np.zeros((0, 3))
     if len(fixed_lines) >= 10 and len(moving_lines) >= 10:
         tree = cKDTree(fixed_lines)
         a, b = _icp(moving_lines, tree, fixed_lines, a, b, params.match_distance_um,
@@ -626,10 +815,8 @@ def register_pair(fixed_image, fixed_vox, moving_image, moving_vox, fixed_lines:
                                                     params.match_distance_um / 2,
                                                     params.local_scale_um / 4)
             if params.max_local_shift_um > 0:
-                more = _stray_offsets(q, fixed_lines, tree, params)
-                anchors, disp, weights = (np.concatenate([x, y]) for x, y in
-                                          zip((anchors, disp, weights), more))
-    return a, b, anchors, disp, weights
+                stray_points, stray_disp = _stray_offsets(q, fixed_lines, tree, params)
+    return a, b, anchors, disp, weights, stray_points, stray_disp
 
 
 def register_series(series, tracings, params: RegisterParams = RegisterParams(),
@@ -665,26 +852,32 @@ def register_series(series, tracings, params: RegisterParams = RegisterParams(),
     lines = [line_points(t) for t in tracings] if tracings is not None else [np.zeros((0, 3))] * n
     mats, offs = [np.eye(3)], [np.zeros(3)]
     anchors, disps, weights = [np.zeros((0, 3))], [np.zeros((0, 3))], [np.zeros(0)]
+    stray_points, stray_disps = [np.zeros((0, 3))], [np.zeros((0, 3))]
     report(progress, "register", 0, n)
     for k in range(1, n):
         if sessions is not None:
             s0, sk = sessions[0], sessions[k]
             if sk.image.ndim != 3 or s0.image.ndim != 3:
                 raise InputError(sk.path, "cannot register: image is not (z, y, x)")
-            a, b, anc, dsp, wts = register_pair(s0.image, s0.voxel_size_um, sk.image,
-                                                sk.voxel_size_um, lines[0], lines[k], params)
+            a, b, anc, dsp, wts, sp, sd = register_pair(
+                s0.image, s0.voxel_size_um, sk.image, sk.voxel_size_um, lines[0], lines[k],
+                params)
         else:
-            a, b, anc, dsp, wts = register_pair(None, vox0, None, tracings[k].voxel_size_um,
-                                                lines[0], lines[k], params, shape0,
-                                                tracings[k].shape)
+            a, b, anc, dsp, wts, sp, sd = register_pair(
+                None, vox0, None, tracings[k].voxel_size_um, lines[0], lines[k], params,
+                shape0, tracings[k].shape)
         mats.append(a)
         offs.append(b)
         anchors.append(anc)
         disps.append(dsp)
         weights.append(wts)
+        stray_points.append(sp)
+        stray_disps.append(sd)
         report(progress, "register", k, n)
     reg = Registration(mats, offs, anchors, disps, weights, float(params.local_scale_um),
-                       tuple(int(s) for s in shape0), tuple(float(v) for v in vox0))
+                       tuple(int(s) for s in shape0), tuple(float(v) for v in vox0),
+                       stray_points=stray_points, stray_displacements=stray_disps,
+                       stray_reach_um=float(params.match_distance_um))
     residuals, pairs = [np.nan], [0]
     tree0 = cKDTree(lines[0]) if len(lines[0]) else None
     for k in range(1, n):
