@@ -197,6 +197,23 @@ def run_series(series: Series, params: Params = Params(),
                                 calls="automatic")
 
 
+def _unpaired_sessions(report: pd.DataFrame | None, names: list[str]) -> list[str]:
+    """Warnings for sessions whose centre lines hardly meet session 0's after registration."""
+    from .register import MIN_PAIRED_FRACTION
+
+    if report is None or "paired_fraction" not in report.columns:
+        return []
+    out = []
+    for k, frac in zip(report["session"], report["paired_fraction"]):
+        if pd.notna(frac) and frac < MIN_PAIRED_FRACTION:
+            name = names[int(k)] if int(k) < len(names) else f"session {k}"
+            out.append(f"{name}: only {frac:.0%} of its centre lines lie on session 0's after "
+                       "registration (sessions of one field: about 90% or more); if it shows another "
+                       "field or failed to register, its spines' losses and formations are "
+                       "not real (registration.csv)")
+    return out
+
+
 def results_from_tracked(series: Series, tracked, params: Params = Params(),
                          progress: ProgressCallback | None = None,
                          calls: str | None = None) -> Results:
@@ -215,6 +232,8 @@ def results_from_tracked(series: Series, tracked, params: Params = Params(),
         tracked.spines, tracked.fates, tracked.branch_table, n, stats_params(params, reach),
         days=series.days, restore_radius_um=params.fates.restore_radius_um, progress=progress)
     summary["link_reach_um"] = None if reach is None else float(reach)
+    summary.setdefault("warnings", []).extend(
+        _unpaired_sessions(tracked.registration.report, [s.name for s in series]))
     if calls is not None:
         summary["calls"] = calls
     voxels = {tuple(s.voxel_size_um) for s in series}

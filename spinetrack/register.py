@@ -43,7 +43,11 @@ __all__ = ["Registration", "register_series", "register_pair", "REPORT_COLUMNS",
            "rotation_angle_deg", "rotation_matrix"]
 
 REPORT_COLUMNS = ["session", "shift_z_um", "shift_y_um", "shift_x_um", "rotation_deg",
-                  "residual_um", "n_pairs"]
+                  "residual_um", "n_pairs", "paired_fraction"]
+#: Below this fraction of a session's centre-line points within the match distance
+#: of session 0's after registration, the session may not show the same field (on
+#: synthetic series: 0.98 for two sessions of one field, 0.10-0.15 for two fields).
+MIN_PAIRED_FRACTION = 0.4
 
 #: Spacing at which centre lines are resampled for point matching, µm.
 LINE_STEP_UM = 0.25
@@ -125,10 +129,13 @@ class Registration:
         Voxel size of session 0's image.
     report : DataFrame
         One row per session: ``session, shift_z_um, shift_y_um, shift_x_um,
-        rotation_deg, residual_um, n_pairs``. The shift is the displacement of the
-        centre of the stack; ``residual_um`` is the median distance between the
-        session's registered centre-line points and session 0's (for point pairs
-        within the match distance, ``n_pairs`` of them), NaN when no lines pair up.
+        rotation_deg, residual_um, n_pairs, paired_fraction``. The shift is the
+        displacement of the centre of the stack; ``residual_um`` is the median
+        distance between the session's registered centre-line points and session
+        0's (for point pairs within the match distance, ``n_pairs`` of them), NaN
+        when no lines pair up; ``paired_fraction`` is the fraction of the
+        session's sampled centre-line points that pair (below
+        ``MIN_PAIRED_FRACTION`` the session may show another field).
     stray_points : list of ndarray (L, 3)
         Per session: points (session 0's frame, rigidly mapped) along stretches of
         centre line that moved on their own, every 0.5 µm (empty: none).
@@ -176,7 +183,8 @@ class Registration:
                   [np.zeros((0, 3))] * n_sessions, [np.zeros((0, 3))] * n_sessions,
                   [np.zeros(0)] * n_sessions, 0.0,
                   tuple(int(s) for s in shape), tuple(float(v) for v in voxel_size_um))
-        reg.report = _report_rows(reg, [np.nan] * n_sessions, [0] * n_sessions)
+        reg.report = _report_rows(reg, [np.nan] * n_sessions, [0] * n_sessions,
+                                  [np.nan] * n_sessions)
         return reg
 
     # -- point mapping
@@ -386,7 +394,7 @@ class Registration:
         return reg
 
 
-def _report_rows(reg: Registration, residuals, n_pairs) -> pd.DataFrame:
+def _report_rows(reg: Registration, residuals, n_pairs, fractions) -> pd.DataFrame:
     centre = (np.asarray(reg.reference_shape, float) - 1) / 2 * np.asarray(reg.reference_voxel_um)
     rows = []
     for k in range(reg.n_sessions):
@@ -394,7 +402,8 @@ def _report_rows(reg: Registration, residuals, n_pairs) -> pd.DataFrame:
         rows.append({"session": k, "shift_z_um": float(shift[0]), "shift_y_um": float(shift[1]),
                      "shift_x_um": float(shift[2]),
                      "rotation_deg": rotation_angle_deg(reg.matrices[k]),
-                     "residual_um": float(residuals[k]), "n_pairs": int(n_pairs[k])})
+                     "residual_um": float(residuals[k]), "n_pairs": int(n_pairs[k]),
+                     "paired_fraction": float(fractions[k])})
     return pd.DataFrame(rows, columns=REPORT_COLUMNS)
 
 
@@ -878,18 +887,22 @@ def register_series(series, tracings, params: RegisterParams = RegisterParams(),
                        tuple(int(s) for s in shape0), tuple(float(v) for v in vox0),
                        stray_points=stray_points, stray_displacements=stray_disps,
                        stray_reach_um=float(params.match_distance_um))
-    residuals, pairs = [np.nan], [0]
+    residuals, pairs, fractions = [np.nan], [0], [np.nan]
     tree0 = cKDTree(lines[0]) if len(lines[0]) else None
     for k in range(1, n):
         if tree0 is None or not len(lines[k]):
             residuals.append(np.nan)
             pairs.append(0)
+            fractions.append(np.nan)
             continue
-        d, _ = tree0.query(reg.to_reference(k, lines[k][::4]),
+        sample = lines[k][::4]
+        d, _ = tree0.query(reg.to_reference(k, sample),
                            distance_upper_bound=params.match_distance_um)
         d = d[np.isfinite(d)]
         residuals.append(float(np.median(d)) if len(d) else np.nan)
         pairs.append(int(len(d)))
+        fractions.append(len(d) / len(sample))
     residuals[0] = 0.0 if n > 1 else np.nan
-    reg.report = _report_rows(reg, residuals, pairs)
+    fractions[0] = 1.0 if n > 1 and len(lines[0]) else np.nan
+    reg.report = _report_rows(reg, residuals, pairs, fractions)
     return reg

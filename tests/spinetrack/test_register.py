@@ -61,6 +61,22 @@ def test_lines_recover_shift_rotation_and_tilt(rng):
     assert reg.report.loc[1, "rotation_deg"] == pytest.approx(rotation_angle_deg(a_true), abs=0.3)
     assert reg.report.loc[1, "residual_um"] < 0.1
     assert reg.report.loc[1, "n_pairs"] > 100
+    assert reg.report.loc[1, "paired_fraction"] > 0.9
+
+
+def test_a_session_of_another_field_pairs_few_of_its_lines(rng):
+    from spinetrack.pipeline import _unpaired_sessions
+    from spinetrack.register import MIN_PAIRED_FRACTION
+
+    other = _curvy_lines(np.random.default_rng(99))
+    reg = register_series(None, [_tracing(_curvy_lines(rng)), _tracing(other)],
+                          RegisterParams(local_scale_um=0))
+    frac = reg.report.loc[1, "paired_fraction"]
+    assert frac < MIN_PAIRED_FRACTION
+    (warning,) = _unpaired_sessions(reg.report, ["day0", "day4"])
+    assert warning.startswith(f"day4: only {frac:.0%} of its centre lines lie on session 0's")
+    assert Registration.from_dict(json.loads(json.dumps(reg.to_dict()))).report.loc[
+        1, "paired_fraction"] == pytest.approx(frac)
 
 
 def _blob_volume(rng, shape=(16, 160, 160)):
