@@ -208,9 +208,9 @@ def _unpaired_sessions(report: pd.DataFrame | None, names: list[str]) -> list[st
         if pd.notna(frac) and frac < MIN_PAIRED_FRACTION:
             name = names[int(k)] if int(k) < len(names) else f"session {k}"
             out.append(f"{name}: only {frac:.0%} of its centre lines lie on session 0's after "
-                       "registration (sessions of one field: about 90% or more); if it shows another "
-                       "field or failed to register, its spines' losses and formations are "
-                       "not real (registration.csv)")
+                       "registration (sessions of one field: about 90% or more); if it shows "
+                       "another field or failed to register, its spines' losses and "
+                       "formations are not real (registration.csv)")
     return out
 
 
