@@ -470,6 +470,10 @@ def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None,
     # background, haze beside a dendrite does not
     beyond_o = np.clip(io + np.sign(io - centre) * _odd(0.6 / step), 0, n_off - 1)
     outer = vol[ia, iz, beyond_o] / np.maximum(vol[ia, iz, io], 1e-6)
+    # the same fall-off above the model of the surroundings (a big head on the bright
+    # pedestal of its shaft's glow falls off in the residual, not in the value)
+    outer_resid = (np.maximum(resid[ia, iz, beyond_o], 0.0)
+                   / np.maximum(resid[ia, iz, io], 1e-6))
     haze = _haze(vol, ia, iz, io, centre, step) if describe else {}
     bulge = _outline_bulge(vol, ia, iz, io, centre, step)
     a_int = np.clip(np.round(pos[:, 0]).astype(int), 0, n_arc - 1)
@@ -489,7 +493,7 @@ def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None,
         "value": vol[ia, iz, io], "resid": strength, "neck_min": neck_min,
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
         "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral,
-        "outer": outer, "xwidth_um": xwidth, "plane_peak": plane_only, "bulge_um": bulge,
+        "outer": outer, "outer_resid": outer_resid, "xwidth_um": xwidth, "plane_peak": plane_only, "bulge_um": bulge,
         **haze, **_z_extent(vol, resid, ia, iz, io, centre, voxel[0], (lo_arc, hi_arc))})
 
 
@@ -746,12 +750,16 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
         "kind": np.where(filo, "filopodium", "spine"),
     })
     kept = _drop_on_filopodia(_dedupe(out[keep].reset_index(drop=True), voxel))
-    filled = _gap_fillers(out, keep, fill, voxel, frame.shape, kept=kept)
+    rescue = _may_rescue(margins, cands)
+    filled = (_gap_fillers(out, keep, fill, voxel, frame.shape, kept=kept)
+              | _gap_fillers(out, keep, rescue, voxel, frame.shape, kept=kept,
+                             reach_um=_RESCUE_UM))
     model = getattr(params, "detector_model", "")
     if not (features or model):
         return finish_detections(out, keep, filled, voxel, kept=kept)
     # every candidate with its measurements: for calibration, or for a learned model
-    table = out.assign(keep=keep | filled, fill=fill, filled=filled, neck_min=neck_min,
+    table = out.assign(keep=keep | filled, fill=fill | rescue, filled=filled,
+                       neck_min=neck_min,
                        neck_mean=neck_mean, resid=resid, dist_um=dist, radius_um=radius,
                        offset_um=cands["offset_um"].to_numpy(),
                        surface_um=cands["surface_um"].to_numpy(),
@@ -761,6 +769,7 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
                        zwidth_um=cands["zwidth_um"].to_numpy(),
                        shaft_zwidth_um=cands["shaft_zwidth_um"].to_numpy(),
                        bulge_um=_column(cands, "bulge_um", 0.0),
+                       outer_resid=_column(cands, "outer_resid", np.nan),
                        **_haze_features(cands),
                        **{f"margin_{k}": v.to_numpy() for k, v in margins.items()})
     if features:
@@ -885,14 +894,40 @@ def _may_fill(margins: pd.DataFrame, cands: pd.DataFrame) -> np.ndarray:
     return only_plane & (_column(cands, "bulge_um", 0.0) > 0)
 
 
+_RESCUE_UM = 1.0  # a big head rescued by its residual's fall-off fills a gap: no kept call
+                  # within this (laterally; beyond the de-duplication distance, 0.7 µm)
+_RESCUE_OUTER = 0.3  # ... when 0.6 µm beyond it its residual is below this × the head's
+
+
+def _may_rescue(margins: pd.DataFrame, cands: pd.DataFrame) -> np.ndarray:
+    """Lateral heads that fail only the fall-off test in value but fall off in the residual.
+
+    The fall-off test (``outer``) compares the value 0.6 µm beyond a head with
+    the head's. A big head (radius 0.5–0.7 µm) next to a bright shaft sits on the
+    shaft's glow (the optics' halo, haze) and is wider than 0.6 µm, so its value
+    there is still above ``_MAX_OUTER`` of the head's although the head itself
+    has ended: its residual above the model of its surroundings along the arc
+    has fallen below ``_RESCUE_OUTER`` of the head's. Diffuse haze beside a
+    dendrite is part of that model and leaves a flat residual. Such a head only
+    fills a gap (:func:`_gap_fillers` with ``_RESCUE_UM``): it never displaces a
+    call that passes every test.
+    """
+    failing = margins.to_numpy(float) < 0
+    only_outer = failing[:, margins.columns.get_loc("outer")] & (failing.sum(axis=1) == 1)
+    return only_outer & (_column(cands, "outer_resid", np.inf) < _RESCUE_OUTER)
+
+
 def _gap_fillers(calls: pd.DataFrame, keep: np.ndarray, fill: np.ndarray, voxel,
-                 shape=None, kept: pd.DataFrame | None = None) -> np.ndarray:
+                 shape=None, kept: pd.DataFrame | None = None,
+                 reach_um: float = None) -> np.ndarray:
     """Which of the ``fill`` candidates lie in a gap between the calls the tests keep.
 
     A maximum on the shaft's flank next to a kept call is that head's blur or
     the shaft beside it; alone, it is mostly a stubby spine whose brightest
-    point lies on the flank. A gap: farther than ``_FILL_UM`` (laterally) from
-    every call the tests keep (after de-duplication). Only spines fill gaps.
+    point lies on the flank. A gap: farther than ``reach_um`` (default
+    ``_FILL_UM``; laterally) from every call the tests keep (after
+    de-duplication), so a filler never displaces a kept call. Only spines fill
+    gaps.
     Within the outline's window (``_BULGE_ALONG_UM``) of the image's edge in
     (y, x) (``shape``, when given) the outline is not known on both sides (a
     dendrite leaving the image seems to bulge), so none is taken there.
@@ -912,7 +947,7 @@ def _gap_fillers(calls: pd.DataFrame, keep: np.ndarray, fill: np.ndarray, voxel,
     if len(kept):
         d, _ = cKDTree(kept[["y_um", "x_um"]].to_numpy()).query(
             calls[["y_um", "x_um"]].to_numpy()[idx])
-        out[idx[d <= _FILL_UM]] = False
+        out[idx[d <= (_FILL_UM if reach_um is None else reach_um)]] = False
     if shape is not None:
         for col, n, v in (("y", shape[1], voxel[1]), ("x", shape[2], voxel[2])):
             c = calls[col].to_numpy()

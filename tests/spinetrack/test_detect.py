@@ -453,3 +453,23 @@ def test_flank_maxima_fill_only_gaps_between_kept_calls():
     # 1 µm from the kept call: its blur; 1.2 µm from the image's edge: no outline there
     assert got.tolist() == [False, False, True, True, False]
     assert _gap_fillers(calls, keep, fill, voxel).tolist() == [False, False, True, True, True]
+
+
+def test_big_heads_failing_only_the_fall_off_are_rescued_into_gaps():
+    from spinetrack.detect import _gap_fillers, _may_rescue
+
+    names = ["centre", "outer", "plane"]
+    margins = pd.DataFrame([[1, -1, 1], [1, -1, 1], [-1, -1, 1], [1, 1, 1]], columns=names)
+    # residual 0.6 µm beyond: a head that has ended, haze (flat residual), ..., a kept call
+    cands = pd.DataFrame({"outer_resid": [0.1, 0.8, 0.1, 0.1]})
+    assert _may_rescue(margins, cands).tolist() == [True, False, False, False]
+
+    voxel = np.array([1.0, 0.12, 0.12])
+    x_um = np.array([10.0, 10.8, 11.2, 14.0])  # a kept call, then three rescued heads
+    calls = pd.DataFrame({"z_um": 5.0, "y_um": 10.0, "x_um": x_um, "z": 5.0,
+                          "y": 10.0 / 0.12, "x": x_um / 0.12, "score": 1.0,
+                          "kind": "spine", "branch_id": 0, "side": 1, "arc_um": x_um,
+                          "length_um": 0.5})
+    keep = np.array([True, False, False, False])
+    got = _gap_fillers(calls, keep, ~keep, voxel, reach_um=1.0)
+    assert got.tolist() == [False, False, True, True]  # 0.8 µm from the kept call: its blur
