@@ -153,7 +153,7 @@ def _candidates(image, voxel_size_um, tracing, params, progress, describe: bool 
         report(progress, "detect", 1, 1)
         return None, None
     step = float(min(voxel[1], voxel[2]))
-    lines = _unbend(lines, voxel)
+    lines = _straight_free_ends(_unbend(lines, voxel), tracing.graph, voxel, stack.shape)
     frame = _Frame(lines, voxel, step, stack.shape)
     bg = float(np.median(stack[:, ::4, ::4]))
     reach_um = float(frame.points["radius_um"].max()) + params.max_spine_length_um + 0.5
@@ -332,6 +332,60 @@ def _unbend(lines: pd.DataFrame, voxel) -> pd.DataFrame:
                     g[c] = ndi.median_filter(g[c].to_numpy(float), size=size, mode="nearest")
         out.append(g)
     return pd.concat(out, ignore_index=True) if out else lines
+
+
+_HOOK_UM = 2.0  # a free end's last stretch up to a spine's length ...
+_HOOK_DEV_UM = 0.5  # ... that leaves the straight continuation of the line by more than
+                    # about a shaft radius is a spine the skeleton ran into
+_HOOK_FIT_UM = 2.0  # the continuation: the direction of the line over this before it
+_HOOK_EDGE_UM = 2.0  # ends this near the image's edge are left alone (the skeleton bends
+                     # where a dendrite leaves the image)
+
+
+def _straight_free_ends(lines: pd.DataFrame, graph: pd.DataFrame, voxel,
+                        shape=None) -> pd.DataFrame:
+    """Centre lines whose free ends do not hook into a spine.
+
+    Where a dendrite ends next to a spine, the skeleton often runs into the
+    spine for its last micrometre or two, and the head then lies on the line
+    and is not found (the running median of :func:`_unbend` keeps a hook at an
+    end). A dendrite's end does not turn by more than its own radius within a
+    spine's length: at every free end (``end`` node in ``graph``) farther than
+    ``_HOOK_EDGE_UM`` from the image's edge (``shape``), the last ``_HOOK_UM``
+    of line is replaced by the straight continuation of the ``_HOOK_FIT_UM``
+    before it when it leaves that continuation by more than ``_HOOK_DEV_UM``
+    in (y, x). Depth and arc are kept.
+    """
+    if graph is None or not len(graph) or not len(lines):
+        return lines
+    kinds = graph.set_index("branch_id")[["start_kind", "end_kind"]]
+    size = (np.asarray(shape[1:], float) * voxel[1:]) if shape is not None else None
+    out = []
+    for bid, g in lines.groupby("branch_id", sort=True):
+        arc = g["arc_um"].to_numpy(float)
+        if bid not in kinds.index or len(g) < 5 or arc[-1] - arc[0] < 2 * (_HOOK_UM
+                                                                          + _HOOK_FIT_UM):
+            out.append(g)
+            continue
+        yx = g[["y", "x"]].to_numpy(float) * voxel[1:]
+        for from_start, kind in ((True, kinds.at[bid, "start_kind"]),
+                                 (False, kinds.at[bid, "end_kind"])):
+            end = yx[0] if from_start else yx[-1]
+            if kind != "end" or (size is not None
+                                 and min(end.min(), (size - end).min()) < _HOOK_EDGE_UM):
+                continue
+            a = arc - arc[0] if from_start else arc[-1] - arc  # distance from this end
+            hook = a < _HOOK_UM
+            fit = (a >= _HOOK_UM) & (a < _HOOK_UM + _HOOK_FIT_UM)
+            if fit.sum() < 2:
+                continue
+            inner, outer = yx[fit][np.argmin(a[fit])], yx[fit][np.argmax(a[fit])]
+            t = (inner - outer) / max(float(np.linalg.norm(inner - outer)), 1e-9)
+            straight = inner + (_HOOK_UM - a[hook])[:, None] * t
+            if np.linalg.norm(yx[hook] - straight, axis=1).max() > _HOOK_DEV_UM:
+                yx[hook] = straight
+        out.append(g.assign(y=yx[:, 0] / voxel[1], x=yx[:, 1] / voxel[2]))
+    return pd.concat(out, ignore_index=True)
 
 
 def _straighten(stack, pts: pd.DataFrame, voxel, offsets, dz, params) -> np.ndarray:

@@ -473,3 +473,34 @@ def test_big_heads_failing_only_the_fall_off_are_rescued_into_gaps():
     keep = np.array([True, False, False, False])
     got = _gap_fillers(calls, keep, ~keep, voxel, reach_um=1.0)
     assert got.tolist() == [False, False, True, True]  # 0.8 µm from the kept call: its blur
+
+
+def test_free_end_hooking_into_a_spine_is_straightened():
+    from spinetrack.detect import _straight_free_ends
+
+    voxel = np.array([1.0, 0.1, 0.1])
+    x = np.arange(0.0, 20.0, 0.1)  # µm along a straight line at y = 10 µm ...
+    y = np.full_like(x, 10.0)
+    hook = x > 18.5  # ... whose last 1.5 µm turn off by up to 1.5 µm (into a head)
+    y[hook] += x[hook] - 18.5
+    arc = np.r_[0.0, np.cumsum(np.hypot(np.diff(x), np.diff(y)))]
+    lines = pd.DataFrame({"branch_id": 0, "z": 5.0, "y": y / 0.1, "x": x / 0.1,
+                          "arc_um": arc, "radius_um": 0.5})
+
+    def graph(end_kind):
+        return pd.DataFrame({"branch_id": [0], "start_kind": ["junction"],
+                             "end_kind": [end_kind]})
+
+    out = _straight_free_ends(lines, graph("end"), voxel, shape=(10, 400, 400))
+    assert np.abs(out["y"].to_numpy() * 0.1 - 10.0).max() < 0.05
+    assert np.allclose(out[["z", "arc_um"]], lines[["z", "arc_um"]])
+    # a junction, or an end at the image's edge (the skeleton bends there), stays
+    kept = _straight_free_ends(lines, graph("junction"), voxel, shape=(10, 400, 400))
+    assert np.allclose(kept["y"], lines["y"])
+    at_edge = _straight_free_ends(lines, graph("end"), voxel, shape=(10, 400, 210))
+    assert np.allclose(at_edge["y"], lines["y"])
+    # a gentle bend (0.3 µm over the last 2 µm) is the dendrite's own
+    y_gentle = 10.0 + 0.075 * np.clip(x - 18.0, 0, None) ** 2
+    gentle = lines.assign(y=y_gentle / 0.1, arc_um=np.r_[0.0, np.cumsum(
+        np.hypot(np.diff(x), np.diff(y_gentle)))])
+    assert np.allclose(_straight_free_ends(gentle, graph("end"), voxel)["y"], gentle["y"])
