@@ -153,7 +153,7 @@ def _candidates(image, voxel_size_um, tracing, params, progress, describe: bool 
         report(progress, "detect", 1, 1)
         return None, None
     step = float(min(voxel[1], voxel[2]))
-    lines = _unbend(lines, voxel)
+    lines = _straight_free_ends(_unbend(lines, voxel), tracing.graph, voxel, stack.shape)
     frame = _Frame(lines, voxel, step, stack.shape)
     bg = float(np.median(stack[:, ::4, ::4]))
     reach_um = float(frame.points["radius_um"].max()) + params.max_spine_length_um + 0.5
@@ -334,6 +334,60 @@ def _unbend(lines: pd.DataFrame, voxel) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True) if out else lines
 
 
+_HOOK_UM = 2.0  # a free end's last stretch up to a spine's length ...
+_HOOK_DEV_UM = 0.5  # ... that leaves the straight continuation of the line by more than
+                    # about a shaft radius is a spine the skeleton ran into
+_HOOK_FIT_UM = 2.0  # the continuation: the direction of the line over this before it
+_HOOK_EDGE_UM = 2.0  # ends this near the image's edge are left alone (the skeleton bends
+                     # where a dendrite leaves the image)
+
+
+def _straight_free_ends(lines: pd.DataFrame, graph: pd.DataFrame, voxel,
+                        shape=None) -> pd.DataFrame:
+    """Centre lines whose free ends do not hook into a spine.
+
+    Where a dendrite ends next to a spine, the skeleton often runs into the
+    spine for its last micrometre or two, and the head then lies on the line
+    and is not found (the running median of :func:`_unbend` keeps a hook at an
+    end). A dendrite's end does not turn by more than its own radius within a
+    spine's length: at every free end (``end`` node in ``graph``) farther than
+    ``_HOOK_EDGE_UM`` from the image's edge (``shape``), the last ``_HOOK_UM``
+    of line is replaced by the straight continuation of the ``_HOOK_FIT_UM``
+    before it when it leaves that continuation by more than ``_HOOK_DEV_UM``
+    in (y, x). Depth and arc are kept.
+    """
+    if graph is None or not len(graph) or not len(lines):
+        return lines
+    kinds = graph.set_index("branch_id")[["start_kind", "end_kind"]]
+    size = (np.asarray(shape[1:], float) * voxel[1:]) if shape is not None else None
+    out = []
+    for bid, g in lines.groupby("branch_id", sort=True):
+        arc = g["arc_um"].to_numpy(float)
+        if bid not in kinds.index or len(g) < 5 or arc[-1] - arc[0] < 2 * (_HOOK_UM
+                                                                          + _HOOK_FIT_UM):
+            out.append(g)
+            continue
+        yx = g[["y", "x"]].to_numpy(float) * voxel[1:]
+        for from_start, kind in ((True, kinds.at[bid, "start_kind"]),
+                                 (False, kinds.at[bid, "end_kind"])):
+            end = yx[0] if from_start else yx[-1]
+            if kind != "end" or (size is not None
+                                 and min(end.min(), (size - end).min()) < _HOOK_EDGE_UM):
+                continue
+            a = arc - arc[0] if from_start else arc[-1] - arc  # distance from this end
+            hook = a < _HOOK_UM
+            fit = (a >= _HOOK_UM) & (a < _HOOK_UM + _HOOK_FIT_UM)
+            if fit.sum() < 2:
+                continue
+            inner, outer = yx[fit][np.argmin(a[fit])], yx[fit][np.argmax(a[fit])]
+            t = (inner - outer) / max(float(np.linalg.norm(inner - outer)), 1e-9)
+            straight = inner + (_HOOK_UM - a[hook])[:, None] * t
+            if np.linalg.norm(yx[hook] - straight, axis=1).max() > _HOOK_DEV_UM:
+                yx[hook] = straight
+        out.append(g.assign(y=yx[:, 0] / voxel[1], x=yx[:, 1] / voxel[2]))
+    return pd.concat(out, ignore_index=True)
+
+
 def _straighten(stack, pts: pd.DataFrame, voxel, offsets, dz, params) -> np.ndarray:
     """Sample the stack on (arc, dz, offset) around one branch and smooth it."""
     n = len(pts)
@@ -470,6 +524,10 @@ def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None,
     # background, haze beside a dendrite does not
     beyond_o = np.clip(io + np.sign(io - centre) * _odd(0.6 / step), 0, n_off - 1)
     outer = vol[ia, iz, beyond_o] / np.maximum(vol[ia, iz, io], 1e-6)
+    # the same fall-off above the model of the surroundings (a big head on the bright
+    # pedestal of its shaft's glow falls off in the residual, not in the value)
+    outer_resid = (np.maximum(resid[ia, iz, beyond_o], 0.0)
+                   / np.maximum(resid[ia, iz, io], 1e-6))
     haze = _haze(vol, ia, iz, io, centre, step) if describe else {}
     bulge = _outline_bulge(vol, ia, iz, io, centre, step)
     a_int = np.clip(np.round(pos[:, 0]).astype(int), 0, n_arc - 1)
@@ -489,7 +547,7 @@ def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None,
         "value": vol[ia, iz, io], "resid": strength, "neck_min": neck_min,
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
         "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral,
-        "outer": outer, "xwidth_um": xwidth, "plane_peak": plane_only, "bulge_um": bulge,
+        "outer": outer, "outer_resid": outer_resid, "xwidth_um": xwidth, "plane_peak": plane_only, "bulge_um": bulge,
         **haze, **_z_extent(vol, resid, ia, iz, io, centre, voxel[0], (lo_arc, hi_arc))})
 
 
@@ -746,12 +804,16 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
         "kind": np.where(filo, "filopodium", "spine"),
     })
     kept = _drop_on_filopodia(_dedupe(out[keep].reset_index(drop=True), voxel))
-    filled = _gap_fillers(out, keep, fill, voxel, frame.shape, kept=kept)
+    rescue = _may_rescue(margins, cands)
+    filled = (_gap_fillers(out, keep, fill, voxel, frame.shape, kept=kept)
+              | _gap_fillers(out, keep, rescue, voxel, frame.shape, kept=kept,
+                             reach_um=_RESCUE_UM))
     model = getattr(params, "detector_model", "")
     if not (features or model):
         return finish_detections(out, keep, filled, voxel, kept=kept)
     # every candidate with its measurements: for calibration, or for a learned model
-    table = out.assign(keep=keep | filled, fill=fill, filled=filled, neck_min=neck_min,
+    table = out.assign(keep=keep | filled, fill=fill | rescue, filled=filled,
+                       neck_min=neck_min,
                        neck_mean=neck_mean, resid=resid, dist_um=dist, radius_um=radius,
                        offset_um=cands["offset_um"].to_numpy(),
                        surface_um=cands["surface_um"].to_numpy(),
@@ -761,6 +823,7 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
                        zwidth_um=cands["zwidth_um"].to_numpy(),
                        shaft_zwidth_um=cands["shaft_zwidth_um"].to_numpy(),
                        bulge_um=_column(cands, "bulge_um", 0.0),
+                       outer_resid=_column(cands, "outer_resid", np.nan),
                        **_haze_features(cands),
                        **{f"margin_{k}": v.to_numpy() for k, v in margins.items()})
     if features:
@@ -885,14 +948,40 @@ def _may_fill(margins: pd.DataFrame, cands: pd.DataFrame) -> np.ndarray:
     return only_plane & (_column(cands, "bulge_um", 0.0) > 0)
 
 
+_RESCUE_UM = 1.0  # a big head rescued by its residual's fall-off fills a gap: no kept call
+                  # within this (laterally; beyond the de-duplication distance, 0.7 µm)
+_RESCUE_OUTER = 0.3  # ... when 0.6 µm beyond it its residual is below this × the head's
+
+
+def _may_rescue(margins: pd.DataFrame, cands: pd.DataFrame) -> np.ndarray:
+    """Lateral heads that fail only the fall-off test in value but fall off in the residual.
+
+    The fall-off test (``outer``) compares the value 0.6 µm beyond a head with
+    the head's. A big head (radius 0.5–0.7 µm) next to a bright shaft sits on the
+    shaft's glow (the optics' halo, haze) and is wider than 0.6 µm, so its value
+    there is still above ``_MAX_OUTER`` of the head's although the head itself
+    has ended: its residual above the model of its surroundings along the arc
+    has fallen below ``_RESCUE_OUTER`` of the head's. Diffuse haze beside a
+    dendrite is part of that model and leaves a flat residual. Such a head only
+    fills a gap (:func:`_gap_fillers` with ``_RESCUE_UM``): it never displaces a
+    call that passes every test.
+    """
+    failing = margins.to_numpy(float) < 0
+    only_outer = failing[:, margins.columns.get_loc("outer")] & (failing.sum(axis=1) == 1)
+    return only_outer & (_column(cands, "outer_resid", np.inf) < _RESCUE_OUTER)
+
+
 def _gap_fillers(calls: pd.DataFrame, keep: np.ndarray, fill: np.ndarray, voxel,
-                 shape=None, kept: pd.DataFrame | None = None) -> np.ndarray:
+                 shape=None, kept: pd.DataFrame | None = None,
+                 reach_um: float = None) -> np.ndarray:
     """Which of the ``fill`` candidates lie in a gap between the calls the tests keep.
 
     A maximum on the shaft's flank next to a kept call is that head's blur or
     the shaft beside it; alone, it is mostly a stubby spine whose brightest
-    point lies on the flank. A gap: farther than ``_FILL_UM`` (laterally) from
-    every call the tests keep (after de-duplication). Only spines fill gaps.
+    point lies on the flank. A gap: farther than ``reach_um`` (default
+    ``_FILL_UM``; laterally) from every call the tests keep (after
+    de-duplication), so a filler never displaces a kept call. Only spines fill
+    gaps.
     Within the outline's window (``_BULGE_ALONG_UM``) of the image's edge in
     (y, x) (``shape``, when given) the outline is not known on both sides (a
     dendrite leaving the image seems to bulge), so none is taken there.
@@ -912,7 +1001,7 @@ def _gap_fillers(calls: pd.DataFrame, keep: np.ndarray, fill: np.ndarray, voxel,
     if len(kept):
         d, _ = cKDTree(kept[["y_um", "x_um"]].to_numpy()).query(
             calls[["y_um", "x_um"]].to_numpy()[idx])
-        out[idx[d <= _FILL_UM]] = False
+        out[idx[d <= (_FILL_UM if reach_um is None else reach_um)]] = False
     if shape is not None:
         for col, n, v in (("y", shape[1], voxel[1]), ("x", shape[2], voxel[2])):
             c = calls[col].to_numpy()

@@ -191,6 +191,8 @@ _COARSE = 1.5  # the ridge filter also runs at this multiple of shaft_sigma_um (
 _WEAK_MIN_UM = 15.0  # a dim piece without a seed is kept when its centre line is this long
 _WEAK_SNR = 4.0  # ... and its mean brightness is this many noise SDs above the median
 _SEED_SNR = 8.0  # seeds are at least this many robust noise SDs above the median
+_CUT_OFF_TUBULARITY = 0.25  # a dendrite's stretch cut off at crossings is a line: median
+# ridge / brightness at least this (rr30a: dendrites 0.28-0.35, haze 0.03-0.23)
 _HAZE_CONTRAST = 0.7  # a free-ended piece is kept when its sides at haze_ring_um are at most
 # 0.3 of its centre's brightness (median along it); rr30a: dendrites 0.83-0.98, haze pieces <= 0.6
 _HAZE_INNER = 0.3  # ... and a piece between two junctions when even its dimmer side is brighter
@@ -230,6 +232,7 @@ def _dendrite_mask(plane: np.ndarray, spacing, params) -> np.ndarray:
         return low
     seeded = np.zeros(n + 1, bool)
     seeded[np.unique(lab[seeds])] = True
+    seeded[1:] |= _cut_off_stretches(plane, ridge, lab, n, seeded, px, centre, noise, params)
     # a dim dendrite without any bright stretch is still long and thin: keep
     # unseeded pieces whose skeleton is long (puncta and haze are short)
     from skimage.morphology import skeletonize
@@ -240,6 +243,43 @@ def _dendrite_mask(plane: np.ndarray, spacing, params) -> np.ndarray:
                & (np.asarray(mean_level) > centre + _WEAK_SNR * noise))
     seeded[0] = False
     return seeded[lab]
+
+
+def _cut_off_stretches(plane, ridge, lab, n: int, seeded, px: float, centre: float,
+                       noise: float, params) -> np.ndarray:
+    """Unseeded pieces that are stretches of a dendrite cut off at crossings (per label 1..n).
+
+    Where a dim dendrite passes under (or over) a brighter one, the bright one's
+    ridge response suppresses the dim one's within about a micrometre of it, so a
+    stretch of the dim dendrite between two crossings can be a piece of its own,
+    without a seed (its ridge is weak in units of the brightest dendrites) and
+    shorter than ``_WEAK_MIN_UM``. Such a piece joins the dendrites when it lies
+    within half ``bridge_gap_um`` of a seeded piece (a gap the bridging would
+    close), is as bright as a seed (``_SEED_SNR``), is a line (median ridge /
+    brightness at least ``_CUT_OFF_TUBULARITY``: dendrites 0.28–0.35, the haze
+    around cell bodies 0.03–0.23 on rr30a-dev) and is at least a branch long
+    (``min_branch_length_um``). Spine heads and puncta beside a dendrite are
+    shorter, haze is not line-like.
+    """
+    from scipy import ndimage as ndi
+    from skimage.morphology import skeletonize
+
+    r = 0.5 * params.bridge_gap_um / px
+    if r < 1 or not seeded[1:].any():
+        return np.zeros(n, bool)
+    yy, xx = np.mgrid[-int(r):int(r) + 1, -int(r):int(r) + 1]
+    grown = ndi.binary_dilation(seeded[lab] & (lab > 0), structure=(yy ** 2 + xx ** 2) <= r * r)
+    near = np.zeros(n + 1, bool)
+    near[np.unique(lab[grown & (lab > 0)])] = True
+    near &= ~seeded
+    if not near[1:].any():
+        return np.zeros(n, bool)
+    idx = np.arange(1, n + 1)
+    level = np.asarray(ndi.mean(plane, lab, idx))
+    tubular = np.asarray(ndi.median(ridge / np.maximum(plane, 1e-6), lab, idx))
+    length = np.bincount(lab[skeletonize(lab > 0)], minlength=n + 1)[1:] * px * 1.1
+    return (near[1:] & (level > centre + _SEED_SNR * noise) & (tubular >= _CUT_OFF_TUBULARITY)
+            & (length >= params.min_branch_length_um))
 
 
 def _clean_skeleton(mask: np.ndarray, spacing, params) -> np.ndarray:

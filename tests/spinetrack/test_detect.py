@@ -453,3 +453,54 @@ def test_flank_maxima_fill_only_gaps_between_kept_calls():
     # 1 µm from the kept call: its blur; 1.2 µm from the image's edge: no outline there
     assert got.tolist() == [False, False, True, True, False]
     assert _gap_fillers(calls, keep, fill, voxel).tolist() == [False, False, True, True, True]
+
+
+def test_big_heads_failing_only_the_fall_off_are_rescued_into_gaps():
+    from spinetrack.detect import _gap_fillers, _may_rescue
+
+    names = ["centre", "outer", "plane"]
+    margins = pd.DataFrame([[1, -1, 1], [1, -1, 1], [-1, -1, 1], [1, 1, 1]], columns=names)
+    # residual 0.6 µm beyond: a head that has ended, haze (flat residual), ..., a kept call
+    cands = pd.DataFrame({"outer_resid": [0.1, 0.8, 0.1, 0.1]})
+    assert _may_rescue(margins, cands).tolist() == [True, False, False, False]
+
+    voxel = np.array([1.0, 0.12, 0.12])
+    x_um = np.array([10.0, 10.8, 11.2, 14.0])  # a kept call, then three rescued heads
+    calls = pd.DataFrame({"z_um": 5.0, "y_um": 10.0, "x_um": x_um, "z": 5.0,
+                          "y": 10.0 / 0.12, "x": x_um / 0.12, "score": 1.0,
+                          "kind": "spine", "branch_id": 0, "side": 1, "arc_um": x_um,
+                          "length_um": 0.5})
+    keep = np.array([True, False, False, False])
+    got = _gap_fillers(calls, keep, ~keep, voxel, reach_um=1.0)
+    assert got.tolist() == [False, False, True, True]  # 0.8 µm from the kept call: its blur
+
+
+def test_free_end_hooking_into_a_spine_is_straightened():
+    from spinetrack.detect import _straight_free_ends
+
+    voxel = np.array([1.0, 0.1, 0.1])
+    x = np.arange(0.0, 20.0, 0.1)  # µm along a straight line at y = 10 µm ...
+    y = np.full_like(x, 10.0)
+    hook = x > 18.5  # ... whose last 1.5 µm turn off by up to 1.5 µm (into a head)
+    y[hook] += x[hook] - 18.5
+    arc = np.r_[0.0, np.cumsum(np.hypot(np.diff(x), np.diff(y)))]
+    lines = pd.DataFrame({"branch_id": 0, "z": 5.0, "y": y / 0.1, "x": x / 0.1,
+                          "arc_um": arc, "radius_um": 0.5})
+
+    def graph(end_kind):
+        return pd.DataFrame({"branch_id": [0], "start_kind": ["junction"],
+                             "end_kind": [end_kind]})
+
+    out = _straight_free_ends(lines, graph("end"), voxel, shape=(10, 400, 400))
+    assert np.abs(out["y"].to_numpy() * 0.1 - 10.0).max() < 0.05
+    assert np.allclose(out[["z", "arc_um"]], lines[["z", "arc_um"]])
+    # a junction, or an end at the image's edge (the skeleton bends there), stays
+    kept = _straight_free_ends(lines, graph("junction"), voxel, shape=(10, 400, 400))
+    assert np.allclose(kept["y"], lines["y"])
+    at_edge = _straight_free_ends(lines, graph("end"), voxel, shape=(10, 400, 210))
+    assert np.allclose(at_edge["y"], lines["y"])
+    # a gentle bend (0.3 µm over the last 2 µm) is the dendrite's own
+    y_gentle = 10.0 + 0.075 * np.clip(x - 18.0, 0, None) ** 2
+    gentle = lines.assign(y=y_gentle / 0.1, arc_um=np.r_[0.0, np.cumsum(
+        np.hypot(np.diff(x), np.diff(y_gentle)))])
+    assert np.allclose(_straight_free_ends(gentle, graph("end"), voxel)["y"], gentle["y"])

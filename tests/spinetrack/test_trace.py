@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.spatial import cKDTree
 
 from spinetrack.params import TraceParams
 from spinetrack.trace import GRAPH_COLUMNS, LINE_COLUMNS, trace_dendrites
@@ -130,6 +131,29 @@ def test_dendrite_much_dimmer_than_its_neighbour_is_traced():
     on_dim = tracing.graph.loc[tracing.lines.groupby("branch_id")["y_um"].median().sub(14.0)
                                .abs().lt(0.5).to_numpy(), "length_um"]
     assert len(on_dim) == 1 and on_dim.iloc[0] > 25.0
+
+
+def test_dim_dendrite_cut_off_at_two_crossings_is_traced_between_them(monkeypatch):
+    # synthetic seed 1: a dim deep dendrite passes under two brighter ones 12 µm apart;
+    # each stretch of it is shorter than an unseeded piece must be, and the bright ones'
+    # ridges cut it off from them
+    import spinetrack.trace as trace
+
+    crossing = [((1.5, 0.5, x), (1.5, 19.5, x)) for x in (9.0, 21.0)]
+    bright, _ = tube_image(shape=(12, 200, 300), shaft_y_um=-50.0, extra_shafts=crossing,
+                           noise=4.0, seed=1)
+    dim, _ = tube_image(shape=(12, 200, 300), shaft_y_um=10.0, shaft_z_um=4.5, noise=0.0)
+    img = np.clip(bright + (dim.astype(float) - 5.0) / 6.0, 0, 255).astype(np.uint8)
+    between = np.column_stack([np.full(35, 10.0), np.arange(11.0, 19.75, 0.25)])
+
+    def found(tracing):
+        d, i = cKDTree(tracing.lines[["y_um", "x_um"]]).query(between)
+        return (d < 0.5).mean(), np.median(tracing.lines["z_um"].to_numpy()[i])
+
+    covered, depth = found(trace_dendrites(img, VOXEL, TraceParams()))
+    assert covered == 1.0 and abs(depth - 4.5) < 0.5
+    monkeypatch.setattr(trace, "_cut_off_stretches", lambda *a, **k: np.zeros(a[3], bool))
+    assert found(trace_dendrites(img, VOXEL, TraceParams()))[0] == 0.0  # lost without it
 
 
 def test_noise_only_stack_traces_nothing(rng):
