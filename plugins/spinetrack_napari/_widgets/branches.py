@@ -112,8 +112,9 @@ def _summary_text(summary: dict) -> str:
     counts = summary.get("fate_counts") or {}
     parts = [", ".join(f"{v} {k}" for k, v in counts.items())]
     if lc.get("p_value") is not None:
-        parts.append(f"loss clustering: dispersion {lc.get('statistic', float('nan')):.2f}, "
-                     f"p = {lc['p_value']:.2g}")
+        stat = lc.get("statistic")  # None when nothing was lost
+        parts.append("loss clustering: no spine was lost" if stat is None else
+                     f"loss clustering: dispersion {stat:.2f}, p = {lc['p_value']:.2g}")
     sig = lc.get("significant_branches")
     if sig:
         parts.append("branches losing more than expected (bold): "
