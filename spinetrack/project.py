@@ -31,7 +31,7 @@ from .edits import DEFAULT_TOLERANCE_UM, EDITS_FILE, Edit, apply_edit, fates_wit
     load_edits, recompute_results, replay_edits, save_edits
 from .errors import InputError
 from .files import write_json_atomic
-from .results import Results, read_results, write_results
+from .results import Results, read_results, run_record, write_results
 
 __all__ = ["Project", "AUTO_DIR", "VIEW_FILE", "FolderInUse", "results_in", "same_folder"]
 
@@ -88,6 +88,10 @@ class Project:
         Edits of the log that no longer apply to ``auto`` (after a re-run).
     view : dict
         Viewer state saved with the project (free-form JSON).
+    record : dict
+        What the folder's ``params.json`` records besides the parameters (the
+        input files and voxel sizes, a batch's series and input fingerprint);
+        written again with every save (:func:`spinetrack.results.run_record`).
     """
 
     def __init__(self, auto: Results, folder: str | Path | None = None,
@@ -99,6 +103,7 @@ class Project:
         self.tolerance_um = tolerance_um
         self.edits: list[Edit] = list(edits or [])
         self.view: dict[str, Any] = {}
+        self.record: dict[str, Any] = {}
         self._auto_saved = False
         self.dirty = False
         self.stats_pending = False
@@ -126,6 +131,7 @@ class Project:
         auto = read_results(auto_dir if has_auto else folder)
         project = cls(auto, folder, edits, autosave=autosave)
         project._auto_saved = has_auto
+        project.record = run_record(folder) or run_record(auto_dir)
         if (folder / VIEW_FILE).exists():
             try:
                 project.view = json.loads((folder / VIEW_FILE).read_text())
@@ -279,7 +285,7 @@ class Project:
         # a folder that already has an edit log or auto/ stays a project (no stale auto/)
         keeps_log = bool(self.edits) or bool(set(results_in(out)) & {EDITS_FILE, f"{AUTO_DIR}/"})
         if not self._auto_saved and keeps_log:
-            write_results(self.auto, out / AUTO_DIR)
+            write_results(self.auto, out / AUTO_DIR, extra_params=self.record)
             # keep exactly what a reopened project will read (CSV precision)
             self.auto = read_results(out / AUTO_DIR)
             self._auto_saved = True
@@ -290,7 +296,7 @@ class Project:
         if scores.is_file():
             scores.unlink()
             log.info("removed %s: it scored the results before these edits", scores)
-        write_results(self.results, out)
+        write_results(self.results, out, extra_params=self.record)
         if self.view:
             write_json_atomic(out / VIEW_FILE, self.view)
         if not self._auto_saved:

@@ -492,7 +492,7 @@ def _rebuild_project(out: Path, stored, params, recompute_fates: bool, progress)
     """
     from .edits import load_edits, recompute_results, replay_edits
     from .pipeline import recompute
-    from .results import read_results, write_results
+    from .results import read_results, run_record, write_results
 
     auto_dir = out / "auto"
     if not (auto_dir / "spines.csv").exists():
@@ -509,8 +509,8 @@ def _rebuild_project(out: Path, stored, params, recompute_fates: bool, progress)
     res = recompute_results(auto, spines, overrides, edits=edits, skipped=skipped,
                             progress=progress)
     _drop_report(out)
-    written = write_results(auto, auto_dir, extra_params=_run_record(auto_dir))
-    written += write_results(res, out, extra_params=_run_record(out))
+    written = write_results(auto, auto_dir, extra_params=run_record(auto_dir))
+    written += write_results(res, out, extra_params=run_record(out))
     return res, written
 
 
@@ -520,18 +520,6 @@ def _auto_params(out: Path):
 
     path = out / "auto" / "params.json"
     return Params.load(path) if path.exists() else None
-
-
-def _run_record(folder: Path) -> dict[str, Any]:
-    """What ``folder/params.json`` records besides the parameters and versions (inputs...)."""
-    import json
-
-    path = folder / "params.json"
-    try:
-        meta = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError as exc:
-        raise InputError(path, f"is not valid JSON ({exc})") from None
-    return {k: v for k, v in meta.items() if k not in ("params", "versions")}
 
 
 def _check_project_in_step(out: Path, stored, auto, spines: pd.DataFrame,

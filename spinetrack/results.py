@@ -31,6 +31,7 @@ __all__ = [
     "with_in_statistics",
     "package_versions",
     "has_parquet",
+    "run_record",
 ]
 
 SPINE_COLUMNS = ["spine_id", "session", "z", "y", "x", "z_um", "y_um", "x_um", "branch_id",
@@ -164,6 +165,36 @@ def write_results(
     meta.update(extra_params or {})
     written.append(write_json_atomic(out / "params.json", meta))
     return written
+
+
+def run_record(folder: str | Path) -> dict[str, Any]:
+    """What ``folder/params.json`` records besides the parameters and versions.
+
+    The input files, days and voxel sizes of the run (``inputs``) and, for a
+    batch, the series and the fingerprint of its inputs (``batch``). Rewriting a
+    folder's tables passes these on to :func:`write_results` (``extra_params``)
+    so the record of the run survives.
+
+    Returns
+    -------
+    dict
+        Empty when the folder has no ``params.json``.
+
+    Raises
+    ------
+    InputError
+        If ``params.json`` is not valid JSON.
+    """
+    path = Path(folder) / "params.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as exc:
+        raise InputError(path, f"is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise InputError(path, "is not a params.json (not a JSON object)")
+    return {k: v for k, v in meta.items() if k not in ("params", "versions")}
 
 
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame:

@@ -104,7 +104,9 @@ def _write_project(project: Project, out: Path, data: np.ndarray,
                    features: pd.DataFrame) -> list[str]:
     extra = layer_edits(project, data, features)
     if extra:
+        record = project.record
         project = Project(project.auto, project.folder, list(project.edits), autosave=False)
+        project.record = record  # the inputs and batch record of the folder's params.json
         for edit in extra:
             try:
                 project.apply(edit, statistics=False)

@@ -198,3 +198,23 @@ def test_edit_log_without_auto_results_is_a_clear_error(folder):
     shutil.rmtree(folder / "auto")
     with pytest.raises(InputError, match="auto.*cannot be replayed"):
         Project.open(folder)
+
+
+def test_saving_edits_keeps_the_record_of_the_inputs_and_batch(folder, tmp_path):
+    import json
+
+    meta = json.loads((folder / "params.json").read_text())
+    record = {"inputs": {"files": ["/data/s0.tif", "/data/s1.tif"], "days": [0.0, 4.0]},
+              "batch": {"animal": "A1", "inputs": {"files": [{"file": "/data/s0.tif"}]}}}
+    (folder / "params.json").write_text(json.dumps({**meta, **record}))
+    p = Project.open(folder)
+    p.apply(Edit.delete(p.spines, 0, 1))
+    for where in (folder, folder / "auto"):
+        saved = json.loads((where / "params.json").read_text())
+        assert {k: saved.get(k) for k in record} == record, where
+        assert saved["params"] == meta["params"]
+    copy = p.save_copy(tmp_path / "copy")
+    assert json.loads((copy / "params.json").read_text())["batch"] == record["batch"]
+    reopened = Project.open(folder)
+    reopened.apply(Edit.add(1, (3.0, 3.0, 8.0)))
+    assert json.loads((folder / "params.json").read_text())["inputs"] == record["inputs"]
