@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from .files import write_bytes_atomic, write_text_atomic
 from .progress import ProgressCallback, report
 
 __all__ = ["write_report", "rebuild_report", "findings", "render_html"]
+
+log = logging.getLogger(__name__)
 
 
 def _pct(x: float | None) -> str:
@@ -392,6 +395,8 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
         Default: the folder's ``params.json`` (or defaults).
     recompute_fates : bool
         Re-classify ``fates.csv`` from ``spines.csv`` first (after editing spines).
+        Done anyway, with a warning, when ``fates.csv`` no longer matches the
+        spines present in ``spines.csv`` (:func:`fates_out_of_step`).
     progress : callable, optional
     title : str
 
@@ -424,6 +429,10 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
     new_radius = (params is not None and stored.params is not None
                   and params.fates.restore_radius_um != stored.params.fates.restore_radius_um)
     refit = recompute_fates or new_radius or not len(stored.fates)
+    stale = None if refit else fates_out_of_step(stored.spines, stored.fates, stored.n_sessions)
+    if stale and not (out / "edits.json").exists():
+        log.warning("%s: %s; re-classifying the fates from spines.csv", out / "fates.csv", stale)
+    refit = refit or stale is not None
     changed = params is not None and params != stored.params
     if (out / "edits.json").exists() and (refit or changed
                                           or _auto_params(out) != (params or stored.params)):
@@ -435,6 +444,52 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
         (out / "compare.json").unlink()  # scores of the fates just replaced
     written += write_report(res, out, progress=progress, title=title)
     return res, written
+
+
+def fates_out_of_step(spines: pd.DataFrame, fates: pd.DataFrame,
+                      n_sessions: int) -> str | None:
+    """How ``fates.csv`` disagrees with the presence in ``spines.csv``, or None if it agrees.
+
+    A fates table follows from the spines: one row per ``spine_id``, whose
+    ``present`` marks the sessions the spine has a row in. Editing ``spines.csv``
+    by hand (deleting, adding or relinking spines) breaks that.
+
+    Parameters
+    ----------
+    spines : DataFrame
+        ``spine_id, session``.
+    fates : DataFrame
+        ``spine_id, present``.
+    n_sessions : int
+
+    Returns
+    -------
+    str or None
+        One clause naming what differs (e.g. ``"the presence of 3 spines (ids 0, 7, 8)
+        differs from spines.csv"``).
+    """
+    from .fates import presence_strings
+
+    if not len(spines) and not len(fates):
+        return None
+    top = int(spines["session"].max()) + 1 if len(spines) else 0
+    present = fates.assign(present=fates["present"].astype(str)).set_index("spine_id")["present"]
+    present = present[~present.index.duplicated()]
+    n = max(int(n_sessions), top, int(present.str.len().max()) if len(present) else 0)
+    wanted = presence_strings(spines, n)
+    only_fates = present.index.difference(wanted.index)
+    only_spines = wanted.index.difference(present.index)
+    both = wanted.index.intersection(present.index)
+    differ = both[(present.loc[both].str.ljust(n, "0") != wanted.loc[both]).to_numpy()]
+    parts = []
+    for ids, what in ((differ, "the presence of {n} spine{s} (ids {ids}) differs from "
+                               "spines.csv"),
+                      (only_fates, "{n} spine{s} (ids {ids}) no longer in spines.csv"),
+                      (only_spines, "{n} spine{s} of spines.csv (ids {ids}) not in it")):
+        if len(ids):
+            shown = ", ".join(str(i) for i in list(ids[:5])) + (", ..." if len(ids) > 5 else "")
+            parts.append(what.format(n=len(ids), s="" if len(ids) == 1 else "s", ids=shown))
+    return "; ".join(parts) or None
 
 
 def _rebuild_tables(out: Path, stored, params, refit: bool, progress) -> tuple:

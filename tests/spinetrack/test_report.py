@@ -301,3 +301,45 @@ def test_an_interrupted_rebuild_leaves_no_report_of_other_tables(results, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         rebuild_report(tmp_path, recompute_fates=True)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_report_reclassifies_fates_that_no_longer_match_spines_csv(results, tmp_path,
+                                                                    no_figures, caplog):
+    write_results(results, tmp_path, parquet=False)
+    spines = pd.read_csv(tmp_path / "spines.csv")
+    stable = results.fates.loc[results.fates["fate"] == "stable", "spine_id"].iloc[:3].tolist()
+    # a person removes three stable spines from the last session, without --recompute-fates
+    spines = spines[~(spines["spine_id"].isin(stable) & (spines["session"] == 2))]
+    spines.to_csv(tmp_path / "spines.csv", index=False)
+    with caplog.at_level("WARNING", logger="spinetrack.report"):
+        res, _ = rebuild_report(tmp_path)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "presence of 3 spines" in warned[0]
+    fates = read_results(tmp_path).fates.set_index("spine_id")
+    assert (fates.loc[stable, "present"] == "110").all()
+    assert (fates.loc[stable, "fate"] == "lost").all()
+    assert res.summary["spines_per_session"][2] == int((spines["session"] == 2).sum())
+
+
+def test_fates_in_step_with_spines_csv_are_left_as_they_are(results, project, no_figures,
+                                                             caplog):
+    from spinetrack.report import fates_out_of_step
+
+    assert fates_out_of_step(results.spines, results.fates, 3) is None
+    folder, sid = project  # a saved correction project is in step too: its hand-set fate stays
+    with caplog.at_level("WARNING", logger="spinetrack.report"):
+        rebuild_report(folder)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert read_results(folder).fates.set_index("spine_id").loc[sid, "fate"] == "formed"
+    extra = results.spines.iloc[[0]].assign(spine_id=10_000)
+    assert "ids 10000" in fates_out_of_step(pd.concat([results.spines, extra]), results.fates, 3)
+
+
+def test_report_refuses_a_project_whose_spines_were_edited_by_hand(project, no_figures,
+                                                                    capsys):
+    folder, _ = project
+    spines = pd.read_csv(folder / "spines.csv")
+    spines.iloc[1:].to_csv(folder / "spines.csv", index=False)  # no new parameters
+    assert main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "spines.csv: differs from auto/spines.csv" in err
