@@ -10,6 +10,7 @@ classifies fates (:func:`spinetrack.fates.classify_fates`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,8 @@ from .params import LinkParams, Params
 from .progress import ProgressCallback, report, sub_progress
 from .register import Registration, register_series
 from .results import SPINE_COLUMNS
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Tracked", "track_series", "place_spines", "link_placed", "link_errors",
            "split_statistics", "split_inconsistent", "track_limit", "SPINE_EXTRA_COLUMNS"]
@@ -527,7 +530,9 @@ def read_detections(folder, name: str, session) -> tuple:
     """The tracing and detections ``spinetrack detect`` wrote for one session.
 
     Reads ``folder/<name>_spines.csv`` and ``folder/<name>_lines.csv`` (and
-    ``<name>_graph.csv`` when present).
+    ``<name>_graph.csv`` when present). Spines a person marked ``is_bad``
+    (excluded, as in rr30a-dev's tables) are left out, with one log line, as
+    ``learn`` and ``compare`` leave them out.
 
     Returns
     -------
@@ -554,6 +559,7 @@ def read_detections(folder, name: str, session) -> tuple:
     need = [c for c in ("branch_id", "z", "y", "x") if c not in lines.columns]
     if need:
         raise InputError(lines_path, f"lacks columns {need}")
+    det = _without_excluded(det, spines_path)
     graph_path = folder / f"{name}_graph.csv"
     if graph_path.exists() and {"z_um", "arc_um"} <= set(lines.columns):
         graph = pd.read_csv(graph_path)
@@ -562,3 +568,24 @@ def read_detections(folder, name: str, session) -> tuple:
     else:
         tracing = tracing_from_lines(lines, session.voxel_size_um, session.shape)
     return tracing, det
+
+
+def _without_excluded(det: pd.DataFrame, path) -> pd.DataFrame:
+    """``det`` without the rows marked ``is_bad`` (and without that column)."""
+    if "is_bad" not in det.columns:
+        return det
+    flag = det["is_bad"]
+    if flag.dtype == bool:
+        bad = flag.to_numpy()
+    else:
+        text = flag.astype(str).str.strip().str.lower()
+        bad = text.isin(["1", "1.0", "true", "yes", "bad"]).to_numpy()
+        known = text.isin(["0", "0.0", "false", "no", "", "nan", "none", "1", "1.0", "true",
+                           "yes", "bad"])
+        if not known.all():
+            odd = sorted(set(flag[~known.to_numpy()].astype(str)))[:3]
+            raise InputError(path, f"column is_bad holds {odd}: give 1/0 or true/false")
+    if bad.any():
+        log.info("%s: left out %d of %d spines marked is_bad (excluded by the person)",
+                 path, int(bad.sum()), len(det))
+    return det.loc[~bad].drop(columns="is_bad").reset_index(drop=True)

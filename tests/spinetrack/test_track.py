@@ -382,3 +382,28 @@ def test_stayed_residuals_measure_linked_spines_between_sessions():
     assert out["n_stayed"][1] == 2
     assert out["stayed_residual_um"][2] == pytest.approx(0.0) and out["n_stayed"][2] == 1
     assert list(report_table.columns) == ["session", "residual_um"]  # input untouched
+
+
+def test_read_detections_leaves_out_the_spines_a_person_excluded(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from spinetrack.track import read_detections
+
+    path = _branch(0)
+    lines = pd.DataFrame({"branch_id": 0, "z": path[:, 0], "y": path[:, 1] / VOX[1],
+                          "x": path[:, 2] / VOX[2]})
+    lines.to_csv(tmp_path / "s0_lines.csv", index=False)
+    det = pd.DataFrame({"z": [12.0, 12.0, 12.0, 12.0], "y": [140.0, 150.0, 160.0, 170.0],
+                        "x": [200.0, 300.0, 400.0, 500.0], "is_bad": [0, 1, 0, 1]})
+    det.to_csv(tmp_path / "s0_spines.csv", index=False)
+    session = SimpleNamespace(voxel_size_um=VOX, shape=SHAPE)
+    with caplog.at_level("INFO", logger="spinetrack.track"):
+        _, got = read_detections(tmp_path, "s0", session)
+    assert got["x"].tolist() == [200.0, 400.0] and "is_bad" not in got.columns
+    assert any("left out 2 of 4 spines marked is_bad" in r.getMessage() for r in caplog.records)
+    det.assign(is_bad=["false", "True", "no", "yes"]).to_csv(tmp_path / "s0_spines.csv",
+                                                             index=False)
+    assert read_detections(tmp_path, "s0", session)[1]["x"].tolist() == [200.0, 400.0]
+    det.assign(is_bad=["0", "maybe", "0", "0"]).to_csv(tmp_path / "s0_spines.csv", index=False)
+    with pytest.raises(InputError, match="is_bad holds"):
+        read_detections(tmp_path, "s0", session)
