@@ -47,6 +47,7 @@ from .errors import InputError
 from .fates import FATES
 from .files import to_jsonable, write_json_atomic
 from .progress import ProgressCallback, report
+from .results import check_complete
 
 __all__ = [
     "LATERAL_UM",
@@ -315,8 +316,10 @@ def load_tables(folder: str | Path) -> SeriesTables:
     Raises
     ------
     InputError
-        If the folder is missing, has neither table, or a table is unreadable or
-        lacks columns.
+        If the folder is missing, has neither table, a table is unreadable or
+        lacks columns, or the folder is a run's results an interruption left
+        incomplete (tables without ``params.json``,
+        :func:`spinetrack.results.incomplete_run`).
     """
     folder = Path(folder)
     if not folder.exists():
@@ -335,6 +338,8 @@ def load_tables(folder: str | Path) -> SeriesTables:
     else:
         raise InputError(folder, "has no spines.csv (results folder or synthetic truth) "
                                  "and no truth_spines.csv (rr30a-style truth)")
+    if fmt == "result":
+        check_complete(folder)  # an interrupted run's tables may come from two runs
     spines_name, fates_name, lines_name, sessions_name = names
     spines = _read_csv(folder / spines_name)
     fates = (_read_csv(folder / fates_name, dtype={"present": str})

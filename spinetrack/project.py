@@ -31,7 +31,7 @@ from .edits import DEFAULT_TOLERANCE_UM, EDITS_FILE, Edit, apply_edit, fates_wit
     load_edits, recompute_results, replay_edits, save_edits
 from .errors import InputError
 from .files import write_json_atomic
-from .results import Results, read_results, run_record, write_results
+from .results import Results, incomplete_run, read_results, run_record, write_results
 
 __all__ = ["Project", "AUTO_DIR", "VIEW_FILE", "FolderInUse", "results_in", "same_folder"]
 
@@ -115,6 +115,9 @@ class Project:
     def open(cls, folder: str | Path, autosave: bool = True) -> Project:
         """Open a project folder, or a plain results folder as a new project.
 
+        A folder an interrupted run left (tables without ``params.json``) opens
+        with a warning in the log (:func:`spinetrack.results.incomplete_run`).
+
         Raises
         ------
         InputError
@@ -122,6 +125,9 @@ class Project:
         """
         folder = Path(folder)
         auto_dir = folder / AUTO_DIR
+        interrupted = incomplete_run(folder)
+        if interrupted:
+            log.warning("%s", interrupted)
         has_auto = (auto_dir / "spines.csv").exists()
         edits = load_edits(folder)
         if edits and not has_auto:

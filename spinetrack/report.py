@@ -420,10 +420,14 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
     ``spines.csv`` or ``fates.csv`` no longer follows from ``auto/`` and
     ``edits.json`` (edited by hand) is refused with one line. ``compare.json``
     is removed when the fates change (its scores were of the previous ones).
+
+    A folder an interrupted run left (tables without ``params.json``, see
+    :func:`spinetrack.results.incomplete_run`) is refused with one line.
     """
-    from .results import read_results
+    from .results import check_complete, read_results
 
     out = Path(out_dir)
+    check_complete(out)  # an interrupted run's tables may come from two runs
     stored = read_results(out_dir)
     # which new spines are "restored" depends on the radius: a new radius re-classifies
     new_radius = (params is not None and stored.params is not None

@@ -32,6 +32,8 @@ __all__ = [
     "package_versions",
     "has_parquet",
     "run_record",
+    "incomplete_run",
+    "check_complete",
 ]
 
 SPINE_COLUMNS = ["spine_id", "session", "z", "y", "x", "z_um", "y_um", "x_um", "branch_id",
@@ -195,6 +197,56 @@ def run_record(folder: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise InputError(path, "is not a params.json (not a JSON object)")
     return {k: v for k, v in meta.items() if k not in ("params", "versions")}
+
+
+#: Files only a spinetrack run writes beside its tables (a person's tables lack them).
+_RUN_FILES = ("summary.json", "registration.json", "registration.csv", "report.html")
+
+
+_INCOMPLETE = ("is incomplete (an interrupted run?): its tables have no params.json, the "
+               "mark of a finished run, and may come from two runs; run again to complete it")
+
+
+def _interrupted(folder: Path) -> Path | None:
+    """``folder`` or ``folder/auto`` when it holds a run's tables without ``params.json``."""
+    for where in (folder, folder / "auto"):
+        if ((where / "spines.csv").is_file() and not (where / "params.json").is_file()
+                and not (where / "truth.json").is_file()
+                and any((where / name).is_file() for name in _RUN_FILES)):
+            return where
+    return None
+
+
+def incomplete_run(folder: str | Path) -> str | None:
+    """Why ``folder`` holds an interrupted run's tables, or None when it does not.
+
+    :func:`write_results` writes ``params.json`` last and a run removes the
+    previous one first, so a folder with a run's tables (``spines.csv`` beside
+    ``summary.json``, ``registration.json``, ``registration.csv`` or
+    ``report.html``) but no ``params.json`` was interrupted while writing: its
+    tables may come from two runs. The same holds for a project's ``auto/``.
+    A folder of tables made by hand or a truth folder (none of those files, or
+    ``truth.json``) is not incomplete.
+
+    Returns
+    -------
+    str or None
+        One line naming the folder and what to do.
+    """
+    where = _interrupted(Path(folder))
+    return None if where is None else f"{where} {_INCOMPLETE}"
+
+
+def check_complete(folder: str | Path) -> None:
+    """Stop with one line when ``folder`` holds an interrupted run (:func:`incomplete_run`).
+
+    Raises
+    ------
+    InputError
+    """
+    where = _interrupted(Path(folder))
+    if where is not None:
+        raise InputError(where, _INCOMPLETE)
 
 
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from pathlib import Path
 from spinetrack.errors import InputError
 from spinetrack.io import read_series, read_session, session_paths
 from spinetrack.project import Project
+from spinetrack.results import incomplete_run
 
 from ._convert import META_KEY, LayerData, image_layer, results_layers, session_stack
 
@@ -108,9 +109,16 @@ def read_project(path: str | list[str]) -> list[LayerData]:
     """A results or project folder: registered session images plus spines, identities, branches.
 
     The tables shown are the corrected ones (the edit log replayed on ``auto/``).
+    A folder an interrupted run left (tables without ``params.json``) opens with
+    a warning.
     """
     folder = Path(path[0] if isinstance(path, list) else path)
     project = Project.open(folder)
+    interrupted = incomplete_run(folder)
+    if interrupted:
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"spinetrack: {interrupted}")
     _OPENED.clear()
     _OPENED[str(folder.resolve())] = project
     stack, voxel, meta = load_session_images(project.results, folder)

@@ -57,6 +57,18 @@ def test_reader_opens_a_results_folder_with_every_layer(tiny_folder):
     assert kind == "shapes" and len(paths) == 2 and paths[0].shape[1] == 2
 
 
+def test_reader_warns_about_an_interrupted_runs_folder(tiny_folder, monkeypatch):
+    import napari.utils.notifications
+
+    shown = []
+    monkeypatch.setattr(napari.utils.notifications, "show_warning", shown.append)
+    read_project(str(tiny_folder))
+    assert shown == []
+    (tiny_folder / "params.json").unlink()
+    assert {kw["name"] for _, kw, _ in read_project(str(tiny_folder))} >= {"spines"}
+    assert len(shown) == 1 and "incomplete (an interrupted run?)" in shown[0]
+
+
 def test_reader_opens_session_tiffs(tiny_folder):
     files = sorted(str(p) for p in (tiny_folder.parent / "images").glob("*.tif"))
     assert get_reader(files) is read_sessions

@@ -628,3 +628,22 @@ def test_a_synth_output_folder_is_read_through_its_truth(tmp_path):
         truth / "spines.csv", index=False)
     tables = load_truth(tmp_path / "syn")
     assert len(tables.spines) == 1
+
+
+def _run_folder(folder: Path, spines, fates) -> Path:
+    """A results folder as 'spinetrack run' leaves it (summary.json, params.json last)."""
+    _write_folder(folder, spines, fates)
+    (folder / "summary.json").write_text(json.dumps({"n_sessions": 4}))
+    (folder / "params.json").write_text(json.dumps({"params": {}}))
+    return folder
+
+
+def test_an_interrupted_runs_folder_is_refused(tmp_path, capsys):
+    spines, fates, lines = _series()
+    truth = _write_folder(tmp_path / "truth", spines, fates, lines, truth_json=True)
+    run = _run_folder(tmp_path / "run", spines, fates)
+    (run / "params.json").unlink()
+    assert main(["compare", str(run), str(truth)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "incomplete (an interrupted run?)" in err
+    assert not (run / "compare.json").exists()

@@ -343,3 +343,14 @@ def test_report_refuses_a_project_whose_spines_were_edited_by_hand(project, no_f
     assert main(["report", str(folder)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "spines.csv: differs from auto/spines.csv" in err
+
+
+def test_report_refuses_an_interrupted_runs_folder(results, tmp_path, no_figures, capsys):
+    write_results(results, tmp_path, parquet=False)
+    (tmp_path / "params.json").unlink()
+    before = (tmp_path / "summary.json").read_bytes()
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "incomplete (an interrupted run?)" in err
+    assert (tmp_path / "summary.json").read_bytes() == before and not (
+        tmp_path / "report.html").exists()

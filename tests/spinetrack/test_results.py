@@ -52,3 +52,32 @@ def test_read_errors(tmp_path):
     (tmp_path / "spines.csv").write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="lacks columns"):
         read_results(tmp_path)
+
+
+def test_a_run_interrupted_before_params_json_is_incomplete(tmp_path):
+    from spinetrack.results import check_complete, incomplete_run
+
+    out = tmp_path / "out"
+    write_results(_results(), out, parquet=False)
+    assert incomplete_run(out) is None
+    check_complete(out)
+    (out / "params.json").unlink()  # the completion marker, written last
+    assert "incomplete (an interrupted run?)" in incomplete_run(out)
+    with pytest.raises(InputError, match="run again"):
+        check_complete(out)
+    # tables made by hand, and a synthetic truth folder, are not a run
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    (out / "spines.csv").rename(hand / "spines.csv")
+    assert incomplete_run(hand) is None
+    (hand / "summary.json").write_text("{}")
+    (hand / "truth.json").write_text("{}")
+    assert incomplete_run(hand) is None
+    # a project whose auto/ lost its params.json
+    project = tmp_path / "project"
+    write_results(_results(), project, parquet=False)
+    write_results(_results(), project / "auto", parquet=False)
+    (project / "auto" / "params.json").unlink()
+    with pytest.raises(InputError) as err:
+        check_complete(project)
+    assert err.value.path == project / "auto"
