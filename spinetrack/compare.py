@@ -371,6 +371,25 @@ def as_tables(obj: SeriesTables | pd.DataFrame | str | Path) -> SeriesTables:
     raise TypeError(f"expected SeriesTables, DataFrame or a folder path, got {type(obj).__name__}")
 
 
+def _is_run(tables: SeriesTables) -> bool:
+    """True when ``tables`` were read from a folder a spinetrack run wrote (``params.json``)."""
+    return (tables.format == "result" and tables.path is not None
+            and (tables.path / "params.json").is_file())
+
+
+def _check_order(r_tab: SeriesTables, t_tab: SeriesTables) -> None:
+    """Stop when the result is a truth folder and the truth a run's results (swapped).
+
+    Precision and recall would come out exchanged. Two truth folders, or a
+    truth folder scored against tables made by hand, are allowed.
+    """
+    if r_tab.format in ("rr30a", "synthetic") and _is_run(t_tab):
+        raise InputError(r_tab.path, f"is a {r_tab.format} truth folder and {t_tab.path} a "
+                         "spinetrack results folder: the two look swapped (precision and "
+                         "recall would be exchanged); give the result first: spinetrack "
+                         f"compare {t_tab.path} {r_tab.path}")
+
+
 # --------------------------------------------------------------------------- matching
 
 
@@ -671,6 +690,9 @@ def compare(
 
     Notes
     -----
+    A truth folder given as ``result`` with a spinetrack results folder
+    (``params.json``) as ``truth`` is refused as swapped (:class:`InputError`).
+
     Truth spines marked ``is_bad`` (the annotator excluded them) and, with
     ``near_um``, truth spines far from the lines are *ignored*: they take part in
     the matching, but a detection matched to one is neither a true nor a false
@@ -679,6 +701,7 @@ def compare(
     definitions are in ``docs/compare.md``.
     """
     r_tab, t_tab = as_tables(result), as_tables(truth)
+    _check_order(r_tab, t_tab)
     if lateral_um <= 0 or axial_um <= 0:
         raise InputError(None, f"tolerances must be positive (lateral {lateral_um} µm, "
                                f"axial {axial_um} µm)")

@@ -638,6 +638,21 @@ def _run_folder(folder: Path, spines, fates) -> Path:
     return folder
 
 
+def test_swapped_result_and_truth_folders_are_refused(tmp_path, capsys):
+    spines, fates, lines = _series()
+    truth = _write_folder(tmp_path / "truth", spines, fates, lines, truth_json=True)
+    run = _run_folder(tmp_path / "run", spines, fates)
+    assert compare(run, truth)["detection"]["total"]["f1"] == 1.0
+    with pytest.raises(InputError, match="look swapped"):
+        compare(truth, run)
+    assert main(["compare", str(truth), str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"compare {run} {truth}" in err
+    # two truth folders (two annotators, say) may be compared either way
+    other = _write_folder(tmp_path / "other", spines, fates, lines, truth_json=True)
+    assert compare(truth, other)["detection"]["total"]["f1"] == 1.0
+
+
 def test_an_interrupted_runs_folder_is_refused(tmp_path, capsys):
     spines, fates, lines = _series()
     truth = _write_folder(tmp_path / "truth", spines, fates, lines, truth_json=True)
