@@ -18,8 +18,9 @@ Guarantees
   ``OUT/batch_status.csv`` (rewritten atomically after every series) and does not
   stop the others.
 - A series whose ``params.json`` records the same inputs (files, their sizes and
-  modification times, days, names, voxel size) and the same parameters is
-  skipped on a re-run; ``force=True`` redoes it.
+  modification times, days, names, voxel size, the learned detector model's
+  size and checksum) and the same parameters is skipped on a re-run;
+  ``force=True`` redoes it.
 - The combined cohort tables and report (:mod:`spinetrack.cohort`) are rebuilt at
   the end from every complete series folder.
 """
@@ -27,6 +28,7 @@ Guarantees
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -178,6 +180,14 @@ def _flatten_params(values: Any, path: Path, where: str) -> dict[str, Any]:
     return flat
 
 
+def _resolve_paths(flat: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``flat`` with every file parameter (``detector_model``) made absolute from ``base``."""
+    path_fields = {f.name for cls in SECTIONS.values() for f in fields(cls)
+                   if f.metadata.get("unit") == "path"}
+    return {k: (str(_resolve(v, base).resolve()) if k in path_fields and v else v)
+            for k, v in flat.items()}
+
+
 def _params_value(value: Any, base: Path, path: Path, where: str) -> dict[str, Any]:
     """Overrides from a manifest ``params`` value: a dict, inline JSON, or a JSON file."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -191,7 +201,7 @@ def _params_value(value: Any, base: Path, path: Path, where: str) -> dict[str, A
                 raise InputError(path, f"{where}: params is not valid JSON ({exc})") from None
         else:
             value = _params_file(_resolve(text, base))
-    return _flatten_params(value, path, where)
+    return _resolve_paths(_flatten_params(value, path, where), base)
 
 
 def _params_file(file: Path) -> dict[str, Any]:
@@ -375,7 +385,7 @@ def _csv_series(path: Path, base: Path, rows: list[tuple[int, dict[str, str]]],
         voxel = _voxel([first["voxel_z"], first["voxel_y"], first["voxel_x"]], path, where)
     overrides = _params_value(first.get("params"), base, path, where)
     column_values = {h: first[h] for h in first if h not in _CSV_FIXED and first[h] != ""}
-    overrides.update(_flatten_params(column_values, path, where))
+    overrides.update(_resolve_paths(_flatten_params(column_values, path, where), base))
     return SeriesSpec(
         animal=first["animal"], condition=first.get("condition", "") or "all",
         series=first.get("series", ""),
@@ -493,8 +503,31 @@ def _files_of(spec: SeriesSpec) -> list[Path]:
     return list(spec.files)
 
 
-def _fingerprint(spec: SeriesSpec) -> dict[str, Any]:
-    """The inputs of a series, as compared on a re-run (file size and mtime included)."""
+def _model_fingerprint(model: str) -> dict[str, Any] | None:
+    """A learned detector model as compared on a re-run: its file, size and SHA-256.
+
+    The checksum, not the modification time, decides: a model learned again with
+    other corrections (same name, new content) redoes the series, a copy or a
+    ``touch`` does not. A missing file gives ``None`` values (the run then fails
+    with the model's own error).
+    """
+    if not model:
+        return None
+    path = Path(model).expanduser().resolve()
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {"file": str(path), "size": None, "sha256": None}
+    return {"file": str(path), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _fingerprint(spec: SeriesSpec, params: Params | None = None) -> dict[str, Any]:
+    """The inputs of a series, as compared on a re-run.
+
+    The session files with their size and modification time, the days, names,
+    voxel size and, when ``params`` name a learned detector model, that model's
+    size and checksum (:func:`_model_fingerprint`).
+    """
     files = []
     for p in _files_of(spec):
         try:
@@ -507,7 +540,9 @@ def _fingerprint(spec: SeriesSpec) -> dict[str, Any]:
                         "days": list(spec.days) if spec.days else None,
                         "names": list(spec.names) if spec.names else None,
                         "voxel_size_um": list(spec.voxel_size_um) if spec.voxel_size_um
-                        else None})
+                        else None,
+                        "detector_model": _model_fingerprint(
+                            params.detect.detector_model if params is not None else "")})
 
 
 def plan(specs: Sequence[SeriesSpec], out_dir: str | Path, base: Params | None = None,
@@ -528,6 +563,9 @@ def plan(specs: Sequence[SeriesSpec], out_dir: str | Path, base: Params | None =
         Named in error messages.
     """
     base = base or Params()
+    if base.detect.detector_model:  # absolute: workers elsewhere have another cwd
+        base = base.replace(**_resolve_paths({"detector_model": base.detect.detector_model},
+                                             Path.cwd()))
     out = Path(out_dir).resolve()  # absolute: workers elsewhere have another cwd
     tasks = []
     for spec in specs:
@@ -536,7 +574,7 @@ def plan(specs: Sequence[SeriesSpec], out_dir: str | Path, base: Params | None =
         except InputError as exc:
             raise InputError(manifest, f"{spec.where}: {exc.problem}") from None
         tasks.append(Task(spec=spec, params=params, folder=out / spec.key,
-                          fingerprint=_fingerprint(spec), report_html=report_html))
+                          fingerprint=_fingerprint(spec, params), report_html=report_html))
     return tasks
 
 

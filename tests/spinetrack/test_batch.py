@@ -631,3 +631,46 @@ def test_a_rerun_without_report_removes_the_earlier_report(cohort_dir, tmp_path)
     assert (folder / "params.json").exists()
     assert not any((folder / name).exists()
                    for name in ("report.html", "compare.json", "figures/spine_map_0.png"))
+
+
+def test_a_new_detector_model_redoes_the_series(cohort_dir, tmp_path, monkeypatch):
+    """A model learned again under the same name is a new input; a touched copy is not."""
+    model = tmp_path / "model.json"
+    model.write_text('{"weights": [1]}')
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    tasks = _tasks(cohort_dir, out, detector_model="model.json")
+    assert tasks[0].params.detect.detector_model == str(model.resolve())
+    assert run_batch(tasks, out, serial=True, runner=fake_run_and_write,
+                     cohort=False).count("done") == 3
+    meta = json.loads((out / "m1" / "params.json").read_text())
+    recorded = meta["batch"]["inputs"]["detector_model"]
+    assert recorded["file"] == str(model.resolve()) and recorded["size"] == model.stat().st_size
+    model.touch()  # same content: still complete
+    assert all(is_complete(t) for t in _tasks(cohort_dir, out, detector_model="model.json"))
+    model.write_text('{"weights": [2]}')  # learned again: same name, same size, new content
+    tasks = _tasks(cohort_dir, out, detector_model="model.json")
+    assert not any(is_complete(t) for t in tasks)
+    assert run_batch(tasks, out, serial=True, runner=fake_run_and_write,
+                     cohort=False).count("done") == 3
+
+
+def test_manifest_model_paths_are_relative_to_the_manifest(cohort_dir, tmp_path, monkeypatch):
+    text = cohort_dir.read_text().splitlines()
+    lines = [text[0] + ",detector_model"] + [ln + ",models/m.json" for ln in text[1:]]
+    cohort_dir.write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path.parent)
+    spec = read_manifest(cohort_dir)[0]
+    assert spec.overrides["detector_model"] == str((tmp_path / "models" / "m.json").resolve())
+
+
+def test_detector_model_option_is_stored_absolute(tmp_path, monkeypatch):
+    import argparse
+
+    from spinetrack.params import add_arguments, params_from_args
+
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    params = params_from_args(parser.parse_args(["--detector-model", "m.json"]))
+    assert params.detect.detector_model == str(tmp_path.resolve() / "m.json")
