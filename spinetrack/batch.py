@@ -656,6 +656,7 @@ def run_task(task: Task, runner: Callable | None = None,
         A row of ``batch_status.csv``: ``status`` is ``done`` or ``failed`` (with
         the one-line ``error``).
     """
+    from .edits import load_edits
     from .io import read_series
 
     runner = runner or _default_runner()
@@ -673,6 +674,7 @@ def run_task(task: Task, runner: Callable | None = None,
         task.folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{task.key}{_PARTIAL}", dir=task.folder.parent))
         if (task.folder / "edits.json").is_file():  # a person's corrections are re-applied
+            load_edits(task.folder)  # checked where the person keeps them: errors name that file
             shutil.copy2(task.folder / "edits.json", tmp / "edits.json")
         extra = {"batch": {"animal": spec.animal, "condition": spec.condition,
                            "series": spec.series, "inputs": task.fingerprint}}
@@ -681,12 +683,13 @@ def run_task(task: Task, runner: Callable | None = None,
         _move_into_place(tmp, task.folder)
         row["status"] = "done"
     except SpinetrackError as exc:
-        row["error"] = _one_line(str(exc))
+        row["error"] = _one_line(_real_paths(str(exc), tmp, task.folder))
     except MemoryError:
         row["error"] = "out of memory; try fewer workers or a larger --memory-limit"
     except Exception as exc:  # noqa: BLE001 - one series must not stop the batch
         log.debug("series %s failed", task.key, exc_info=True)
-        row["error"] = _one_line(f"internal error: {type(exc).__name__}: {exc}")
+        row["error"] = _one_line(_real_paths(f"internal error: {type(exc).__name__}: {exc}",
+                                             tmp, task.folder))
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -695,6 +698,11 @@ def run_task(task: Task, runner: Callable | None = None,
     row["worker_peak_rss_mb"] = round(_peak_rss_mb(), 1)
     row["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     return row
+
+
+def _real_paths(text: str, tmp: Path | None, folder: Path) -> str:
+    """``text`` with the temporary folder's path replaced by the series folder's."""
+    return text.replace(str(tmp), str(folder)) if tmp is not None else text
 
 
 def _one_line(text: str) -> str:

@@ -674,3 +674,15 @@ def test_detector_model_option_is_stored_absolute(tmp_path, monkeypatch):
     add_arguments(parser)
     params = params_from_args(parser.parse_args(["--detector-model", "m.json"]))
     assert params.detect.detector_model == str(tmp_path.resolve() / "m.json")
+
+
+def test_malformed_edits_are_reported_under_the_series_folder(cohort_dir, tmp_path):
+    out = tmp_path / "out"
+    tasks = _tasks(cohort_dir, out)[:1]
+    (out / "m1").mkdir(parents=True)
+    (out / "m1" / "edits.json").write_text('{"edits": [{"kind": "add", "session": 0}]}')
+    assert run_batch(tasks, out, serial=True, runner=fake_run_and_write,
+                     cohort=False).count("failed") == 1
+    error = _status(out).loc["m1", "error"]
+    assert str(out / "m1" / "edits.json") in error and "malformed edit" in error
+    assert batch_mod._PARTIAL not in error
