@@ -536,13 +536,14 @@ def _fingerprint(spec: SeriesSpec, params: Params | None = None) -> dict[str, An
         except OSError:
             stat = None
         files.append({"file": str(p.resolve()), "stat": stat})
-    return to_jsonable({"animal": spec.animal, "series": spec.series, "files": files,
-                        "days": list(spec.days) if spec.days else None,
-                        "names": list(spec.names) if spec.names else None,
-                        "voxel_size_um": list(spec.voxel_size_um) if spec.voxel_size_um
-                        else None,
-                        "detector_model": _model_fingerprint(
-                            params.detect.detector_model if params is not None else "")})
+    out = {"animal": spec.animal, "series": spec.series, "files": files,
+           "days": list(spec.days) if spec.days else None,
+           "names": list(spec.names) if spec.names else None,
+           "voxel_size_um": list(spec.voxel_size_um) if spec.voxel_size_um else None}
+    model = _model_fingerprint(params.detect.detector_model if params is not None else "")
+    if model is not None:  # only then: folders of earlier versions without a model still match
+        out["detector_model"] = model
+    return to_jsonable(out)
 
 
 def plan(specs: Sequence[SeriesSpec], out_dir: str | Path, base: Params | None = None,

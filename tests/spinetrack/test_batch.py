@@ -749,3 +749,10 @@ def test_a_pooled_p_at_its_floor_is_an_upper_bound():
     assert p_text(3 / 2001, 2000) == "p = 0.0015"
     assert p_text(0.2, None) == "p = 0.2"
     assert p_text(None, 2000) == "p = n/a"
+
+
+def test_inputs_without_a_model_are_as_before(cohort_dir, tmp_path):
+    """Without a model the inputs are as before, so earlier complete folders stay complete."""
+    (task,) = _tasks(cohort_dir, tmp_path / "out")[:1]
+    assert set(task.fingerprint) == {"animal", "series", "files", "days", "names",
+                                     "voxel_size_um"}
