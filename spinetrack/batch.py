@@ -18,8 +18,9 @@ Guarantees
   ``OUT/batch_status.csv`` (rewritten atomically after every series) and does not
   stop the others.
 - A series whose ``params.json`` records the same inputs (files, their sizes and
-  modification times, days, names, voxel size) and the same parameters is
-  skipped on a re-run; ``force=True`` redoes it.
+  modification times, days, names, voxel size, the learned detector model's
+  size and checksum) and the same parameters is skipped on a re-run;
+  ``force=True`` redoes it.
 - The combined cohort tables and report (:mod:`spinetrack.cohort`) are rebuilt at
   the end from every complete series folder.
 """
@@ -27,6 +28,7 @@ Guarantees
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -178,6 +180,14 @@ def _flatten_params(values: Any, path: Path, where: str) -> dict[str, Any]:
     return flat
 
 
+def _resolve_paths(flat: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``flat`` with every file parameter (``detector_model``) made absolute from ``base``."""
+    path_fields = {f.name for cls in SECTIONS.values() for f in fields(cls)
+                   if f.metadata.get("unit") == "path"}
+    return {k: (str(_resolve(v, base).resolve()) if k in path_fields and v else v)
+            for k, v in flat.items()}
+
+
 def _params_value(value: Any, base: Path, path: Path, where: str) -> dict[str, Any]:
     """Overrides from a manifest ``params`` value: a dict, inline JSON, or a JSON file."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -191,7 +201,7 @@ def _params_value(value: Any, base: Path, path: Path, where: str) -> dict[str, A
                 raise InputError(path, f"{where}: params is not valid JSON ({exc})") from None
         else:
             value = _params_file(_resolve(text, base))
-    return _flatten_params(value, path, where)
+    return _resolve_paths(_flatten_params(value, path, where), base)
 
 
 def _params_file(file: Path) -> dict[str, Any]:
@@ -375,7 +385,7 @@ def _csv_series(path: Path, base: Path, rows: list[tuple[int, dict[str, str]]],
         voxel = _voxel([first["voxel_z"], first["voxel_y"], first["voxel_x"]], path, where)
     overrides = _params_value(first.get("params"), base, path, where)
     column_values = {h: first[h] for h in first if h not in _CSV_FIXED and first[h] != ""}
-    overrides.update(_flatten_params(column_values, path, where))
+    overrides.update(_resolve_paths(_flatten_params(column_values, path, where), base))
     return SeriesSpec(
         animal=first["animal"], condition=first.get("condition", "") or "all",
         series=first.get("series", ""),
@@ -493,8 +503,31 @@ def _files_of(spec: SeriesSpec) -> list[Path]:
     return list(spec.files)
 
 
-def _fingerprint(spec: SeriesSpec) -> dict[str, Any]:
-    """The inputs of a series, as compared on a re-run (file size and mtime included)."""
+def _model_fingerprint(model: str) -> dict[str, Any] | None:
+    """A learned detector model as compared on a re-run: its file, size and SHA-256.
+
+    The checksum, not the modification time, decides: a model learned again with
+    other corrections (same name, new content) redoes the series, a copy or a
+    ``touch`` does not. A missing file gives ``None`` values (the run then fails
+    with the model's own error).
+    """
+    if not model:
+        return None
+    path = Path(model).expanduser().resolve()
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {"file": str(path), "size": None, "sha256": None}
+    return {"file": str(path), "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _fingerprint(spec: SeriesSpec, params: Params | None = None) -> dict[str, Any]:
+    """The inputs of a series, as compared on a re-run.
+
+    The session files with their size and modification time, the days, names,
+    voxel size and, when ``params`` name a learned detector model, that model's
+    size and checksum (:func:`_model_fingerprint`).
+    """
     files = []
     for p in _files_of(spec):
         try:
@@ -503,11 +536,14 @@ def _fingerprint(spec: SeriesSpec) -> dict[str, Any]:
         except OSError:
             stat = None
         files.append({"file": str(p.resolve()), "stat": stat})
-    return to_jsonable({"animal": spec.animal, "series": spec.series, "files": files,
-                        "days": list(spec.days) if spec.days else None,
-                        "names": list(spec.names) if spec.names else None,
-                        "voxel_size_um": list(spec.voxel_size_um) if spec.voxel_size_um
-                        else None})
+    out = {"animal": spec.animal, "series": spec.series, "files": files,
+           "days": list(spec.days) if spec.days else None,
+           "names": list(spec.names) if spec.names else None,
+           "voxel_size_um": list(spec.voxel_size_um) if spec.voxel_size_um else None}
+    model = _model_fingerprint(params.detect.detector_model if params is not None else "")
+    if model is not None:  # only then: folders of earlier versions without a model still match
+        out["detector_model"] = model
+    return to_jsonable(out)
 
 
 def plan(specs: Sequence[SeriesSpec], out_dir: str | Path, base: Params | None = None,
@@ -528,6 +564,9 @@ def plan(specs: Sequence[SeriesSpec], out_dir: str | Path, base: Params | None =
         Named in error messages.
     """
     base = base or Params()
+    if base.detect.detector_model:  # absolute: workers elsewhere have another cwd
+        base = base.replace(**_resolve_paths({"detector_model": base.detect.detector_model},
+                                             Path.cwd()))
     out = Path(out_dir).resolve()  # absolute: workers elsewhere have another cwd
     tasks = []
     for spec in specs:
@@ -536,7 +575,7 @@ def plan(specs: Sequence[SeriesSpec], out_dir: str | Path, base: Params | None =
         except InputError as exc:
             raise InputError(manifest, f"{spec.where}: {exc.problem}") from None
         tasks.append(Task(spec=spec, params=params, folder=out / spec.key,
-                          fingerprint=_fingerprint(spec), report_html=report_html))
+                          fingerprint=_fingerprint(spec, params), report_html=report_html))
     return tasks
 
 
@@ -618,6 +657,7 @@ def run_task(task: Task, runner: Callable | None = None,
         A row of ``batch_status.csv``: ``status`` is ``done`` or ``failed`` (with
         the one-line ``error``).
     """
+    from .edits import load_edits
     from .io import read_series
 
     runner = runner or _default_runner()
@@ -635,6 +675,7 @@ def run_task(task: Task, runner: Callable | None = None,
         task.folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{task.key}{_PARTIAL}", dir=task.folder.parent))
         if (task.folder / "edits.json").is_file():  # a person's corrections are re-applied
+            load_edits(task.folder)  # checked where the person keeps them: errors name that file
             shutil.copy2(task.folder / "edits.json", tmp / "edits.json")
         extra = {"batch": {"animal": spec.animal, "condition": spec.condition,
                            "series": spec.series, "inputs": task.fingerprint}}
@@ -643,12 +684,13 @@ def run_task(task: Task, runner: Callable | None = None,
         _move_into_place(tmp, task.folder)
         row["status"] = "done"
     except SpinetrackError as exc:
-        row["error"] = _one_line(str(exc))
+        row["error"] = _one_line(_real_paths(str(exc), tmp, task.folder))
     except MemoryError:
         row["error"] = "out of memory; try fewer workers or a larger --memory-limit"
     except Exception as exc:  # noqa: BLE001 - one series must not stop the batch
         log.debug("series %s failed", task.key, exc_info=True)
-        row["error"] = _one_line(f"internal error: {type(exc).__name__}: {exc}")
+        row["error"] = _one_line(_real_paths(f"internal error: {type(exc).__name__}: {exc}",
+                                             tmp, task.folder))
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -657,6 +699,11 @@ def run_task(task: Task, runner: Callable | None = None,
     row["worker_peak_rss_mb"] = round(_peak_rss_mb(), 1)
     row["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     return row
+
+
+def _real_paths(text: str, tmp: Path | None, folder: Path) -> str:
+    """``text`` with the temporary folder's path replaced by the series folder's."""
+    return text.replace(str(tmp), str(folder)) if tmp is not None else text
 
 
 def _one_line(text: str) -> str:

@@ -562,7 +562,11 @@ def _cmd_learn(args) -> int:
         bar.close()
     out = model.save(args.out)
     prov = model.provenance
-    print(f"learned from {prov['n_person_spines']} of the person's spines in {len(series)} "
+    corr = prov.get("corrections") or {}
+    whose = ("the person's spines" if corr.get("n_added") is None else
+             f"the corrected project's spines ({corr['n_added'] + corr['n_removed']} changed by "
+             f"{corr['n_edits']} edit(s), the rest the detector's)")
+    print(f"learned from {prov['n_person_spines']} of {whose} in {len(series)} "
           f"session(s) ({prov['n_positive']} candidate heads labelled spine, "
           f"{prov['n_negative']} not); threshold {model.threshold:.2f} ({model.combine}); "
           f"wrote {out}")

@@ -143,8 +143,10 @@ def series_row(entry: dict[str, Any], summary: dict[str, Any],
         "restoration_chance": rr.get("chance_fraction"),
         "restoration_p": rr.get("p_value"),
         "n_warnings": len(summary.get("warnings") or []),
-        # the detector's calls, not corrected by a person (the report then says so)
+        # the detector's calls, not all checked by a person (the report then says so)
         "unchecked_calls": unchecked(summary),
+        "n_corrections": int((summary.get("edits") or {}).get("applied") or 0),
+        "last_day": (summary.get("days") or [None])[-1],
     })
     for label, g, e, n_k in zip(summary.get("transitions") or [], summary.get("n_gained") or [],
                                 summary.get("n_eliminated") or [], per):
@@ -269,6 +271,50 @@ def pooled_restoration(
 # --------------------------------------------------------------------------- combining
 
 
+def _common(values: Sequence[Any]) -> Any:
+    """The one value all ``values`` share, else None."""
+    distinct = {v for v in values if v is not None}
+    return distinct.pop() if len(distinct) == 1 and None not in values else None
+
+
+def _span(n_sessions: Any, last_day: Any) -> str:
+    text = f"{n_sessions} sessions"
+    if last_day is not None:
+        text += f" to day {float(last_day):g}"
+    return text
+
+
+def mixed_lengths(condition: str, rows: Sequence[dict[str, Any]]) -> str:
+    """A one-line warning when a condition pools series of different lengths; else ``""``.
+
+    The loss fraction counts session-0 spines lost by each series' *last*
+    session, so series with another number of sessions or another last day
+    measure losses over different spans; pooling them (and the clustering test
+    and ``n_spines_last``) mixes those spans.
+
+    Parameters
+    ----------
+    condition : str
+    rows : sequence of dict
+        The condition's series rows (:func:`series_row`), with ``n_sessions``,
+        ``last_day`` and ``key``.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for r in rows:
+        groups.setdefault((r.get("n_sessions"), r.get("last_day")), []).append(str(r["key"]))
+    if len(groups) < 2:
+        return ""
+    ordered = sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    parts = []
+    for (n, day), keys in ordered:
+        names = ", ".join(keys[:4]) + (", …" if len(keys) > 4 else "")
+        parts.append(f"{len(keys)} with {_span(n, day)} ({names})")
+    return (f"{condition} pools series of different lengths: {'; '.join(parts)}; its loss "
+            "fraction, loss-clustering test and last-session counts mix losses over different "
+            "spans, so compare the series' own rows or run every series over the same sessions")
+
+
+
 def _condition_row(condition: str, rows: list[dict[str, Any]], loaded: list[tuple],
                    stats: StatsParams, seed_offset: int) -> tuple[dict[str, Any], dict]:
     lost = sum(r["n_lost"] for r in rows)
@@ -286,6 +332,7 @@ def _condition_row(condition: str, rows: list[dict[str, Any]], loaded: list[tupl
     rr = pooled_restoration([s.get("restoration") or {} for s, _ in loaded],
                             stats.n_permutations, r2)
     n_sessions = sorted({r["n_sessions"] for r in rows})
+    mixed = mixed_lengths(condition, rows)
     row = {"animal": "", "condition": condition, "series": "", "key": "", "level": "condition",
            "n_series": len(rows), "n_animals": len({r["animal"] for r in rows}),
            "n_sessions": n_sessions[0] if len(n_sessions) == 1 else None,
@@ -303,7 +350,10 @@ def _condition_row(condition: str, rows: list[dict[str, Any]], loaded: list[tupl
            "n_significant_branches": sum(r["n_significant_branches"] for r in rows),
            "n_new": rr["n_new"], "restoration_observed": rr["observed_fraction"],
            "restoration_chance": rr["chance_fraction"], "restoration_p": rr["p_value"],
-           "n_warnings": sum(r["n_warnings"] for r in rows)}
+           "n_warnings": sum(r["n_warnings"] for r in rows),
+           "n_corrections": sum(int(r.get("n_corrections") or 0) for r in rows),
+           "last_day": _common([r.get("last_day") for r in rows]),
+           "pooling_warning": mixed}
     for name in ("loss_fraction", "density_s0", "turnover_ratio"):
         values = np.array([r[name] for r in rows if r[name] is not None], dtype=float)
         row[f"{name}_series_mean"] = float(values.mean()) if values.size else None
@@ -323,6 +373,8 @@ def _condition_row(condition: str, rows: list[dict[str, Any]], loaded: list[tupl
         row[f"elimination_rate_{t}"] = _ratio(e, n_k)
     detail = {"loss_clustering": lc, "restoration": rr,
               "series": [r["key"] for r in rows]}
+    if mixed:
+        detail["warning"] = mixed
     return row, detail
 
 
@@ -436,7 +488,7 @@ def loss_figure(summary: pd.DataFrame):
     return fig
 
 
-def clustering_figure(summary: pd.DataFrame):
+def clustering_figure(summary: pd.DataFrame, n_permutations: int | None = None):
     """Dispersion index per series (dots) and pooled per condition (bar, stratified p)."""
     from matplotlib.figure import Figure
 
@@ -448,7 +500,7 @@ def clustering_figure(summary: pd.DataFrame):
         if pd.notna(d):
             ax.bar(i, float(d), width=0.6, color="#0072B2", alpha=0.35)
             p = c["loss_clustering_p"]
-            ax.annotate(f"p = {float(p):.2g}", (i, float(d)), ha="center", va="bottom",
+            ax.annotate(p_text(p, n_permutations), (i, float(d)), ha="center", va="bottom",
                         fontsize=8, xytext=(0, 3), textcoords="offset points")
         _series_dots(ax, i, series, c["condition"], "loss_clustering_statistic", "#0072B2")
     ax.axhline(1.0, color="#9a9a9a", linestyle="--", linewidth=1)
@@ -458,7 +510,7 @@ def clustering_figure(summary: pd.DataFrame):
     return fig
 
 
-def restoration_figure(summary: pd.DataFrame):
+def restoration_figure(summary: pd.DataFrame, n_permutations: int | None = None):
     """Restored fraction of new spines, observed against chance, per series and pooled."""
     from matplotlib.figure import Figure
 
@@ -472,7 +524,8 @@ def restoration_figure(summary: pd.DataFrame):
                    label="observed" if i == 0 else None)
             ax.bar(i + 0.17, float(ch), width=0.32, color="#9a9a9a", alpha=0.5,
                    label="chance" if i == 0 else None)
-            ax.annotate(f"p = {float(c['restoration_p']):.2g}", (i, max(float(obs), float(ch))),
+            ax.annotate(p_text(c["restoration_p"], n_permutations),
+                        (i, max(float(obs), float(ch))),
                         ha="center", va="bottom", fontsize=8, xytext=(0, 3),
                         textcoords="offset points")
         s = series[series["condition"] == c["condition"]]
@@ -521,6 +574,8 @@ def density_figure(branches: pd.DataFrame):
         for key, g in b.groupby("key", sort=False):
             cols = sorted((c for c in g.columns if c.startswith("n_spines_s")
                            and g[c].notna().any()), key=lambda c: int(c.rsplit("s", 1)[1]))
+            if "n_sessions_traced" in g:  # spines count only on branches every session traces
+                g = g[g["n_sessions_traced"].fillna(len(cols)) >= len(cols)]
             length = g["length_um"].sum()
             if not cols or not length:
                 continue
@@ -536,16 +591,19 @@ def density_figure(branches: pd.DataFrame):
     return fig
 
 
-def cohort_figures(branches: pd.DataFrame, summary: pd.DataFrame,
-                   alpha: float = 0.05) -> dict[str, tuple[bytes, str]]:
-    """PNG bytes and alt text of every cohort figure, by name."""
+def cohort_figures(branches: pd.DataFrame, summary: pd.DataFrame, alpha: float = 0.05,
+                   n_permutations: int | None = None) -> dict[str, tuple[bytes, str]]:
+    """PNG bytes and alt text of every cohort figure, by name.
+
+    ``n_permutations`` of the pooled tests marks a pooled p at its floor (``p ≤``).
+    """
     from .plots import figure_png
 
     figs = {
         "loss_by_condition": (loss_figure(summary), "loss fraction per series and condition"),
-        "clustering_by_condition": (clustering_figure(summary),
+        "clustering_by_condition": (clustering_figure(summary, n_permutations),
                                     "dispersion index of losses per series and condition"),
-        "restoration_by_condition": (restoration_figure(summary),
+        "restoration_by_condition": (restoration_figure(summary, n_permutations),
                                      "restored fraction observed and chance"),
         "branch_loss_by_condition": (branch_figure(branches, alpha),
                                      "loss fraction of every branch by condition"),
@@ -571,7 +629,17 @@ def _fmt(x: Any, kind: str = "g") -> str:
     return html.escape(str(x))
 
 
-def _table(summary: pd.DataFrame, reports: Sequence[str] = ()) -> str:
+def _cell(row: pd.Series, column: str, kind: str, n_permutations: int | None) -> str:
+    """One table cell; a pooled p at its Monte Carlo floor reads ``≤ …``."""
+    value = row.get(column)
+    if kind == "p" and row["level"] == "condition":
+        return html.escape(p_text(value, n_permutations).removeprefix("p = ")
+                           .removeprefix("p "))
+    return _fmt(value, kind)
+
+
+def _table(summary: pd.DataFrame, reports: Sequence[str] = (),
+           n_permutations: int | None = None) -> str:
     cols = [("condition", "condition", "g"), ("animal", "animal", "g"),
             ("series", "series", "g"), ("n_series", "n series", "g"),
             ("n_branches", "branches", "g"), ("n_spines_s0", "spines s0", "g"),
@@ -584,7 +652,7 @@ def _table(summary: pd.DataFrame, reports: Sequence[str] = ()) -> str:
     body = []
     for _, r in summary.iterrows():
         cls = " class='pooled'" if r["level"] == "condition" else ""
-        cells = "".join(f"<td>{_fmt(r.get(c), k)}</td>" for c, _, k in cols)
+        cells = "".join(f"<td>{_cell(r, c, k, n_permutations)}</td>" for c, _, k in cols)
         if r["level"] == "series" and r["key"] in reports:
             link = f"<a href='{html.escape(str(r['key']))}/report.html'>{_fmt(r['animal'])}</a>"
             cells = cells.replace(f"<td>{_fmt(r['animal'])}</td>", f"<td>{link}</td>", 1)
@@ -592,16 +660,63 @@ def _table(summary: pd.DataFrame, reports: Sequence[str] = ()) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def p_text(p: Any, n_permutations: int | None = None) -> str:
+    """``"p = 0.03"``, or ``"p ≤ 5.0e-04"`` at the Monte Carlo floor ``1 / (1 + R)``.
+
+    With ``n_permutations`` R, no permutation reached the observed value when
+    p equals the floor, so the true p is at most that.
+    """
+    if n_permutations and p is not None and pd.notna(p) and \
+            float(p) <= (1.0 + 1e-9) / (1 + int(n_permutations)):
+        return f"p ≤ {_fmt(p, 'p')}"
+    return f"p = {_fmt(p, 'p')}"
+
+
+def unchecked_lines(series: pd.DataFrame) -> list[str]:
+    """The reminders about automatic calls, for uncorrected and corrected series apart.
+
+    ``series`` are the series rows of the cohort summary (``unchecked_calls``,
+    ``n_corrections``, ``key``). Series without corrections get the report's
+    "nobody has checked yet" reminder; series a person corrected in part are
+    counted separately with their corrections, since nothing records whether
+    their other calls were checked.
+    """
+    from .report import _UNCHECKED_WHY, UNCHECKED
+
+    if "unchecked_calls" not in series or not len(series):
+        return []
+    auto = series["unchecked_calls"].fillna(False).astype(bool).to_numpy()
+    edits = (pd.to_numeric(series["n_corrections"], errors="coerce").fillna(0).to_numpy()
+             if "n_corrections" in series else np.zeros(len(series)))
+    corrected, untouched = auto & (edits > 0), auto & (edits == 0)
+    out = []
+    if untouched.any():
+        out.append(f"{int(untouched.sum())} of {len(series)} series: {UNCHECKED}")
+    if corrected.any():
+        keys = ", ".join(str(k) for k in series["key"][corrected])
+        n_edits = int(edits[corrected].sum())
+        verb = "carries" if int(corrected.sum()) == 1 else "carry"
+        text = (f"{int(corrected.sum())} of {len(series)} series ({keys}) {verb} "
+                f"{n_edits} correction{'s' if n_edits != 1 else ''} by a person (edits.json) on "
+                "top of automatic detection and linking; nothing records whether their other "
+                "calls were checked.")
+        out.append(text if untouched.any() else f"{text} {_UNCHECKED_WHY}")
+    return out
+
+
 def render_cohort_html(summary: pd.DataFrame, images: dict[str, tuple[bytes, str]],
                        failed: Sequence[str] = (), title: str = "spinetrack cohort report",
                        alpha: float = 0.05, reports: Sequence[str] = (),
-                       warnings: dict[str, list[str]] | None = None) -> str:
+                       warnings: dict[str, list[str]] | None = None,
+                       n_permutations: int | None = None) -> str:
     """The cohort report page; ``images`` maps figure name -> (png bytes, alt text).
 
     ``reports`` are the keys of series with their own ``report.html`` (linked);
-    ``warnings`` the series' summary warnings by key (listed under "Check").
+    ``warnings`` the series' summary warnings by key (listed under "Check");
+    ``n_permutations`` of the pooled tests marks a p-value at its floor
+    (``p ≤ …``).
     """
-    from .report import _CSS, UNCHECKED, _img
+    from .report import _CSS, _img
 
     series, conds = _conditions(summary)
     n_animals = series["animal"].nunique() if len(series) else 0
@@ -618,16 +733,17 @@ def render_cohort_html(summary: pd.DataFrame, images: dict[str, tuple[bytes, str
         text = (f"{c['condition']}: {int(c['n_series'])} series, {int(c['n_lost'])} of "
                 f"{int(c['n_spines_s0'])} session-0 spines lost ({lost_pct})")
         if pd.notna(d):
-            text += f"; {verdict} (pooled D = {float(d):.2f}, stratified p = {_fmt(p, 'p')})"
+            text += (f"; {verdict} (pooled D = {float(d):.2f}, stratified "
+                     f"{p_text(p, n_permutations)})")
         if pd.notna(c["restoration_observed"]):
             text += (f"; {_fmt(c['restoration_observed'], 'pct')} of {int(c['n_new'])} new "
                      f"spines restored vs {_fmt(c['restoration_chance'], 'pct')} by chance "
-                     f"(p = {_fmt(c['restoration_p'], 'p')})")
+                     f"({p_text(c['restoration_p'], n_permutations)})")
         lines.append(html.escape(text) + ".")
-    n_auto = (int(series["unchecked_calls"].fillna(False).astype(bool).sum())
-              if "unchecked_calls" in series else 0)
-    if n_auto:
-        lines.append(html.escape(f"{n_auto} of {len(series)} series: {UNCHECKED}"))
+        mixed = c.get("pooling_warning")
+        if isinstance(mixed, str) and mixed:
+            lines.append("<b>Mixed lengths:</b> " + html.escape(mixed) + ".")
+    lines += [html.escape(x) for x in unchecked_lines(series)]
     parts.append("<div class='findings'><b>Findings</b><ul>"
                  + "".join(f"<li>{x}</li>" for x in lines) + "</ul></div>")
     if warnings:
@@ -664,7 +780,7 @@ def render_cohort_html(summary: pd.DataFrame, images: dict[str, tuple[bytes, str
     parts.append(fig("density_by_condition", "Spines per µm of traced dendrite in each "
                      "session, one line per series."))
     parts.append("</div><h2>Per series and pooled per condition</h2>")
-    parts.append(_table(summary, reports))
+    parts.append(_table(summary, reports, n_permutations))
     parts.append("<p class='small'>Pooled rows (shaded) sum the counts of the condition's "
                  "series; rates are Σ gained (lost) / Σ spines at the earlier session over all "
                  "transitions. Each series' own report.html is in its folder.</p>")
@@ -705,11 +821,11 @@ def write_cohort(entries: Sequence[dict[str, Any]], out_dir: str | Path,
                write_json_atomic(out / "cohort_summary.json", data)]
     if not len(summary):
         return written
-    images = cohort_figures(branches, summary, stats.significance_level)
+    images = cohort_figures(branches, summary, stats.significance_level, stats.n_permutations)
     for name, (png, _) in images.items():
         written.append(write_bytes_atomic(out / "cohort_figures" / f"{name}.png", png))
     written.append(write_text_atomic(out / "cohort_report.html", render_cohort_html(
         summary, images, failed=failed, title=title, alpha=stats.significance_level,
         reports=[e["key"] for e in entries if (Path(e["folder"]) / "report.html").exists()],
-        warnings=data.get("warnings"))))
+        warnings=data.get("warnings"), n_permutations=stats.n_permutations)))
     return written

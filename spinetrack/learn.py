@@ -71,6 +71,7 @@ __all__ = [
     "select_detections",
     "learned_keep",
     "read_annotations",
+    "corrected_spines",
     "learn_detector",
     "load_model",
 ]
@@ -778,8 +779,10 @@ def read_annotations(path: str | Path, lines: str | Path | None = None
         tables = load_tables(path)
         spines, found_lines = tables.spines, tables.lines
         summary = path / "summary.json"
-        if (summary.exists() and not (path / "edits.json").exists()
-                and '"calls": "automatic"' in summary.read_text().replace("\n", " ")):
+        if (path / "edits.json").exists():
+            spines.attrs["corrections"] = _warn_about_corrections(path)
+        elif (summary.exists()
+              and '"calls": "automatic"' in summary.read_text().replace("\n", " ")):
             log.warning("%s holds the detector's own, uncorrected calls (no edits.json): a "
                         "model learned from them only imitates the detector", path)
     else:
@@ -800,6 +803,78 @@ def read_annotations(path: str | Path, lines: str | Path | None = None
         key = zip(found_lines["session"].astype(int), found_lines["branch_id"].astype(int))
         found_lines = found_lines[[k in held for k in key]].reset_index(drop=True)
     return spines, found_lines
+
+
+#: Below this share of a project's spines changed by a person's corrections, ``learn``
+#: warns that the model would mostly imitate the detector. A full review of the
+#: automatic calls on rr30a-dev changes about a quarter of them (the detector misses
+#: or adds about a quarter of a person's spines), so a tenth is a partial review.
+SMALL_CORRECTED_SHARE = 0.1
+
+
+def _positions(table: pd.DataFrame) -> pd.DataFrame:
+    cols = ["session", "z_um", "y_um", "x_um"]
+    return table[cols].astype(float).round(3).drop_duplicates()
+
+
+def corrected_spines(folder: str | Path) -> dict[str, Any]:
+    """How much of a corrected project (napari) a person's edits changed.
+
+    Compares the project's ``spines.csv`` (the person's corrections applied)
+    with ``auto/spines.csv`` (the detector's calls they were applied to), by
+    position per session.
+
+    Parameters
+    ----------
+    folder : path
+        A results folder with ``edits.json`` (and ``auto/`` from a re-run or
+        napari).
+
+    Returns
+    -------
+    dict
+        ``n_edits`` (in edits.json), ``n_spines`` (rows of spines.csv),
+        ``n_added`` (spines placed by the person: added or moved to),
+        ``n_removed`` (the detector's spines the person deleted or moved away)
+        and ``share_changed`` (``(n_added + n_removed) / n_spines``); the last
+        three are None without ``auto/spines.csv``.
+    """
+    from .edits import load_edits
+
+    folder = Path(folder)
+    out: dict[str, Any] = {"n_edits": len(load_edits(folder)), "n_spines": None,
+                           "n_added": None, "n_removed": None, "share_changed": None}
+    try:
+        final = _positions(pd.read_csv(folder / "spines.csv"))
+        auto = _positions(pd.read_csv(folder / "auto" / "spines.csv"))
+    except (OSError, ValueError, KeyError):
+        return out
+    both = final.merge(auto, how="outer", indicator=True)["_merge"]
+    added, removed = int((both == "left_only").sum()), int((both == "right_only").sum())
+    out.update(n_spines=len(final), n_added=added, n_removed=removed,
+               share_changed=(added + removed) / len(final) if len(final) else None)
+    return out
+
+
+def _warn_about_corrections(folder: Path) -> dict[str, Any]:
+    """Say how many spines a project's corrections changed; warn when few did."""
+    c = corrected_spines(folder)
+    edits = f"{c['n_edits']} correction{'' if c['n_edits'] == 1 else 's'} (edits.json)"
+    if c["share_changed"] is None:
+        log.warning("%s: %s; no auto/spines.csv to tell how many spines they changed; the "
+                    "others are the detector's calls unless a person checked them", folder, edits)
+        return c
+    changed = c["n_added"] + c["n_removed"]
+    text = (f"{folder}: {edits} changed {changed} of its {c['n_spines']} spines "
+            f"({c['n_added']} placed by the person, {c['n_removed']} of the detector's removed)")
+    if c["share_changed"] < SMALL_CORRECTED_SHARE:
+        log.warning("%s; the other %d are the detector's own placements, so a model learned "
+                    "from them mostly imitates the detector. Correct the sessions you learn "
+                    "from fully (a full review changes about a quarter), or learn from a "
+                    "person's own annotation", text, c["n_spines"] - c["n_added"])
+    else:
+        log.info("%s", text)
+    return c
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -915,6 +990,8 @@ def learn_from_candidates(cands: list[pd.DataFrame], spines: pd.DataFrame,
         "threshold_from": "out-of-fold detection F1 (folds: traced branches)",
         "spinetrack_version": __version__,
         "out_of_fold_f1": oof_f1,
+        **({"corrections": spines.attrs["corrections"]}
+           if isinstance(spines.attrs.get("corrections"), dict) else {}),
         **(provenance or {}),
     }
     use = y >= 0  # labelled candidates

@@ -341,12 +341,18 @@ def add_arguments(parser: argparse.ArgumentParser, sections: tuple[str, ...] = t
 
 
 def params_from_args(args: argparse.Namespace, base: Params | None = None) -> Params:
-    """Params from parsed options: ``base`` (or defaults) with every given option applied."""
+    """Params from parsed options: ``base`` (or defaults) with every given option applied.
+
+    A file given for a ``path`` parameter (``--detector-model``) is stored as an
+    absolute path, so the saved ``params.json`` works from any folder.
+    """
     base = base or Params()
     changes = {}
     for cls in SECTIONS.values():
         for f in fields(cls):
             value = getattr(args, f.name, None)
+            if value is not None and f.metadata.get("unit") == "path" and value:
+                value = str(Path(value).expanduser().resolve())
             if value is not None:
                 changes[f.name] = value
     return base.replace(**changes) if changes else base

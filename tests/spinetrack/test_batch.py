@@ -631,3 +631,128 @@ def test_a_rerun_without_report_removes_the_earlier_report(cohort_dir, tmp_path)
     assert (folder / "params.json").exists()
     assert not any((folder / name).exists()
                    for name in ("report.html", "compare.json", "figures/spine_map_0.png"))
+
+
+def test_a_new_detector_model_redoes_the_series(cohort_dir, tmp_path, monkeypatch):
+    """A model learned again under the same name is a new input; a touched copy is not."""
+    model = tmp_path / "model.json"
+    model.write_text('{"weights": [1]}')
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    tasks = _tasks(cohort_dir, out, detector_model="model.json")
+    assert tasks[0].params.detect.detector_model == str(model.resolve())
+    assert run_batch(tasks, out, serial=True, runner=fake_run_and_write,
+                     cohort=False).count("done") == 3
+    meta = json.loads((out / "m1" / "params.json").read_text())
+    recorded = meta["batch"]["inputs"]["detector_model"]
+    assert recorded["file"] == str(model.resolve()) and recorded["size"] == model.stat().st_size
+    model.touch()  # same content: still complete
+    assert all(is_complete(t) for t in _tasks(cohort_dir, out, detector_model="model.json"))
+    model.write_text('{"weights": [2]}')  # learned again: same name, same size, new content
+    tasks = _tasks(cohort_dir, out, detector_model="model.json")
+    assert not any(is_complete(t) for t in tasks)
+    assert run_batch(tasks, out, serial=True, runner=fake_run_and_write,
+                     cohort=False).count("done") == 3
+
+
+def test_manifest_model_paths_are_relative_to_the_manifest(cohort_dir, tmp_path, monkeypatch):
+    text = cohort_dir.read_text().splitlines()
+    lines = [text[0] + ",detector_model"] + [ln + ",models/m.json" for ln in text[1:]]
+    cohort_dir.write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path.parent)
+    spec = read_manifest(cohort_dir)[0]
+    assert spec.overrides["detector_model"] == str((tmp_path / "models" / "m.json").resolve())
+
+
+def test_detector_model_option_is_stored_absolute(tmp_path, monkeypatch):
+    import argparse
+
+    from spinetrack.params import add_arguments, params_from_args
+
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    params = params_from_args(parser.parse_args(["--detector-model", "m.json"]))
+    assert params.detect.detector_model == str(tmp_path.resolve() / "m.json")
+
+
+def test_malformed_edits_are_reported_under_the_series_folder(cohort_dir, tmp_path):
+    out = tmp_path / "out"
+    tasks = _tasks(cohort_dir, out)[:1]
+    (out / "m1").mkdir(parents=True)
+    (out / "m1" / "edits.json").write_text('{"edits": [{"kind": "add", "session": 0}]}')
+    assert run_batch(tasks, out, serial=True, runner=fake_run_and_write,
+                     cohort=False).count("failed") == 1
+    error = _status(out).loc["m1", "error"]
+    assert str(out / "m1" / "edits.json") in error and "malformed edit" in error
+    assert batch_mod._PARTIAL not in error
+
+
+def _write_toy(folder, n_sessions, seed, days=None, edits=0):
+    from spinetrack.results import write_results
+
+    res = toy_results(n_sessions, seed, Params().replace(n_permutations=N_PERM))
+    res.summary["calls"] = "automatic"
+    if days is not None:
+        res.summary["days"] = list(days)
+    if edits:
+        res.summary["edits"] = {"applied": edits, "skipped": 0}
+    write_results(res, folder, parquet=False)
+
+
+def test_a_condition_of_series_with_different_lengths_is_flagged(tmp_path):
+    from spinetrack.cohort import write_cohort
+
+    _write_toy(tmp_path / "a", 4, 1, days=[0, 4, 8, 12])
+    _write_toy(tmp_path / "b", 4, 2, days=[0, 4, 8, 12])
+    _write_toy(tmp_path / "c", 3, 3, days=[0, 4, 8])
+    _write_toy(tmp_path / "d", 4, 4, days=[0, 4, 8, 12])
+    entries = [{"animal": k, "condition": c, "series": "", "key": k, "folder": tmp_path / k}
+               for k, c in (("a", "stress"), ("b", "stress"), ("c", "stress"),
+                            ("d", "control"))]
+    write_cohort(entries, tmp_path, StatsParams(n_permutations=N_PERM))
+    summary = pd.read_csv(tmp_path / "cohort_summary.csv", keep_default_na=False)
+    pooled = summary[summary["level"] == "condition"].set_index("condition")
+    warning = pooled.loc["stress", "pooling_warning"]
+    assert "2 with 4 sessions to day 12 (a, b)" in warning
+    assert "1 with 3 sessions to day 8 (c)" in warning
+    assert pooled.loc["control", "pooling_warning"] == ""
+    assert float(pooled.loc["control", "last_day"]) == 12 and pooled.loc["stress", "last_day"] == ""
+    data = json.loads((tmp_path / "cohort_summary.json").read_text())
+    assert data["conditions"]["stress"]["warning"] == warning
+    assert "warning" not in data["conditions"]["control"]
+    assert "Mixed lengths" in (tmp_path / "cohort_report.html").read_text()
+
+
+def test_corrected_series_are_counted_apart_from_unchecked_ones(tmp_path):
+    from spinetrack.cohort import write_cohort
+
+    _write_toy(tmp_path / "a", 3, 1, edits=4)
+    _write_toy(tmp_path / "b", 3, 2)
+    entries = [{"animal": k, "condition": "c", "series": "", "key": k, "folder": tmp_path / k}
+               for k in ("a", "b")]
+    write_cohort(entries, tmp_path, StatsParams(n_permutations=N_PERM))
+    html = (tmp_path / "cohort_report.html").read_text()
+    assert "1 of 2 series: These fates come from automatic detection and linking that nobody " \
+           "has checked yet" in html
+    assert "1 of 2 series (a) carries 4 corrections by a person" in html
+    write_cohort(entries[:1], tmp_path, StatsParams(n_permutations=N_PERM))
+    html = (tmp_path / "cohort_report.html").read_text()
+    assert "nobody has checked" not in html and "1 of 1 series (a) carries" in html
+    assert "misses or adds about a quarter" in html  # why checking matters, said once
+
+
+def test_a_pooled_p_at_its_floor_is_an_upper_bound():
+    from spinetrack.cohort import p_text
+
+    assert p_text(1 / 2001, 2000) == "p ≤ 5.0e-04"
+    assert p_text(3 / 2001, 2000) == "p = 0.0015"
+    assert p_text(0.2, None) == "p = 0.2"
+    assert p_text(None, 2000) == "p = n/a"
+
+
+def test_inputs_without_a_model_are_as_before(cohort_dir, tmp_path):
+    """Without a model the inputs are as before, so earlier complete folders stay complete."""
+    (task,) = _tasks(cohort_dir, tmp_path / "out")[:1]
+    assert set(task.fingerprint) == {"animal", "series", "files", "days", "names",
+                                     "voxel_size_um"}

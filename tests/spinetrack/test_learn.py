@@ -176,3 +176,45 @@ def test_model_from_another_version_names_the_file(tmp_path, two_seeds):
     with pytest.raises(InputError, match="new_measure") as info:
         learned_keep(path, two_seeds[0]["cands"])
     assert str(path) in str(info.value)
+
+
+def _project(folder, n_auto, n_deleted, n_added):
+    """A corrected project: auto/spines.csv, spines.csv with some deleted and added, edits.json."""
+    from spinetrack.edits import Edit, save_edits
+
+    rng = np.random.default_rng(3)
+    auto = pd.DataFrame({"spine_id": range(n_auto), "session": 0,
+                         "z_um": rng.uniform(0, 10, n_auto), "y_um": rng.uniform(0, 50, n_auto),
+                         "x_um": rng.uniform(0, 50, n_auto)})
+    added = pd.DataFrame({"spine_id": range(n_auto, n_auto + n_added), "session": 0,
+                          "z_um": 5.0, "y_um": 60.0 + np.arange(n_added), "x_um": 60.0})
+    final = pd.concat([auto.iloc[n_deleted:], added], ignore_index=True)
+    (folder / "auto").mkdir(parents=True)
+    auto.to_csv(folder / "auto" / "spines.csv", index=False)
+    final.to_csv(folder / "spines.csv", index=False)
+    edits = ([Edit.delete(auto, i, 0) for i in range(n_deleted)]
+             + [Edit.add(0, row[["z_um", "y_um", "x_um"]].to_numpy(float))
+                for _, row in added.iterrows()])
+    save_edits(folder, edits)
+
+
+def test_learning_from_a_barely_corrected_project_warns(tmp_path, caplog):
+    from spinetrack.learn import SMALL_CORRECTED_SHARE, read_annotations
+
+    _project(tmp_path / "few", n_auto=80, n_deleted=2, n_added=1)
+    with caplog.at_level("INFO", logger="spinetrack.learn"):
+        spines, _ = read_annotations(tmp_path / "few")
+    c = spines.attrs["corrections"]
+    assert (c["n_edits"], c["n_spines"], c["n_added"], c["n_removed"]) == (3, 79, 1, 2)
+    assert c["share_changed"] < SMALL_CORRECTED_SHARE
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "changed 3 of its 79 spines" in warned[0].getMessage()
+    assert "mostly imitates the detector" in warned[0].getMessage()
+    # a thorough review: said, not warned
+    caplog.clear()
+    _project(tmp_path / "many", n_auto=80, n_deleted=12, n_added=10)
+    with caplog.at_level("INFO", logger="spinetrack.learn"):
+        spines, _ = read_annotations(tmp_path / "many")
+    assert spines.attrs["corrections"]["n_added"] == 10
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert any("changed 22 of its 78 spines" in r.getMessage() for r in caplog.records)
