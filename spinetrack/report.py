@@ -497,21 +497,25 @@ def fates_out_of_step(spines: pd.DataFrame, fates: pd.DataFrame,
 
 
 def _rebuild_tables(out: Path, stored, params, refit: bool, progress) -> tuple:
-    """Recompute the statistics (and fates when ``refit``) of a plain results folder."""
-    import json
+    """Recompute the statistics (and fates when ``refit``) of a plain results folder.
 
+    ``params.json`` is removed before the tables are replaced and written last
+    (with the parameters used), as a run does: an interrupted rebuild leaves a
+    folder that reads as incomplete (:func:`spinetrack.results.incomplete_run`),
+    and a folder of tables made by hand gains a ``params.json``.
+    """
     from .files import write_json_atomic
     from .pipeline import recompute
+    from .results import package_versions, run_record
 
     res = recompute(stored, progress=progress, fates=refit, params=params)
+    meta = {"params": (params or stored.params).to_dict(), "versions": package_versions(),
+            **run_record(out)}
     _drop_report(out)
+    (out / "params.json").unlink(missing_ok=True)
     written = _write_tables(res, out)
     written.append(write_json_atomic(out / "summary.json", res.summary))
-    if params is not None and stored.params is not None and params != stored.params:
-        meta_path = out / "params.json"  # the folder's parameters are the ones now used
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        meta["params"] = params.to_dict()
-        written.append(write_json_atomic(meta_path, meta))
+    written.append(write_json_atomic(out / "params.json", meta))
     return res, written
 
 
@@ -567,9 +571,12 @@ def _rebuild_project(out: Path, stored, params, recompute_fates: bool, progress)
     auto = recompute(auto, progress=progress, fates=refit_auto, params=params)
     res = recompute_results(auto, spines, overrides, edits=edits, skipped=skipped,
                             progress=progress)
+    records = run_record(auto_dir), run_record(out)
     _drop_report(out)
-    written = write_results(auto, auto_dir, extra_params=run_record(auto_dir))
-    written += write_results(res, out, extra_params=run_record(out))
+    for marker in (out / "params.json", auto_dir / "params.json"):
+        marker.unlink(missing_ok=True)  # an interruption leaves the folder incomplete
+    written = write_results(auto, auto_dir, extra_params=records[0])
+    written += write_results(res, out, extra_params=records[1])
     return res, written
 
 

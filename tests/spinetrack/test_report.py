@@ -354,3 +354,33 @@ def test_report_refuses_an_interrupted_runs_folder(results, tmp_path, no_figures
     assert err.count("\n") == 1 and "incomplete (an interrupted run?)" in err
     assert (tmp_path / "summary.json").read_bytes() == before and not (
         tmp_path / "report.html").exists()
+
+
+def test_a_rebuild_interrupted_while_writing_tables_reads_as_incomplete(results, tmp_path,
+                                                                         monkeypatch):
+    import spinetrack.report
+    from spinetrack.results import incomplete_run
+
+    write_results(results, tmp_path, parquet=False)
+    keep = json.loads((tmp_path / "params.json").read_text())
+    (tmp_path / "params.json").write_text(json.dumps({**keep, "inputs": {"files": ["a.tif"]}}))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(spinetrack.report, "_write_tables", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rebuild_report(tmp_path, recompute_fates=True)
+    assert "incomplete" in incomplete_run(tmp_path)
+    monkeypatch.undo()
+    (tmp_path / "params.json").write_text(json.dumps({**keep, "inputs": {"files": ["a.tif"]}}))
+    monkeypatch.setattr(spinetrack.report, "write_report", lambda *args, **kwargs: [])
+    rebuild_report(tmp_path)
+    assert json.loads((tmp_path / "params.json").read_text())["inputs"] == {"files": ["a.tif"]}
+
+
+def test_a_folder_of_hand_made_tables_can_be_reported_again(results, tmp_path, no_figures):
+    results.spines.to_csv(tmp_path / "spines.csv", index=False)
+    rebuild_report(tmp_path)  # fates from the spines; summary.json and params.json written
+    assert (tmp_path / "params.json").exists()
+    rebuild_report(tmp_path)  # not taken for an interrupted run
