@@ -339,12 +339,9 @@ def test_spines_where_a_session_traced_no_dendrite_are_left_out():
             (3, [0], 0, 45.0),   # beyond the common stretch (40 + 2 µm slack)
             (4, [0], 1, 5.0)]    # on a branch session 1 does not trace
     fates = _fates_from(rows, 2)
-    spines = pd.DataFrame([(sid, k, b, a) for sid, ps, b, a in rows for k in ps],
-                          columns=["spine_id", "session", "branch_id", "arc_um"])
-    table = pd.DataFrame({"branch_id": [0, 1], "length_um": [40.0, 10.0],
-                          "arc_start_um": [0.0, 0.0], "arc_end_um": [40.0, 10.0],
-                          "n_sessions_traced": [2, 1]})
-    br, sm = branch_statistics(spines, fates, table, 2, StatsParams(n_permutations=200))
+    spines = table(rows)
+    traced = branches((0, 0.0, 40.0), (1, 0.0, 10.0)).assign(n_sessions_traced=[2, 1])
+    br, sm = branch_statistics(spines, fates, traced, 2, StatsParams(n_permutations=200))
     assert sm["spines_per_session"] == [2, 2]
     assert sm["spines_per_session_all"] == [4, 2]
     assert sm["fate_counts"]["lost"] == 1
@@ -360,15 +357,14 @@ def test_slack_beyond_a_traced_end_only_where_the_sessions_stop_together():
     lines = pd.DataFrame([(b, k, a) for b, ends in ((0, (40, 40)), (1, (40, 30)))
                           for k, end in enumerate(ends) for a in np.linspace(0, end, 9)],
                          columns=["branch_id", "session", "arc_um"])
-    table = branch_table_from_lines(lines)
-    assert table["arc_last_end_um"].tolist() == [40.0, 40.0]
+    traced = branch_table_from_lines(lines)
+    assert traced["arc_last_end_um"].tolist() == [40.0, 40.0]
     rows = [(0, [0, 1], 0, 41.0),   # 1 µm past a common end: counted
             (1, [0], 1, 31.0),      # 1 µm past where session 1 stopped: left out
             (2, [0, 1], 1, 10.0)]
     fates = _fates_from(rows, 2)
-    spines = pd.DataFrame([(sid, k, b, a) for sid, ps, b, a in rows for k in ps],
-                          columns=["spine_id", "session", "branch_id", "arc_um"])
-    br, sm = branch_statistics(spines, fates, table, 2, StatsParams(n_permutations=200))
+    spines = table(rows)
+    br, sm = branch_statistics(spines, fates, traced, 2, StatsParams(n_permutations=200))
     assert sm["left_out_spine_ids"] == [1]
     assert sm["spines_per_session"] == [2, 2] and sm["fate_counts"]["lost"] == 0
     assert sm["n_branches"] == 2 and sm["total_length_um"] == 70.0
@@ -377,12 +373,9 @@ def test_slack_beyond_a_traced_end_only_where_the_sessions_stop_together():
 def test_a_branch_some_session_does_not_trace_has_no_density():
     rows = [(0, [0, 1], 0, 10.0), (1, [0], 1, 5.0)]
     fates = _fates_from(rows, 2)
-    spines = pd.DataFrame([(sid, k, b, a) for sid, ps, b, a in rows for k in ps],
-                          columns=["spine_id", "session", "branch_id", "arc_um"])
-    table = pd.DataFrame({"branch_id": [0, 1], "length_um": [40.0, 10.0],
-                          "arc_start_um": [0.0, 0.0], "arc_end_um": [40.0, 10.0],
-                          "n_sessions_traced": [2, 1]})
-    br, sm = branch_statistics(spines, fates, table, 2, StatsParams(n_permutations=200))
+    spines = table(rows)
+    traced = branches((0, 0.0, 40.0), (1, 0.0, 10.0)).assign(n_sessions_traced=[2, 1])
+    br, sm = branch_statistics(spines, fates, traced, 2, StatsParams(n_permutations=200))
     assert sm["n_branches"] == 1 and sm["n_branches_partly_traced"] == 1
     assert br.loc[br["branch_id"] == 1, ["density_s0", "density_s1"]].isna().all(axis=None)
     assert br.loc[br["branch_id"] == 0, "density_s0"].item() == 1 / 40.0
