@@ -230,23 +230,25 @@ def _dendrite_mask(plane: np.ndarray, spacing, params) -> np.ndarray:
     lab, n = ndi.label(low, structure=np.ones((3, 3), bool))
     if n == 0:
         return low
-    seeded = np.zeros(n + 1, bool)
-    seeded[np.unique(lab[seeds])] = True
-    seeded[1:] |= _cut_off_stretches(plane, ridge, lab, n, seeded, px, centre, noise, params)
-    # a dim dendrite without any bright stretch is still long and thin: keep
-    # unseeded pieces whose skeleton is long (puncta and haze are short)
     from skimage.morphology import skeletonize
 
+    # per label 0..n: centre-line length (µm) and mean brightness
     skel_len = np.bincount(lab[skeletonize(low)], minlength=n + 1) * px * 1.1
-    mean_level = ndi.mean(plane, lab, np.arange(n + 1))
+    mean_level = np.asarray(ndi.mean(plane, lab, np.arange(n + 1)))
+    seeded = np.zeros(n + 1, bool)
+    seeded[np.unique(lab[seeds])] = True
+    seeded[1:] |= _cut_off_stretches(plane, ridge, lab, n, seeded, px, centre, noise, params,
+                                     skel_len, mean_level)
+    # a dim dendrite without any bright stretch is still long and thin: keep
+    # unseeded pieces whose skeleton is long (puncta and haze are short)
     seeded |= ((skel_len >= max(_WEAK_MIN_UM, params.min_branch_length_um))
-               & (np.asarray(mean_level) > centre + _WEAK_SNR * noise))
+               & (mean_level > centre + _WEAK_SNR * noise))
     seeded[0] = False
     return seeded[lab]
 
 
 def _cut_off_stretches(plane, ridge, lab, n: int, seeded, px: float, centre: float,
-                       noise: float, params) -> np.ndarray:
+                       noise: float, params, skel_len, mean_level) -> np.ndarray:
     """Unseeded pieces that are stretches of a dendrite cut off at crossings (per label 1..n).
 
     Where a dim dendrite passes under (or over) a brighter one, the bright one's
@@ -259,10 +261,10 @@ def _cut_off_stretches(plane, ridge, lab, n: int, seeded, px: float, centre: flo
     brightness at least ``_CUT_OFF_TUBULARITY``: dendrites 0.28–0.35, the haze
     around cell bodies 0.03–0.23 on rr30a-dev) and is at least a branch long
     (``min_branch_length_um``). Spine heads and puncta beside a dendrite are
-    shorter, haze is not line-like.
+    shorter, haze is not line-like. ``skel_len`` and ``mean_level`` (per label
+    0..n) are each piece's centre-line length (µm) and mean brightness.
     """
     from scipy import ndimage as ndi
-    from skimage.morphology import skeletonize
 
     r = 0.5 * params.bridge_gap_um / px
     if r < 1 or not seeded[1:].any():
@@ -274,12 +276,14 @@ def _cut_off_stretches(plane, ridge, lab, n: int, seeded, px: float, centre: flo
     near &= ~seeded
     if not near[1:].any():
         return np.zeros(n, bool)
-    idx = np.arange(1, n + 1)
-    level = np.asarray(ndi.mean(plane, lab, idx))
-    tubular = np.asarray(ndi.median(ridge / np.maximum(plane, 1e-6), lab, idx))
-    length = np.bincount(lab[skeletonize(lab > 0)], minlength=n + 1)[1:] * px * 1.1
-    return (near[1:] & (level > centre + _SEED_SNR * noise) & (tubular >= _CUT_OFF_TUBULARITY)
-            & (length >= params.min_branch_length_um))
+    # the median ridge / brightness of the near pieces only (over their pixels alone)
+    idx = np.flatnonzero(near)
+    on = near[lab]
+    tubular = np.zeros(n + 1)
+    tubular[idx] = ndi.median(ridge[on] / np.maximum(plane[on], 1e-6), lab[on], idx)
+    return (near & (mean_level > centre + _SEED_SNR * noise)
+            & (tubular >= _CUT_OFF_TUBULARITY)
+            & (skel_len >= params.min_branch_length_um))[1:]
 
 
 def _clean_skeleton(mask: np.ndarray, spacing, params) -> np.ndarray:
