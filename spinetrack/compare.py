@@ -203,11 +203,25 @@ def _integers(df: pd.DataFrame, col: str, where: Path | None, what: str) -> np.n
     return values.astype(np.int64)
 
 
-def _truthy(series: pd.Series) -> np.ndarray:
+_YES = ["1", "1.0", "true", "yes", "bad"]
+_NO = ["0", "0.0", "false", "no", "", "nan", "none"]
+
+
+def _truthy(series: pd.Series, strict: bool = False, where=None) -> np.ndarray:
+    """Where a flag column says yes (bool, or 1, true, yes, bad in any case).
+
+    With ``strict``, a value that is neither yes nor no (0, false, no, blank)
+    raises InputError (``where``: the file).
+    """
     if series.dtype == bool:
         return series.to_numpy()
     text = series.astype(str).str.strip().str.lower()
-    return text.isin(["1", "1.0", "true", "yes", "bad"]).to_numpy()
+    if strict:
+        known = text.isin(_NO + _YES)
+        if not known.all():
+            odd = sorted(set(series[~known.to_numpy()].astype(str)))[:3]
+            raise InputError(where, f"column {series.name} holds {odd}: give 1/0 or true/false")
+    return text.isin(_YES).to_numpy()
 
 
 def _normalise_spines(spines: pd.DataFrame, where: Path | None) -> tuple[pd.DataFrame, bool]:

@@ -574,17 +574,9 @@ def _without_excluded(det: pd.DataFrame, path) -> pd.DataFrame:
     """``det`` without the rows marked ``is_bad`` (and without that column)."""
     if "is_bad" not in det.columns:
         return det
-    flag = det["is_bad"]
-    if flag.dtype == bool:
-        bad = flag.to_numpy()
-    else:
-        text = flag.astype(str).str.strip().str.lower()
-        bad = text.isin(["1", "1.0", "true", "yes", "bad"]).to_numpy()
-        known = text.isin(["0", "0.0", "false", "no", "", "nan", "none", "1", "1.0", "true",
-                           "yes", "bad"])
-        if not known.all():
-            odd = sorted(set(flag[~known.to_numpy()].astype(str)))[:3]
-            raise InputError(path, f"column is_bad holds {odd}: give 1/0 or true/false")
+    from .compare import _truthy
+
+    bad = _truthy(det["is_bad"], strict=True, where=path)
     if bad.any():
         log.info("%s: left out %d of %d spines marked is_bad (excluded by the person)",
                  path, int(bad.sum()), len(det))
