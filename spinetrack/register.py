@@ -170,6 +170,12 @@ class Registration:
                              f"sessions, the registration has {n}")
         self._trees = [cKDTree(a) if len(a) else None for a in self.anchors]
         self._stray_trees = [cKDTree(p) if len(p) else None for p in self.stray_points]
+        # per session: the longest stretch displacement plus the longest smooth one
+        # (bounds how far the stretches' correction reaches, _stray_correction)
+        self._largest_shift = [
+            float(np.linalg.norm(sd, axis=1).max(initial=0.0)
+                  + np.linalg.norm(d, axis=1).max(initial=0.0))
+            for sd, d in zip(self.stray_displacements, self.displacements)]
 
     @property
     def n_sessions(self) -> int:
@@ -239,9 +245,7 @@ class Registration:
         reach = self.stray_reach_um
         # beyond reach + span the weight is 0 for any point; 4 kernel scales more find
         # every stretch point that weighs in the mean at such a point
-        largest = (np.linalg.norm(disp, axis=1).max(initial=0.0)
-                   + np.linalg.norm(self.displacements[k], axis=1).max(initial=0.0))
-        span = max(reach, STRAY_TAPER * float(largest))
+        span = max(reach, STRAY_TAPER * self._largest_shift[k])
         kk = min(len(anchors), STRAY_NEIGHBOURS)
         d, j = self._stray_trees[k].query(pts, k=kk,
                                           distance_upper_bound=reach + span + 4 * STRAY_KERNEL_UM)
@@ -251,7 +255,7 @@ class Registration:
         if not near.any():
             return out
         d, j = d[near], np.where(np.isfinite(d[near]), j[near], 0)
-        g = np.exp(-(np.where(np.isfinite(d), d, np.inf) ** 2 - d[:, :1] ** 2)
+        g = np.exp(-(d ** 2 - d[:, :1] ** 2)  # unfound neighbours (d = inf) weigh 0
                    / (2.0 * STRAY_KERNEL_UM ** 2))
         change = (np.einsum("nk,nkc->nc", g, disp[j]) / g.sum(axis=1)[:, None]
                   - smooth[near])
