@@ -601,9 +601,13 @@ def _empty_offsets():
     return np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
 
 
-def _pieces(points: np.ndarray, gap_um: float) -> np.ndarray:
-    """Label of the connected piece (points closer than ``gap_um`` chained) of every point."""
-    pairs = cKDTree(points).query_pairs(gap_um, output_type="ndarray")
+def _pieces(points: np.ndarray, gap_um: float, tree: cKDTree | None = None) -> np.ndarray:
+    """Label of the connected piece (points closer than ``gap_um`` chained) of every point.
+
+    ``tree``: a cKDTree of ``points`` when there is one already.
+    """
+    tree = cKDTree(points) if tree is None else tree
+    pairs = tree.query_pairs(gap_um, output_type="ndarray")
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
                        shape=(len(points), len(points)))
     return connected_components(graph, directed=False)[1]
@@ -642,10 +646,15 @@ def _smoothing_matrix(points: np.ndarray, scale: float):
     return coo_matrix((np.r_[g, g, np.ones(n)], (rows, cols)), shape=(n, n)).tocsr()
 
 
-def _line_ends(points: np.ndarray, radius: float = 1.0) -> np.ndarray:
-    """Points within about ``radius / 2`` of an end of their line (one-sided neighbourhood)."""
+def _line_ends(points: np.ndarray, radius: float = 1.0, tree: cKDTree | None = None
+               ) -> np.ndarray:
+    """Points within about ``radius / 2`` of an end of their line (one-sided neighbourhood).
+
+    ``tree``: a cKDTree of ``points`` when there is one already.
+    """
     n = len(points)
-    pairs = cKDTree(points).query_pairs(radius, output_type="ndarray")
+    tree = cKDTree(points) if tree is None else tree
+    pairs = tree.query_pairs(radius, output_type="ndarray")
     near = coo_matrix((np.ones(2 * len(pairs)), (np.r_[pairs[:, 0], pairs[:, 1]],
                                                   np.r_[pairs[:, 1], pairs[:, 0]])),
                       shape=(n, n)).tocsr()
@@ -655,19 +664,19 @@ def _line_ends(points: np.ndarray, radius: float = 1.0) -> np.ndarray:
 
 
 def _follow_line(run: np.ndarray, shift: np.ndarray, tree: cKDTree, dst: np.ndarray,
-                 near: float, scale: float, max_shift: float) -> np.ndarray:
+                 end: np.ndarray, near: float, scale: float, max_shift: float) -> np.ndarray:
     """Per-point displacement laying ``run`` on ``dst``, smooth along the run.
 
     Starts from the single translation ``shift`` and repeatedly adds the
     Gaussian-smoothed (``scale`` µm, over the run's own points, i.e. along the
     line) offsets of the points that have a ``dst`` point within ``near``.
-    Pairs with the last half µm of a ``dst`` line are left out: where the run
+    Pairs with the last half µm of a ``dst`` line (``end``, :func:`_line_ends` of
+    ``dst``) are left out: where the run
     goes on past that end they would drag it along itself. Points of the run
     far from any pair keep what their neighbours give them. No displacement is
     longer than ``max_shift``.
     """
     smooth = _smoothing_matrix(run, scale)
-    end = _line_ends(dst)
     disp = np.tile(shift, (len(run), 1))
     for _ in range(30):
         d, j = tree.query(run + disp, distance_upper_bound=near)
@@ -715,6 +724,7 @@ def _stray_offsets(q: np.ndarray, fixed: np.ndarray, tree: cKDTree, params: Regi
     if len(stray) * LINE_STEP_UM < _STRAY_MIN_UM or len(free) < 10:
         return empty
     free_tree = cKDTree(free)
+    free_ends = None  # _line_ends(free), once a stretch needs it
     labels = _pieces(stray, 2.5 * LINE_STEP_UM)
     found = []
     for lab in np.unique(labels):
@@ -724,18 +734,22 @@ def _stray_offsets(q: np.ndarray, fixed: np.ndarray, tree: cKDTree, params: Regi
         t = _shift_onto(run, free_tree, free, params.max_local_shift_um, md / 2)
         if t is None:
             continue
-        disp = _follow_line(run, t, free_tree, free, md / 2,
+        if free_ends is None:
+            free_ends = _line_ends(free, tree=free_tree)
+        disp = _follow_line(run, t, free_tree, free, free_ends, md / 2,
                             max(1.0, params.local_scale_um / 4), params.max_local_shift_um)
         found.append((run[::2], disp[::2]))
     if not found:
         return empty
     points, disp = (np.concatenate(parts) for parts in zip(*found))
-    more = _continue_along(points, disp, free, md / 2, 2.0 * params.local_scale_um)
+    more = _continue_along(points, disp, free, md / 2, 2.0 * params.local_scale_um,
+                           free_tree)
     return np.concatenate([points, more[0]]), np.concatenate([disp, more[1]])
 
 
 def _continue_along(points: np.ndarray, disp: np.ndarray, free: np.ndarray, near: float,
-                    reach_um: float) -> tuple[np.ndarray, np.ndarray]:
+                    reach_um: float, free_tree: cKDTree | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Carry the moved stretches' displacement on along the session-0 lines they were laid on.
 
     A session's tracing often stops short of session 0's (a dimmer or fainter
@@ -743,19 +757,21 @@ def _continue_along(points: np.ndarray, disp: np.ndarray, free: np.ndarray, near
     traced end need the same displacement. Uncovered session-0 points connected
     to the covered ones (``free``, chained 0.6 µm apart), up to ``reach_um`` from
     them, become extra points (in the session's frame, ``point - d``) carrying
-    the displacement ``d`` of the nearest covered point.
+    the displacement ``d`` of the nearest covered point. ``free_tree``: a
+    cKDTree of ``free`` when there is one already.
     """
     moved = points + disp
-    d, _ = cKDTree(moved).query(free, distance_upper_bound=near)
+    moved_tree = cKDTree(moved)
+    d, _ = moved_tree.query(free, distance_upper_bound=near)
     covered = np.isfinite(d)
     if not covered.any() or covered.all() or reach_um <= 0:
         return np.zeros((0, 3)), np.zeros((0, 3))
-    labels = _pieces(free, 2.5 * LINE_STEP_UM)
+    labels = _pieces(free, 2.5 * LINE_STEP_UM, free_tree)
     linked = np.isin(labels, np.unique(labels[covered])) & ~covered
     gap, _ = cKDTree(free[covered]).query(free[linked])
     keep = gap <= reach_um
     ends = free[linked][keep][::2]
-    _, i = cKDTree(moved).query(ends)
+    _, i = moved_tree.query(ends)
     return ends - disp[i], disp[i]
 
 
