@@ -805,9 +805,9 @@ def _select(cands: pd.DataFrame, frame: _Frame, params, features: bool = False
     })
     kept = _drop_on_filopodia(_dedupe(out[keep].reset_index(drop=True), voxel))
     rescue = _may_rescue(margins, cands)
-    filled = (_gap_fillers(out, keep, fill, voxel, frame.shape, kept=kept)
-              | _gap_fillers(out, keep, rescue, voxel, frame.shape, kept=kept,
-                             reach_um=_RESCUE_UM))
+    # fill and rescue fail different sole tests, so no row is both
+    filled = _gap_fillers(out, keep, fill | rescue, voxel, frame.shape, kept=kept,
+                          reach_um=np.where(rescue, _RESCUE_UM, _FILL_UM))
     model = getattr(params, "detector_model", "")
     if not (features or model):
         return finish_detections(out, keep, filled, voxel, kept=kept)
@@ -942,10 +942,7 @@ def _may_fill(margins: pd.DataFrame, cands: pd.DataFrame) -> np.ndarray:
     sides along the arc (:func:`_outline_bulge`), something protrudes there; such
     a maximum is kept when no other call is near (:func:`_gap_fillers`).
     """
-    failing = margins.to_numpy(float) < 0
-    plane = margins.columns.get_loc("plane")
-    only_plane = failing[:, plane] & (failing.sum(axis=1) == 1)
-    return only_plane & (_column(cands, "bulge_um", 0.0) > 0)
+    return _fails_only(margins, "plane") & (_column(cands, "bulge_um", 0.0) > 0)
 
 
 _RESCUE_UM = 1.0  # a big head rescued by its residual's fall-off fills a gap: no kept call
@@ -966,22 +963,26 @@ def _may_rescue(margins: pd.DataFrame, cands: pd.DataFrame) -> np.ndarray:
     fills a gap (:func:`_gap_fillers` with ``_RESCUE_UM``): it never displaces a
     call that passes every test.
     """
+    return _fails_only(margins, "outer") & (_column(cands, "outer_resid", np.inf) < _RESCUE_OUTER)
+
+
+def _fails_only(margins: pd.DataFrame, name: str) -> np.ndarray:
+    """Rows whose only failing test (margin < 0) is ``name``."""
     failing = margins.to_numpy(float) < 0
-    only_outer = failing[:, margins.columns.get_loc("outer")] & (failing.sum(axis=1) == 1)
-    return only_outer & (_column(cands, "outer_resid", np.inf) < _RESCUE_OUTER)
+    return failing[:, margins.columns.get_loc(name)] & (failing.sum(axis=1) == 1)
 
 
 def _gap_fillers(calls: pd.DataFrame, keep: np.ndarray, fill: np.ndarray, voxel,
                  shape=None, kept: pd.DataFrame | None = None,
-                 reach_um: float = None) -> np.ndarray:
+                 reach_um=None) -> np.ndarray:
     """Which of the ``fill`` candidates lie in a gap between the calls the tests keep.
 
     A maximum on the shaft's flank next to a kept call is that head's blur or
     the shaft beside it; alone, it is mostly a stubby spine whose brightest
     point lies on the flank. A gap: farther than ``reach_um`` (default
-    ``_FILL_UM``; laterally) from every call the tests keep (after
-    de-duplication), so a filler never displaces a kept call. Only spines fill
-    gaps.
+    ``_FILL_UM``; one for all rows, or one per row of ``calls``; laterally)
+    from every call the tests keep (after de-duplication), so a filler never
+    displaces a kept call. Only spines fill gaps.
     Within the outline's window (``_BULGE_ALONG_UM``) of the image's edge in
     (y, x) (``shape``, when given) the outline is not known on both sides (a
     dendrite leaving the image seems to bulge), so none is taken there.
@@ -1001,7 +1002,8 @@ def _gap_fillers(calls: pd.DataFrame, keep: np.ndarray, fill: np.ndarray, voxel,
     if len(kept):
         d, _ = cKDTree(kept[["y_um", "x_um"]].to_numpy()).query(
             calls[["y_um", "x_um"]].to_numpy()[idx])
-        out[idx[d <= (_FILL_UM if reach_um is None else reach_um)]] = False
+        reach = np.broadcast_to(_FILL_UM if reach_um is None else reach_um, out.shape)
+        out[idx[d <= reach[idx]]] = False
     if shape is not None:
         for col, n, v in (("y", shape[1], voxel[1]), ("x", shape[2], voxel[2])):
             c = calls[col].to_numpy()
