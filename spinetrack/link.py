@@ -290,11 +290,9 @@ def _shift_pair(arcs, key, ia, ib, branch, later, limit, scale_um) -> bool:
 def link_displacements(linked: pd.DataFrame, coords: tuple[str, ...]) -> np.ndarray:
     """Change of each coordinate along every link between consecutive sessions, (L, C)."""
     parts = []
-    sessions = np.unique(linked["session"].to_numpy(int))
-    for prev, k in zip(sessions[:-1], sessions[1:]):
-        a = linked.loc[linked["session"] == prev, ["spine_id", *coords]]
-        b = linked.loc[linked["session"] == k, ["spine_id", *coords]]
-        m = a.merge(b, on="spine_id", suffixes=("_a", "_b"))
+    table = linked[["spine_id", *coords]]
+    for _, a, b in _consecutive_sessions(linked["session"].to_numpy(int)):
+        m = table.iloc[a].merge(table.iloc[b], on="spine_id", suffixes=("_a", "_b"))
         parts.append(np.stack([(m[c + "_b"] - m[c + "_a"]).to_numpy(float) for c in coords], 1)
                      if len(m) else np.zeros((0, len(coords))))
     return np.concatenate(parts) if parts else np.zeros((0, len(coords)))
