@@ -811,13 +811,14 @@ def branch_statistics(
                         "every session; their densities are empty")
     arc_range = {int(b): (float(s), float(e)) for b, s, e in
                  zip(branch_ids, bt["arc_start_um"], bt["arc_end_um"])}
-    seen = _observed_in_every_session(f, bt, n_sessions)
     grid = np.array([[c == "1" for c in p] for p in f["present"].astype(str)],
                     dtype=bool).reshape(len(f), n_sessions)  # presence, one row per spine
     all_per_session = grid.sum(axis=0)
-    left_out = sorted(int(i) for i in f.loc[~seen, "spine_id"]) if branch_table is not None \
-        else []
-    if branch_table is not None and not seen.all():
+    left_out = []
+    # only a traced branch table tells where dendrite was traced in every session
+    seen = _observed_in_every_session(f, bt, n_sessions) if branch_table is not None else None
+    if seen is not None and not seen.all():
+        left_out = sorted(int(i) for i in f.loc[~seen, "spine_id"])
         n_all = len(f)
         f = f[seen].reset_index(drop=True)
         grid = grid[seen]
