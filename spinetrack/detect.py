@@ -547,7 +547,8 @@ def _branch_peaks(vol, pts, offsets, dz, step, voxel, params, inner=None,
         "value": vol[ia, iz, io], "resid": strength, "neck_min": neck_min,
         "neck_mean": neck_mean, "width_um": width, "offset_um": off_um,
         "surface_um": surface, "slope": slope, "noise": noise, "lateral": lateral,
-        "outer": outer, "outer_resid": outer_resid, "xwidth_um": xwidth, "plane_peak": plane_only, "bulge_um": bulge,
+        "outer": outer, "outer_resid": outer_resid, "xwidth_um": xwidth,
+        "plane_peak": plane_only, "bulge_um": bulge,
         **haze, **_z_extent(vol, resid, ia, iz, io, centre, voxel[0], (lo_arc, hi_arc))})
 
 

@@ -162,9 +162,9 @@ def spine_map_figure(
     if out.any():
         handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", color="grey",
                               label="not counted (dendrite not traced in every session)"))
-    ax.legend(handles=handles, ncol=7 if len(handles) <= 7 else 4, fontsize=8, frameon=False, loc="upper left",
-              bbox_to_anchor=(0, -0.18 if n_sessions > 2 else -0.3), handletextpad=0.3,
-              columnspacing=1.0)
+    ax.legend(handles=handles, ncol=7 if len(handles) <= 7 else 4, fontsize=8, frameon=False,
+              loc="upper left", bbox_to_anchor=(0, -0.18 if n_sessions > 2 else -0.3),
+              handletextpad=0.3, columnspacing=1.0)
     fig.tight_layout()
     return fig
 
