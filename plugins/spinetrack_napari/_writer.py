@@ -10,6 +10,7 @@ session's own image frame (the registration inverted), every column kept.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +105,10 @@ def _write_project(project: Project, out: Path, data: np.ndarray,
                    features: pd.DataFrame) -> list[str]:
     extra = layer_edits(project, data, features)
     if extra:
-        record = project.record
-        project = Project(project.auto, project.folder, list(project.edits), autosave=False)
-        project.record = record  # the inputs and batch record of the folder's params.json
+        # a copy (as Project.save_copy makes) with its own edit list: no replay
+        project = copy.copy(project)
+        project.edits, project.autosave = list(project.edits), False
+        project.view = {}  # as before: the copy that takes the layer's changes has no view
         for edit in extra:
             try:
                 project.apply(edit, statistics=False)
