@@ -500,7 +500,7 @@ def points_to_spines(data: np.ndarray, features: pd.DataFrame, voxels: list,
     out["branch_id"] = pd.to_numeric(out["branch_id"], errors="coerce").fillna(-1).astype(int)
     source = out["source"] if "source" in out.columns else pd.Series(["manual"] * n)
     out["source"] = np.where(placed, "manual", source.fillna("manual").astype(str))
-    if relocate.any():
+    if relocate.any() or not n:  # an empty layer still gets the position columns
         stale = [c for c in out.columns if c not in ("spine_id", "session", "branch_id",
                                                       "arc_um", "source")]
         for c in stale if placed.any() else []:

@@ -163,14 +163,14 @@ def _write_tables(out: Path, data: np.ndarray, features: pd.DataFrame,
     """spines.csv and fates.csv of a layer that shows no project."""
     from spinetrack.project import FolderInUse, results_in
 
-    if results_in(out):
-        raise FolderInUse(out, f"already holds {' and '.join(results_in(out))}; choose an "
-                          "empty folder")
+    found = results_in(out)
+    if found:
+        raise FolderInUse(out, f"already holds {' and '.join(found)}; choose an empty folder")
     spines = points_to_spines(data, features, _voxels(info), info.get("transform"))
     if (spines["branch_id"] < 0).any() or spines["arc_um"].isna().any():
         raise InputError(out, "some spines have no branch; save spines opened from a "
                          "spinetrack results folder, or run detection first")
-    n_sessions = int(info.get("n_sessions") or spines["session"].max() + 1)
+    n_sessions = int(info.get("n_sessions") or (spines["session"].max() + 1 if len(spines) else 1))
     fates = classify_fates(spines, n_sessions)
     out.mkdir(parents=True, exist_ok=True)
     extra = [c for c in spines.columns if c not in SPINE_COLUMNS]

@@ -105,6 +105,16 @@ def test_writer_without_project_writes_spines_and_fates(tiny_folder, tmp_path):
         write_spines(str(tmp_path / "x.csv"), data, kw)
 
 
+def test_writer_writes_an_empty_layer_without_n_sessions(tmp_path):
+    """An empty spines layer whose metadata does not say the sessions: one session."""
+    meta = {"features": pd.DataFrame(),
+            "metadata": {"spinetrack": {"voxel_size_um": [[1.0, 0.2, 0.2]]}}}
+    written = write_spines(str(tmp_path / "empty"), np.zeros((0, 4)), meta)
+    assert sorted(Path(w).name for w in written) == ["fates.csv", "spines.csv"]
+    assert pd.read_csv(tmp_path / "empty" / "spines.csv").empty
+    assert pd.read_csv(tmp_path / "empty" / "fates.csv").empty
+
+
 def test_fate_colours_are_fixed():
     assert FATE_COLORS == {"stable": "#56B4E9", "lost": "#D55E00", "formed": "#009E73",
                            "transient": "#F0E442", "restored": "#CC79A7"}
