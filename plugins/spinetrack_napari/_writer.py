@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spinetrack.edits import Edit, EditError
+from spinetrack.edits import Edit, EditError, position_columns
 from spinetrack.errors import InputError
 from spinetrack.fates import classify_fates
 from spinetrack.files import write_table_atomic
 from spinetrack.project import Project
 from spinetrack.results import SPINE_COLUMNS, FATE_COLUMNS
 
-from ._convert import META_KEY, points_to_spines, spines_layer
+from ._convert import META_KEY, points_to_spines
 
 __all__ = ["write_spines", "layer_edits"]
 
@@ -79,13 +79,12 @@ def layer_edits(project: Project, data: np.ndarray, features: pd.DataFrame) -> l
     gone is deleted, one at another place is moved, a point without a known
     observation is added.
     """
-    shown, kwargs, _ = spines_layer(project.results, project.folder)
-    before = {(int(r.spine_id), int(r.session)): shown[i]
-              for i, r in enumerate(kwargs["features"].itertuples())}
+    spines = project.results.spines
+    before = {(int(s), int(k)): p for s, k, p in zip(
+        spines["spine_id"], spines["session"], spines[position_columns(spines)].to_numpy(float))}
     data = np.asarray(data, float).reshape(-1, 4)
     feats = features.reset_index(drop=True)
     ids = pd.to_numeric(feats.get("spine_id", pd.Series([np.nan] * len(data))), errors="coerce")
-    spines = project.results.spines
     edits: list[Edit] = []
     kept = set()
     for i, point in enumerate(data):
@@ -95,7 +94,7 @@ def layer_edits(project: Project, data: np.ndarray, features: pd.DataFrame) -> l
             edits.append(Edit.add(session, point[1:]))
             continue
         kept.add(key)
-        if np.abs(before[key][1:] - point[1:]).max() > _SAME_UM:
+        if np.abs(before[key] - point[1:]).max() > _SAME_UM:
             edits.append(Edit.move(spines, key[0], session, point[1:]))
     gone = [Edit.delete(spines, sid, s) for sid, s in before if (sid, s) not in kept]
     return gone + edits
