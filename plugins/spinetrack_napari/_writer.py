@@ -56,7 +56,7 @@ def _live_project(data: np.ndarray, info: dict[str, Any]) -> Project | None:
             found.append((not same, state))
     if not found:
         return None
-    state = sorted(found, key=lambda f: f[0])[0][1]
+    state = min(found, key=lambda f: f[0])[1]
     state.project.view = state.view_state()
     return state.project
 
