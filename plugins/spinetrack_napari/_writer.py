@@ -24,13 +24,9 @@ from spinetrack.files import write_table_atomic
 from spinetrack.project import Project
 from spinetrack.results import SPINE_COLUMNS, FATE_COLUMNS
 
-from ._convert import META_KEY, points_to_spines
+from ._convert import _SAME_UM, META_KEY, points_to_spines
 
 __all__ = ["write_spines", "layer_edits"]
-
-#: Positions closer than this (µm) are the same position.
-_SAME_UM = 1e-4
-
 
 def _voxels(info: dict[str, Any]) -> list:
     if info.get("voxel_size_um"):
