@@ -225,15 +225,15 @@ def _squeeze_axes(data: np.ndarray, axes: str, path: Path) -> tuple[np.ndarray, 
         n = data.shape[axes.index("C")]
         raise InputError(path, f"has {n} channels; spinetrack needs one grey channel "
                          "(save the dendrite channel on its own)")
-    shape = tuple(n for i, n in enumerate(data.shape) if n > 1 or axes[i] in "YX")
+    keep = [i for i, n in enumerate(data.shape) if n > 1 or axes[i] in "YX"]
+    shape = tuple(data.shape[i] for i in keep)
     if len(shape) > 4:  # e.g. (t, z, c, y, x) whose c tifffile stored as colour samples
         raise InputError(path, f"has {len(shape)} dimensions {shape}; expected (y, x), "
                          "(z, y, x) or (t, z, y, x) with one grey channel")
     if "S" in axes and data.shape[axes.index("S")] in (3, 4):
         raise InputError(path, "is an RGB colour image; spinetrack needs one grey channel "
                          "(split the channels and pass the dendrite channel)")
-    keep = [i for i, n in enumerate(data.shape) if n > 1 or axes[i] in "YX"]
-    data = data.reshape([data.shape[i] for i in keep])
+    data = data.reshape(shape)
     axes = "".join(axes[i] for i in keep)
     return data, axes
 
