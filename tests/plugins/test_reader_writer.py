@@ -247,3 +247,24 @@ def test_writer_without_project_inverts_the_registration_and_keeps_columns(regis
     np.testing.assert_allclose(back.loc[(4, 1), ["z_um", "y_um", "x_um"]], own, atol=1e-6)
     assert back.loc[(4, 1), "source"] == "manual" and np.isnan(back.loc[(4, 1), "score"])
     assert not Project.is_project(tmp_path / "plain" / "auto")
+
+
+def test_session_files_with_a_voxel_size_each_get_read_series_checks(tmp_path):
+    """Sessions re-read with their recorded, differing voxel sizes are checked as any series."""
+    from spinetrack.io import write_session
+    from spinetrack_napari._widgets.run import _read_files
+
+    files = []
+    for k, shape in enumerate([(4, 30, 30), (4, 30, 30), (1, 30, 30)]):
+        files.append(str(tmp_path / f"day{k}.tif"))
+        write_session(files[-1], np.random.default_rng(k).integers(0, 255, shape, np.uint8),
+                      (1.0, 0.2, 0.2))
+    voxels = [[1.0, 0.2, 0.2], [1.0, 0.25, 0.25], [2.0, 0.2, 0.2]]
+    series = _read_files(files[:2], voxels[:2], ["a", "b"], [0, 3])
+    assert [tuple(s.voxel_size_um) for s in series.sessions] == [(1.0, 0.2, 0.2),
+                                                                  (1.0, 0.25, 0.25)]
+    assert series.names == ["a", "b"] and [s.day for s in series.sessions] == [0, 3]
+    with pytest.raises(InputError, match="must not decrease"):
+        _read_files(files[:2], voxels[:2], None, [3, 0])
+    with pytest.raises(InputError, match="single plane"):
+        _read_files(files, voxels, None, None)
