@@ -122,21 +122,14 @@ def test_fate_colours_are_fixed():
 
 # --------------------------------------------------------------------------- writer, registered
 
-VOXEL = (1.0, 0.2, 0.2)
-
-
 @pytest.fixture
-def registered(tmp_path, tiny_results_fn):
+def registered(tmp_path, tiny_results_fn, tiny_voxel, shifted_registration):
     """Tiny results whose sessions 1 and 2 are shifted (own frame != session 0's frame)."""
-    from spinetrack.register import Registration
     from spinetrack.results import write_results
 
     res = tiny_results_fn()
-    base = Registration.identity(3, (6, 80, 80), VOXEL)
-    base.offsets[1] = np.array([0.0, 0.6, -0.8])
-    base.offsets[2] = np.array([0.0, -0.5, 1.1])
-    reg = Registration(base.matrices, base.offsets, base.anchors, base.displacements,
-                       base.weights, 0.0, (6, 80, 80), VOXEL)
+    reg = shifted_registration(3, (6, 80, 80), tiny_voxel,
+                               {1: (0.0, 0.6, -0.8), 2: (0.0, -0.5, 1.1)})
     res.transform = reg.to_dict()
     sp = res.spines
     for k in (1, 2):
@@ -156,21 +149,20 @@ def _tables(folder):
 
 @pytest.mark.napari
 def test_writer_saves_the_shown_project_with_unsaved_edits(make_napari_viewer, registered,
-                                                           tmp_path):
+                                                           tmp_path, open_folder, select):
     from spinetrack.compare import compare
     from spinetrack_napari._widgets.edit import EditWidget
 
     folder, reg = registered
     viewer = make_napari_viewer()
-    viewer.open(str(folder), plugin="spinetrack")
+    open_folder(viewer, folder)
     edit = EditWidget(viewer)
     edit.autosave.setChecked(False)
     layer = viewer.layers["spines"]
-    f = layer.features
-    layer.selected_data = {int(f.index[(f["spine_id"] == 3) & (f["session"] == 1)][0])}
+    select(viewer, 3, 1)
     edit.fate.setCurrentText("formed")  # 011, restored: a person says it is new
     assert edit.set_fate_selected(), edit.status.text()
-    layer.selected_data = {int(f.index[(f["spine_id"] == 0) & (f["session"] == 2)][0])}
+    select(viewer, 0, 2)
     assert edit.delete_selected()
     viewer.layers.selection = {layer}
     viewer.layers.save(str(tmp_path / "saved"), selected=True, plugin="spinetrack")
@@ -196,12 +188,13 @@ def test_writer_saves_the_shown_project_with_unsaved_edits(make_napari_viewer, r
 
 @pytest.mark.napari
 def test_points_changed_with_napari_tools_unwatched_become_edits(make_napari_viewer,
-                                                                 registered, tmp_path):
+                                                                 registered, tmp_path,
+                                                                 open_folder, tiny_voxel):
     from spinetrack.project import Project
 
     folder, reg = registered
     viewer = make_napari_viewer()
-    viewer.open(str(folder), plugin="spinetrack")  # no spinetrack widget watches the layer
+    open_folder(viewer, folder)  # no spinetrack widget watches the layer
     layer = viewer.layers["spines"]
     f = layer.features
     gone = int(f.index[(f["spine_id"] == 5) & (f["session"] == 1)][0])
@@ -220,7 +213,7 @@ def test_points_changed_with_napari_tools_unwatched_become_edits(make_napari_vie
     assert (5, 1) not in sp.index
     own = reg.from_reference(2, np.atleast_2d(to[1:]))[0]
     np.testing.assert_allclose(sp.loc[(4, 2), ["z_um", "y_um", "x_um"]], own, atol=1e-6)
-    np.testing.assert_allclose(sp.loc[(4, 2), ["z", "y", "x"]], own / VOXEL, atol=1e-5)
+    np.testing.assert_allclose(sp.loc[(4, 2), ["z", "y", "x"]], own / tiny_voxel, atol=1e-5)
 
 
 def test_writer_without_project_inverts_the_registration_and_keeps_columns(registered,
