@@ -225,15 +225,15 @@ def _squeeze_axes(data: np.ndarray, axes: str, path: Path) -> tuple[np.ndarray, 
         n = data.shape[axes.index("C")]
         raise InputError(path, f"has {n} channels; spinetrack needs one grey channel "
                          "(save the dendrite channel on its own)")
-    shape = tuple(n for i, n in enumerate(data.shape) if n > 1 or axes[i] in "YX")
+    keep = [i for i, n in enumerate(data.shape) if n > 1 or axes[i] in "YX"]
+    shape = tuple(data.shape[i] for i in keep)
     if len(shape) > 4:  # e.g. (t, z, c, y, x) whose c tifffile stored as colour samples
         raise InputError(path, f"has {len(shape)} dimensions {shape}; expected (y, x), "
                          "(z, y, x) or (t, z, y, x) with one grey channel")
     if "S" in axes and data.shape[axes.index("S")] in (3, 4):
         raise InputError(path, "is an RGB colour image; spinetrack needs one grey channel "
                          "(split the channels and pass the dendrite channel)")
-    keep = [i for i, n in enumerate(data.shape) if n > 1 or axes[i] in "YX"]
-    data = data.reshape([data.shape[i] for i in keep])
+    data = data.reshape(shape)
     axes = "".join(axes[i] for i in keep)
     return data, axes
 
@@ -499,9 +499,19 @@ def _check_comparable(sessions_data) -> None:
                 "spines outside it will be called lost", path, *field, *field0)
 
 
+def _voxel_per_file(voxel_size_um, n_files: int) -> list:
+    """``read_series``' voxel size(s): one (z, y, x) for every file, or one per file."""
+    if voxel_size_um is None or not len(voxel_size_um) or np.ndim(voxel_size_um[0]) == 0:
+        return [voxel_size_um] * n_files
+    if len(voxel_size_um) != n_files:
+        raise InputError(None, f"{len(voxel_size_um)} voxel sizes given for {n_files} "
+                         "session files")
+    return list(voxel_size_um)
+
+
 def read_series(
     paths: str | Path | Sequence[str | Path],
-    voxel_size_um: Sequence[float] | None = None,
+    voxel_size_um: Sequence[float] | Sequence[Sequence[float]] | None = None,
     names: Sequence[str] | None = None,
     days: Sequence[float] | None = None,
 ) -> Series:
@@ -512,8 +522,10 @@ def read_series(
     paths : path or sequence of paths
         Session files in chronological order; a single 4-D (t, z, y, x) TIFF; or a
         folder whose TIFF files, in natural name order, are the sessions.
-    voxel_size_um : sequence of 3 floats, optional
-        (z, y, x) in µm for every session; overrides the files' metadata.
+    voxel_size_um : sequence of 3 floats, or one such per file, optional
+        (z, y, x) in µm for every session, or one (z, y, x) per session file
+        (e.g. the sizes a run's ``sessions.csv`` recorded); overrides the files'
+        metadata. A single 4-D file takes one (z, y, x).
     names : sequence of str, optional
         One name per session (default: file stems, or ``t0, t1, ...`` for a 4-D file).
     days : sequence of float, optional
@@ -528,9 +540,10 @@ def read_series(
         raise InputError(None, "no session files given")
     if len(paths) == 1 and paths[0].is_dir():
         paths = session_paths(paths[0])
+    voxels = _voxel_per_file(voxel_size_um, len(paths))
 
     if len(paths) == 1:
-        data, voxel = read_tiff(paths[0], voxel_size_um)
+        data, voxel = read_tiff(paths[0], voxels[0])
         if data.ndim == 4:
             stacks = [np.ascontiguousarray(d) for d in data]
             for t, stack in enumerate(stacks):
@@ -545,8 +558,8 @@ def read_series(
             sessions_data = [(data, voxel, paths[0])]
     else:
         sessions_data = []
-        for p in paths:
-            s = read_session(p, voxel_size_um)
+        for p, vox in zip(paths, voxels):
+            s = read_session(p, vox)
             sessions_data.append((s.image, s.voxel_size_um, p))
         default_names = [_stem(p) for p in paths]
         if len(set(default_names)) != len(default_names):

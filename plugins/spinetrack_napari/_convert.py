@@ -62,6 +62,8 @@ BRANCH_COLOR = "#00FFFF"
 BRANCH_HIGHLIGHT = "#FFD700"
 #: Key of the layer metadata that tells the widgets which spinetrack layer this is.
 META_KEY = "spinetrack"
+#: Positions closer than this (µm) are the same position.
+_SAME_UM = 1e-4
 #: Marker size in µm (world units).
 SPINE_SIZE_UM = 1.0
 #: Markers are rings in the fate colour with a light fill, so the spine stays visible.
@@ -489,7 +491,7 @@ def points_to_spines(data: np.ndarray, features: pd.DataFrame, voxels: list,
     was = (feats[ref].to_numpy(float) if all(c in feats.columns for c in ref)
            else np.full((n, 3), np.nan))
     known = np.isfinite(was).all(axis=1)
-    placed = missing | (known & ~(np.abs(was - data[:, 1:]).max(axis=1) <= 1e-4))
+    placed = missing | (known & ~(np.abs(was - data[:, 1:]).max(axis=1) <= _SAME_UM))
     relocate = placed | ~known
     own = _own_frame(data[:, 1:], session, transform)
     out = feats.drop(columns=["fate"], errors="ignore")
@@ -500,13 +502,14 @@ def points_to_spines(data: np.ndarray, features: pd.DataFrame, voxels: list,
     out["branch_id"] = pd.to_numeric(out["branch_id"], errors="coerce").fillna(-1).astype(int)
     source = out["source"] if "source" in out.columns else pd.Series(["manual"] * n)
     out["source"] = np.where(placed, "manual", source.fillna("manual").astype(str))
-    if relocate.any():
+    if relocate.any() or not n:  # an empty layer still gets the position columns
         stale = [c for c in out.columns if c not in ("spine_id", "session", "branch_id",
                                                       "arc_um", "source")]
-        for c in stale if placed.any() else []:
-            if out[c].dtype.kind in "iub":
-                out[c] = out[c].astype(float)
-            out.loc[placed, c] = np.nan
+        if placed.any():
+            for c in stale:
+                if out[c].dtype.kind in "iub":
+                    out[c] = out[c].astype(float)
+                out.loc[placed, c] = np.nan
         values = {"z_um": own[:, 0], "y_um": own[:, 1], "x_um": own[:, 2],
                   "z": own[:, 0] / vox[:, 0], "y": own[:, 1] / vox[:, 1],
                   "x": own[:, 2] / vox[:, 2], "ref_z_um": data[:, 1],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 from spinetrack.errors import InputError
-from spinetrack.io import read_series, read_session, session_paths
+from spinetrack.io import read_series, session_paths
 from spinetrack.project import Project
 from spinetrack.results import incomplete_run
 
@@ -94,10 +94,11 @@ def load_session_images(results, folder: Path, progress=None):
         log.warning("session images not found (%s); showing the tables only", ", ".join(missing))
         return None, None, {}
     days = s["day"].tolist() if "day" in s.columns else None
-    if len(set(files)) == 1:
-        images = [sess.image for sess in read_series(files[0], voxel_size_um=voxels[0])]
+    if len(set(files)) == 1:  # a single 4-D file holds every session
+        series = read_series(files[0], voxel_size_um=voxels[0])
     else:
-        images = [read_session(p, v).image for p, v in zip(files, voxels)]
+        series = read_series(files, voxel_size_um=voxels)
+    images = [sess.image for sess in series]
     stack = session_stack(images, voxels, results.transform, progress=progress)
     meta = {"files": [str(p) for p in files], "voxel_size_um": voxels,
             "days": None if days is None or any(d != d for d in days) else days,

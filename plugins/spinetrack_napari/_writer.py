@@ -10,26 +10,23 @@ session's own image frame (the registration inverted), every column kept.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from spinetrack.edits import Edit, EditError
+from spinetrack.edits import Edit, EditError, position_columns
 from spinetrack.errors import InputError
 from spinetrack.fates import classify_fates
 from spinetrack.files import write_table_atomic
 from spinetrack.project import Project
 from spinetrack.results import SPINE_COLUMNS, FATE_COLUMNS
 
-from ._convert import META_KEY, points_to_spines, spines_layer
+from ._convert import _SAME_UM, META_KEY, points_to_spines
 
 __all__ = ["write_spines", "layer_edits"]
-
-#: Positions closer than this (µm) are the same position.
-_SAME_UM = 1e-4
-
 
 def _voxels(info: dict[str, Any]) -> list:
     if info.get("voxel_size_um"):
@@ -55,7 +52,7 @@ def _live_project(data: np.ndarray, info: dict[str, Any]) -> Project | None:
             found.append((not same, state))
     if not found:
         return None
-    state = sorted(found, key=lambda f: f[0])[0][1]
+    state = min(found, key=lambda f: f[0])[1]
     state.project.view = state.view_state()
     return state.project
 
@@ -78,13 +75,12 @@ def layer_edits(project: Project, data: np.ndarray, features: pd.DataFrame) -> l
     gone is deleted, one at another place is moved, a point without a known
     observation is added.
     """
-    shown, kwargs, _ = spines_layer(project.results, project.folder)
-    before = {(int(r.spine_id), int(r.session)): shown[i]
-              for i, r in enumerate(kwargs["features"].itertuples())}
+    spines = project.results.spines
+    before = {(int(s), int(k)): p for s, k, p in zip(
+        spines["spine_id"], spines["session"], spines[position_columns(spines)].to_numpy(float))}
     data = np.asarray(data, float).reshape(-1, 4)
     feats = features.reset_index(drop=True)
     ids = pd.to_numeric(feats.get("spine_id", pd.Series([np.nan] * len(data))), errors="coerce")
-    spines = project.results.spines
     edits: list[Edit] = []
     kept = set()
     for i, point in enumerate(data):
@@ -94,7 +90,7 @@ def layer_edits(project: Project, data: np.ndarray, features: pd.DataFrame) -> l
             edits.append(Edit.add(session, point[1:]))
             continue
         kept.add(key)
-        if np.abs(before[key][1:] - point[1:]).max() > _SAME_UM:
+        if np.abs(before[key] - point[1:]).max() > _SAME_UM:
             edits.append(Edit.move(spines, key[0], session, point[1:]))
     gone = [Edit.delete(spines, sid, s) for sid, s in before if (sid, s) not in kept]
     return gone + edits
@@ -104,9 +100,10 @@ def _write_project(project: Project, out: Path, data: np.ndarray,
                    features: pd.DataFrame) -> list[str]:
     extra = layer_edits(project, data, features)
     if extra:
-        record = project.record
-        project = Project(project.auto, project.folder, list(project.edits), autosave=False)
-        project.record = record  # the inputs and batch record of the folder's params.json
+        # a copy (as Project.save_copy makes) with its own edit list: no replay
+        project = copy.copy(project)
+        project.edits, project.autosave = list(project.edits), False
+        project.view = {}  # as before: the copy that takes the layer's changes has no view
         for edit in extra:
             try:
                 project.apply(edit, statistics=False)
@@ -161,14 +158,14 @@ def _write_tables(out: Path, data: np.ndarray, features: pd.DataFrame,
     """spines.csv and fates.csv of a layer that shows no project."""
     from spinetrack.project import FolderInUse, results_in
 
-    if results_in(out):
-        raise FolderInUse(out, f"already holds {' and '.join(results_in(out))}; choose an "
-                          "empty folder")
+    found = results_in(out)
+    if found:
+        raise FolderInUse(out, f"already holds {' and '.join(found)}; choose an empty folder")
     spines = points_to_spines(data, features, _voxels(info), info.get("transform"))
     if (spines["branch_id"] < 0).any() or spines["arc_um"].isna().any():
         raise InputError(out, "some spines have no branch; save spines opened from a "
                          "spinetrack results folder, or run detection first")
-    n_sessions = int(info.get("n_sessions") or spines["session"].max() + 1)
+    n_sessions = int(info.get("n_sessions") or (spines["session"].max() + 1 if len(spines) else 1))
     fates = classify_fates(spines, n_sessions)
     out.mkdir(parents=True, exist_ok=True)
     extra = [c for c in spines.columns if c not in SPINE_COLUMNS]

@@ -3,23 +3,18 @@
 import numpy as np
 import pandas as pd
 
-from spinetrack.register import Registration, rotation_matrix
 from spinetrack_napari._convert import (points_to_spines, session_stack, spines_layer,
                                         tracks_layer)
 
 
-def shifted_registration(shape, voxel):
-    reg = Registration.identity(2, shape, voxel)
-    reg.matrices[1] = rotation_matrix((0.0, 0.0, 3.0))
-    reg.offsets[1] = np.array([0.5, 1.3, -0.7])
-    return Registration(reg.matrices, reg.offsets, reg.anchors, reg.displacements, reg.weights,
-                        0.0, shape, voxel)
+#: session 1 of the two-session registrations: shifted and slightly turned
+SHIFT, TURN = {1: (0.5, 1.3, -0.7)}, {1: (0.0, 0.0, 3.0)}
 
 
-def test_lazy_registered_stack_matches_warp_image(rng):
+def test_lazy_registered_stack_matches_warp_image(rng, shifted_registration):
     shape, voxel = (5, 60, 70), (1.0, 0.2, 0.2)
     images = [rng.integers(0, 200, shape).astype(np.uint8) for _ in range(2)]
-    reg = shifted_registration(shape, voxel)
+    reg = shifted_registration(2, shape, voxel, SHIFT, TURN)
     lazy = session_stack(images, [voxel, voxel], reg.to_dict())
     assert lazy.shape == (2,) + shape
     np.testing.assert_array_equal(np.asarray(lazy[0]), images[0])
@@ -65,7 +60,7 @@ def test_tracks_only_for_spines_seen_twice(tiny_results_fn):
     assert set(ids) == {0, 1, 3, 4} and (counts >= 2).all()
 
 
-def test_registered_planes_are_resampled_once(rng, monkeypatch):
+def test_registered_planes_are_resampled_once(rng, monkeypatch, shifted_registration):
     import spinetrack_napari._convert as convert
 
     shape, voxel = (3, 20, 20), (1.0, 0.2, 0.2)
@@ -73,7 +68,8 @@ def test_registered_planes_are_resampled_once(rng, monkeypatch):
     calls = []
     real = convert._warp_plane
     monkeypatch.setattr(convert, "_warp_plane", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
-    stack = session_stack(images, [voxel, voxel], shifted_registration(shape, voxel).to_dict())
+    reg = shifted_registration(2, shape, voxel, SHIFT, TURN)
+    stack = session_stack(images, [voxel, voxel], reg.to_dict())
     first = np.asarray(stack[1, 1])
     np.testing.assert_array_equal(np.asarray(stack[1, 1]), first)
     assert calls == [1]

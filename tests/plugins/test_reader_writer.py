@@ -105,6 +105,16 @@ def test_writer_without_project_writes_spines_and_fates(tiny_folder, tmp_path):
         write_spines(str(tmp_path / "x.csv"), data, kw)
 
 
+def test_writer_writes_an_empty_layer_without_n_sessions(tmp_path):
+    """An empty spines layer whose metadata does not say the sessions: one session."""
+    meta = {"features": pd.DataFrame(),
+            "metadata": {"spinetrack": {"voxel_size_um": [[1.0, 0.2, 0.2]]}}}
+    written = write_spines(str(tmp_path / "empty"), np.zeros((0, 4)), meta)
+    assert sorted(Path(w).name for w in written) == ["fates.csv", "spines.csv"]
+    assert pd.read_csv(tmp_path / "empty" / "spines.csv").empty
+    assert pd.read_csv(tmp_path / "empty" / "fates.csv").empty
+
+
 def test_fate_colours_are_fixed():
     assert FATE_COLORS == {"stable": "#56B4E9", "lost": "#D55E00", "formed": "#009E73",
                            "transient": "#F0E442", "restored": "#CC79A7"}
@@ -112,21 +122,14 @@ def test_fate_colours_are_fixed():
 
 # --------------------------------------------------------------------------- writer, registered
 
-VOXEL = (1.0, 0.2, 0.2)
-
-
 @pytest.fixture
-def registered(tmp_path, tiny_results_fn):
+def registered(tmp_path, tiny_results_fn, tiny_voxel, shifted_registration):
     """Tiny results whose sessions 1 and 2 are shifted (own frame != session 0's frame)."""
-    from spinetrack.register import Registration
     from spinetrack.results import write_results
 
     res = tiny_results_fn()
-    base = Registration.identity(3, (6, 80, 80), VOXEL)
-    base.offsets[1] = np.array([0.0, 0.6, -0.8])
-    base.offsets[2] = np.array([0.0, -0.5, 1.1])
-    reg = Registration(base.matrices, base.offsets, base.anchors, base.displacements,
-                       base.weights, 0.0, (6, 80, 80), VOXEL)
+    reg = shifted_registration(3, (6, 80, 80), tiny_voxel,
+                               {1: (0.0, 0.6, -0.8), 2: (0.0, -0.5, 1.1)})
     res.transform = reg.to_dict()
     sp = res.spines
     for k in (1, 2):
@@ -146,21 +149,20 @@ def _tables(folder):
 
 @pytest.mark.napari
 def test_writer_saves_the_shown_project_with_unsaved_edits(make_napari_viewer, registered,
-                                                           tmp_path):
+                                                           tmp_path, open_folder, select):
     from spinetrack.compare import compare
     from spinetrack_napari._widgets.edit import EditWidget
 
     folder, reg = registered
     viewer = make_napari_viewer()
-    viewer.open(str(folder), plugin="spinetrack")
+    open_folder(viewer, folder)
     edit = EditWidget(viewer)
     edit.autosave.setChecked(False)
     layer = viewer.layers["spines"]
-    f = layer.features
-    layer.selected_data = {int(f.index[(f["spine_id"] == 3) & (f["session"] == 1)][0])}
+    select(viewer, 3, 1)
     edit.fate.setCurrentText("formed")  # 011, restored: a person says it is new
     assert edit.set_fate_selected(), edit.status.text()
-    layer.selected_data = {int(f.index[(f["spine_id"] == 0) & (f["session"] == 2)][0])}
+    select(viewer, 0, 2)
     assert edit.delete_selected()
     viewer.layers.selection = {layer}
     viewer.layers.save(str(tmp_path / "saved"), selected=True, plugin="spinetrack")
@@ -186,12 +188,13 @@ def test_writer_saves_the_shown_project_with_unsaved_edits(make_napari_viewer, r
 
 @pytest.mark.napari
 def test_points_changed_with_napari_tools_unwatched_become_edits(make_napari_viewer,
-                                                                 registered, tmp_path):
+                                                                 registered, tmp_path,
+                                                                 open_folder, tiny_voxel):
     from spinetrack.project import Project
 
     folder, reg = registered
     viewer = make_napari_viewer()
-    viewer.open(str(folder), plugin="spinetrack")  # no spinetrack widget watches the layer
+    open_folder(viewer, folder)  # no spinetrack widget watches the layer
     layer = viewer.layers["spines"]
     f = layer.features
     gone = int(f.index[(f["spine_id"] == 5) & (f["session"] == 1)][0])
@@ -210,7 +213,7 @@ def test_points_changed_with_napari_tools_unwatched_become_edits(make_napari_vie
     assert (5, 1) not in sp.index
     own = reg.from_reference(2, np.atleast_2d(to[1:]))[0]
     np.testing.assert_allclose(sp.loc[(4, 2), ["z_um", "y_um", "x_um"]], own, atol=1e-6)
-    np.testing.assert_allclose(sp.loc[(4, 2), ["z", "y", "x"]], own / VOXEL, atol=1e-5)
+    np.testing.assert_allclose(sp.loc[(4, 2), ["z", "y", "x"]], own / tiny_voxel, atol=1e-5)
 
 
 def test_writer_without_project_inverts_the_registration_and_keeps_columns(registered,
@@ -237,3 +240,24 @@ def test_writer_without_project_inverts_the_registration_and_keeps_columns(regis
     np.testing.assert_allclose(back.loc[(4, 1), ["z_um", "y_um", "x_um"]], own, atol=1e-6)
     assert back.loc[(4, 1), "source"] == "manual" and np.isnan(back.loc[(4, 1), "score"])
     assert not Project.is_project(tmp_path / "plain" / "auto")
+
+
+def test_session_files_with_a_voxel_size_each_get_read_series_checks(tmp_path):
+    """Sessions re-read with their recorded, differing voxel sizes are checked as any series."""
+    from spinetrack.io import write_session
+    from spinetrack_napari._widgets.run import _read_files
+
+    files = []
+    for k, shape in enumerate([(4, 30, 30), (4, 30, 30), (1, 30, 30)]):
+        files.append(str(tmp_path / f"day{k}.tif"))
+        write_session(files[-1], np.random.default_rng(k).integers(0, 255, shape, np.uint8),
+                      (1.0, 0.2, 0.2))
+    voxels = [[1.0, 0.2, 0.2], [1.0, 0.25, 0.25], [2.0, 0.2, 0.2]]
+    series = _read_files(files[:2], voxels[:2], ["a", "b"], [0, 3])
+    assert [tuple(s.voxel_size_um) for s in series.sessions] == [(1.0, 0.2, 0.2),
+                                                                  (1.0, 0.25, 0.25)]
+    assert series.names == ["a", "b"] and [s.day for s in series.sessions] == [0, 3]
+    with pytest.raises(InputError, match="must not decrease"):
+        _read_files(files[:2], voxels[:2], None, [3, 0])
+    with pytest.raises(InputError, match="single plane"):
+        _read_files(files, voxels, None, None)

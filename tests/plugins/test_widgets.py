@@ -17,15 +17,12 @@ from spinetrack_napari._widgets.params_form import ParamsForm
 pytestmark = pytest.mark.napari
 
 
-def open_folder(viewer, folder):
-    viewer.open(str(folder), plugin="spinetrack")
-    return {layer.name: layer for layer in viewer.layers}
-
-
 @pytest.fixture(autouse=True)
-def _tiny(tiny_results_fn):
-    global tiny_results
-    tiny_results = tiny_results_fn
+def _helpers(request):
+    """The conftest's helpers under their names: tiny_results, open_folder, select."""
+    global tiny_results, open_folder, select
+    tiny_results, open_folder, select = (request.getfixturevalue(name) for name in
+                                         ("tiny_results_fn", "open_folder", "select"))
 
 
 def fake_run(images_from, calls=None, cancel_at=None, widget=None):
@@ -187,13 +184,6 @@ def editing(make_napari_viewer, tiny_folder):
     edit = EditWidget(viewer)
     table = BranchTableWidget(viewer)
     return viewer, edit, table, tiny_folder
-
-
-def select(viewer, spine_id, session):
-    layer = viewer.layers["spines"]
-    f = layer.features
-    idx = f.index[(f["spine_id"] == spine_id) & (f["session"] == session)]
-    layer.selected_data = set(int(i) for i in idx)
 
 
 def branch_row(table, branch_id, header):

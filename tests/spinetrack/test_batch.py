@@ -109,6 +109,12 @@ def _status(out) -> pd.DataFrame:
     return pd.read_csv(Path(out) / STATUS_FILE, keep_default_na=False).set_index("key")
 
 
+def _entries(root, conditions) -> list[dict]:
+    """Cohort entries of single-series animals: {animal: condition}, each in ``root / animal``."""
+    return [{"animal": a, "condition": c, "series": "", "key": a, "folder": root / a}
+            for a, c in conditions.items()]
+
+
 # --------------------------------------------------------------------------- manifests
 
 
@@ -357,8 +363,7 @@ def test_cohort_tables_columns(cohort_dir, tmp_path):
     # the detector's uncorrected calls: the cohort report says so, as each series' does
     m1 = json.loads((out / "m1" / "summary.json").read_text())
     (out / "m1" / "summary.json").write_text(json.dumps({**m1, "calls": "automatic"}))
-    entries = [{"animal": a, "condition": c, "series": "", "key": a, "folder": out / a}
-               for a, c in (("m1", "control"), ("m3", "lesion"))]
+    entries = _entries(out, {"m1": "control", "m3": "lesion"})
     write_cohort(entries, out, StatsParams(n_permutations=N_PERM))
     html = (out / "cohort_report.html").read_text()
     assert "href='m1/report.html'" in html and "href='m3/report.html'" not in html
@@ -370,8 +375,8 @@ def test_series_row_rates_match_the_summary(tmp_path):
     from spinetrack.results import write_results
 
     write_results(res, tmp_path / "a", parquet=False)
-    _, table, _ = cohort_tables([{"animal": "a", "condition": "c", "series": "", "key": "a",
-                                  "folder": tmp_path / "a"}], StatsParams(n_permutations=N_PERM))
+    _, table, _ = cohort_tables(_entries(tmp_path, {"a": "c"}),
+                                StatsParams(n_permutations=N_PERM))
     row = table.iloc[0]
     s = res.summary
     assert row["formation_rate"] == pytest.approx(s["formation_rate"][0])
@@ -707,9 +712,7 @@ def test_a_condition_of_series_with_different_lengths_is_flagged(tmp_path):
     _write_toy(tmp_path / "b", 4, 2, days=[0, 4, 8, 12])
     _write_toy(tmp_path / "c", 3, 3, days=[0, 4, 8])
     _write_toy(tmp_path / "d", 4, 4, days=[0, 4, 8, 12])
-    entries = [{"animal": k, "condition": c, "series": "", "key": k, "folder": tmp_path / k}
-               for k, c in (("a", "stress"), ("b", "stress"), ("c", "stress"),
-                            ("d", "control"))]
+    entries = _entries(tmp_path, {"a": "stress", "b": "stress", "c": "stress", "d": "control"})
     write_cohort(entries, tmp_path, StatsParams(n_permutations=N_PERM))
     summary = pd.read_csv(tmp_path / "cohort_summary.csv", keep_default_na=False)
     pooled = summary[summary["level"] == "condition"].set_index("condition")
@@ -729,8 +732,7 @@ def test_corrected_series_are_counted_apart_from_unchecked_ones(tmp_path):
 
     _write_toy(tmp_path / "a", 3, 1, edits=4)
     _write_toy(tmp_path / "b", 3, 2)
-    entries = [{"animal": k, "condition": "c", "series": "", "key": k, "folder": tmp_path / k}
-               for k in ("a", "b")]
+    entries = _entries(tmp_path, {"a": "c", "b": "c"})
     write_cohort(entries, tmp_path, StatsParams(n_permutations=N_PERM))
     html = (tmp_path / "cohort_report.html").read_text()
     assert "1 of 2 series: These fates come from automatic detection and linking that nobody " \

@@ -113,8 +113,6 @@ def test_voxel_text_names_each_session_when_they_differ():
 
 
 def test_a_folder_after_days_gets_a_hint(tmp_path, capsys):
-    import pytest
-
     with pytest.raises(SystemExit) as exc:
         main(["synth", "--days", "0", "1", str(tmp_path / "demo")])
     assert exc.value.code == 2

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -620,12 +621,9 @@ def test_visible_only_ignores_hidden_truth_spines():
 def test_a_synth_output_folder_is_read_through_its_truth(tmp_path):
     from spinetrack.compare import load_truth
 
-    truth = tmp_path / "syn" / "truth"
-    truth.mkdir(parents=True)
-    (truth / "truth.json").write_text("{}")
-    pd.DataFrame({"spine_id": [0], "session": [0], "z_um": [1.0], "y_um": [2.0],
-                  "x_um": [3.0], "branch_id": [0], "arc_um": [1.0]}).to_csv(
-        truth / "spines.csv", index=False)
+    _write_folder(tmp_path / "syn" / "truth", pd.DataFrame(
+        {"spine_id": [0], "session": [0], "z_um": [1.0], "y_um": [2.0], "x_um": [3.0],
+         "branch_id": [0], "arc_um": [1.0]}), truth_json=True)
     tables = load_truth(tmp_path / "syn")
     assert len(tables.spines) == 1
 
@@ -638,10 +636,16 @@ def _run_folder(folder: Path, spines, fates) -> Path:
     return folder
 
 
-def test_swapped_result_and_truth_folders_are_refused(tmp_path, capsys):
+@pytest.fixture
+def truth_and_run(tmp_path):
+    """A truth folder (truth.json) and a run's results folder of the same series."""
     spines, fates, lines = _series()
     truth = _write_folder(tmp_path / "truth", spines, fates, lines, truth_json=True)
-    run = _run_folder(tmp_path / "run", spines, fates)
+    return truth, _run_folder(tmp_path / "run", spines, fates)
+
+
+def test_swapped_result_and_truth_folders_are_refused(truth_and_run, tmp_path, capsys):
+    truth, run = truth_and_run
     assert compare(run, truth)["detection"]["total"]["f1"] == 1.0
     with pytest.raises(InputError, match="look swapped"):
         compare(truth, run)
@@ -649,14 +653,12 @@ def test_swapped_result_and_truth_folders_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"compare {run} {truth}" in err
     # two truth folders (two annotators, say) may be compared either way
-    other = _write_folder(tmp_path / "other", spines, fates, lines, truth_json=True)
+    other = shutil.copytree(truth, tmp_path / "other")
     assert compare(truth, other)["detection"]["total"]["f1"] == 1.0
 
 
-def test_an_interrupted_runs_folder_is_refused(tmp_path, capsys):
-    spines, fates, lines = _series()
-    truth = _write_folder(tmp_path / "truth", spines, fates, lines, truth_json=True)
-    run = _run_folder(tmp_path / "run", spines, fates)
+def test_an_interrupted_runs_folder_is_refused(truth_and_run, capsys):
+    truth, run = truth_and_run
     (run / "params.json").unlink()
     assert main(["compare", str(run), str(truth)]) == 2
     err = capsys.readouterr().err

@@ -105,16 +105,19 @@ def test_stats_params_takes_the_shorter_radius():
     assert stats_params(fixed, 0.8).relink_radius_um == PARAMS.stats.relink_radius_um
 
 
+def _cancel_at(stage_prefix):
+    """A progress callback that cancels when a stage starting with ``stage_prefix`` reports."""
+    def progress(stage, done, total):
+        if stage.startswith(stage_prefix):
+            raise Cancelled()
+    return progress
+
+
 def test_cancel_leaves_previous_results_intact(tiny_run, tmp_path):
     out, _, _ = tiny_run
     before = {p.name: p.read_bytes() for p in out.glob("*.csv")}
-
-    def cancel_in_track(stage, done, total):
-        if stage.startswith("track"):
-            raise Cancelled()
-
     with pytest.raises(Cancelled):
-        run_and_write(read_series(TINY), out, PARAMS, progress=cancel_in_track)
+        run_and_write(read_series(TINY), out, PARAMS, progress=_cancel_at("track"))
     assert {p.name: p.read_bytes() for p in out.glob("*.csv")} == before
 
 
@@ -175,13 +178,6 @@ def rerun(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setattr(spinetrack.pipeline, "run_series", lambda *args, **kwargs: res)
     stamps = {p.name: p.stat().st_ino for p in out.iterdir() if p.is_file()}
     return out, stamps
-
-
-def _cancel_at(stage_prefix):
-    def progress(stage, done, total):
-        if stage.startswith(stage_prefix):
-            raise Cancelled()
-    return progress
 
 
 def test_rerun_removes_the_marker_first_and_leaves_no_stale_scores(rerun):

@@ -173,12 +173,17 @@ def test_rr30a_truth_folder_follows_the_contract(rr30a, tmp_path, check_contract
     assert check_contract(tmp_path) == []
 
 
+def _one_branch_two_sessions():
+    """Spine 0 on branch 0 in sessions 0 and 1, spine 1 only in session 0; and their fates."""
+    spines = pd.DataFrame({"spine_id": [0, 0, 1], "session": [0, 1, 0], "branch_id": 0,
+                           "arc_um": [5.0, 5.0, 30.0]})
+    return spines, classify_fates(spines, 2)
+
+
 def test_spine_map_rows_show_what_each_session_traced():
     from spinetrack import plots
 
-    spines = pd.DataFrame({"spine_id": [0, 0, 1], "session": [0, 1, 0], "branch_id": 0,
-                           "arc_um": [5.0, 5.0, 30.0]})
-    fates = classify_fates(spines, 2)
+    spines, fates = _one_branch_two_sessions()
     lines = pd.DataFrame({"session": [0, 0, 1, 1], "branch_id": 0,
                           "arc_um": [0.0, 40.0, 0.0, 12.0]})
     row = pd.Series({"branch_id": 0, "arc_start_um": 0.0, "arc_end_um": 12.0})
@@ -244,13 +249,15 @@ def test_cli_report_recompute_fates_keeps_a_projects_hand_set_fate(project, no_f
     assert fates.loc[sid, "fate"] == "formed" and fates.loc[sid, "fate_source"] == "manual"
 
 
+@pytest.mark.parametrize("extra", [[], ["--restore-radius", "3"]],
+                         ids=["same-parameters", "new-radius"])
 def test_report_refuses_a_project_whose_tables_were_edited_by_hand(project, no_figures,
-                                                                   capsys):
+                                                                   capsys, extra):
     folder, _ = project
     spines = pd.read_csv(folder / "spines.csv")
     spines.iloc[1:].to_csv(folder / "spines.csv", index=False)
     before = (folder / "fates.csv").read_bytes()
-    assert main(["report", str(folder), "--restore-radius", "3"]) == 2
+    assert main(["report", str(folder), *extra]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "spines.csv: differs from auto/spines.csv" in err
     assert (folder / "fates.csv").read_bytes() == before
@@ -274,9 +281,7 @@ def test_spine_map_title_counts_only_the_spines_the_statistics_use():
     from spinetrack import plots
 
     # spine 1 is "lost" where session 1 traced nothing: left out of the statistics
-    spines = pd.DataFrame({"spine_id": [0, 0, 1], "session": [0, 1, 0], "branch_id": 0,
-                           "arc_um": [5.0, 5.0, 30.0]})
-    fates = classify_fates(spines, 2)
+    spines, fates = _one_branch_two_sessions()
     row = pd.Series({"branch_id": 0, "arc_start_um": 0.0, "arc_end_um": 12.0,
                      "length_um": 12.0})
     title = plots.spine_map_figure(spines, fates, row, 2).axes[0].get_title(loc="left")
@@ -333,16 +338,6 @@ def test_fates_in_step_with_spines_csv_are_left_as_they_are(results, project, no
     assert read_results(folder).fates.set_index("spine_id").loc[sid, "fate"] == "formed"
     extra = results.spines.iloc[[0]].assign(spine_id=10_000)
     assert "ids 10000" in fates_out_of_step(pd.concat([results.spines, extra]), results.fates, 3)
-
-
-def test_report_refuses_a_project_whose_spines_were_edited_by_hand(project, no_figures,
-                                                                    capsys):
-    folder, _ = project
-    spines = pd.read_csv(folder / "spines.csv")
-    spines.iloc[1:].to_csv(folder / "spines.csv", index=False)  # no new parameters
-    assert main(["report", str(folder)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "spines.csv: differs from auto/spines.csv" in err
 
 
 def test_report_refuses_an_interrupted_runs_folder(results, tmp_path, no_figures, capsys):

@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBo
 from spinetrack.edits import Edit, EditError
 from spinetrack.errors import SpinetrackError
 from spinetrack.fates import FATES
-from spinetrack.project import same_folder, results_in
+from spinetrack.project import FolderInUse, results_in
 from spinetrack.review import ReviewCursor
 
 from .._convert import FATE_COLORS
@@ -334,9 +334,9 @@ class EditWidget(QWidget):
             if on and self.state.project.dirty and self.state.project.folder is not None:
                 self.save_project()
 
-    def save_project(self, folder=None, overwrite: bool = False) -> bool:
+    def save_project(self, folder=None, overwrite: bool = False, ask: bool = False) -> bool:
         """Save the project (in ``folder``: save as). A folder that holds another project
-        or results is refused unless ``overwrite`` (:meth:`_save_as` asks first)."""
+        or results is refused unless ``overwrite``, or ``ask`` and the person confirms."""
         project = self.state.project
         if project is None:
             return True
@@ -344,6 +344,15 @@ class EditWidget(QWidget):
             return self._save_as()
         try:
             where = self.state.save(folder, overwrite=overwrite)
+        except FolderInUse as exc:
+            if not ask:
+                self._say(f"not saved: {exc}")
+                return False
+            found = results_in(folder)
+            if not self.confirm_overwrite(folder, found):
+                self._say(f"not saved: {folder} already holds {' and '.join(found)}")
+                return False
+            return self.save_project(folder, overwrite=True)
         except (SpinetrackError, OSError) as exc:
             self._say(f"not saved: {exc}")
             return False
@@ -374,14 +383,7 @@ class EditWidget(QWidget):
 
     def save_as(self, folder) -> bool:
         """Save in ``folder``; if it holds another project or results, ask before replacing."""
-        project = self.state.project
-        found = results_in(folder) if project is not None else []
-        if found and not same_folder(folder, project.folder):
-            if not self.confirm_overwrite(folder, found):
-                self._say(f"not saved: {folder} already holds {' and '.join(found)}")
-                return False
-            return self.save_project(folder, overwrite=True)
-        return self.save_project(folder)
+        return self.save_project(folder, ask=True)
 
     def confirm_overwrite(self, folder, found: list[str]) -> bool:
         """Ask whether to replace the project or results in ``folder``."""

@@ -8,7 +8,7 @@ from qtpy.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QLineEdit, QProgre
                             QPushButton, QVBoxLayout, QWidget)
 
 from spinetrack.errors import Cancelled, InputError, SpinetrackError
-from spinetrack.io import Series, Session, read_series, read_session
+from spinetrack.io import Series, Session, read_series
 from spinetrack.params import Params
 from spinetrack.project import Project
 
@@ -25,14 +25,9 @@ log = logging.getLogger(__name__)
 def _read_files(files: list[str], voxels, names, days) -> Series:
     """Session files with the voxel sizes recorded for them (a run's ``sessions.csv``),
     which override the files' metadata, as ``--voxel-size`` did for that run."""
-    if not voxels or len(voxels) != len(files):
-        return read_series(files, names=names, days=days)
-    voxels = [tuple(float(v) for v in vox) for vox in voxels]
-    if len(set(voxels)) == 1:
-        return read_series(files, voxel_size_um=voxels[0], names=names, days=days)
-    return Series(tuple(read_session(f, vox, name=None if names is None else str(names[k]),
-                                     day=None if not days else days[k])
-                        for k, (f, vox) in enumerate(zip(files, voxels))))
+    per_file = [tuple(float(v) for v in vox) for vox in voxels] \
+        if voxels and len(voxels) == len(files) else None
+    return read_series(files, voxel_size_um=per_file, names=names, days=days)
 
 
 def series_from_layer(layer) -> Series:
