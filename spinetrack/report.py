@@ -441,11 +441,9 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
     if (out / "edits.json").exists() and (refit or changed
                                           or _auto_params(out) != (params or stored.params)):
         res, written = _rebuild_project(out, stored, params or stored.params,
-                                        recompute_fates, progress)
+                                        recompute_fates, refit, progress)
     else:
         res, written = _rebuild_tables(out, stored, params, refit, progress)
-    if refit and (out / "compare.json").is_file():
-        (out / "compare.json").unlink()  # scores of the fates just replaced
     written += write_report(res, out, progress=progress, title=title)
     return res, written
 
@@ -502,59 +500,31 @@ def _rebuild_tables(out: Path, stored, params, refit: bool, progress) -> tuple:
     ``params.json`` is removed before the tables are replaced and written last
     (with the parameters used), as a run does: an interrupted rebuild leaves a
     folder that reads as incomplete (:func:`spinetrack.results.incomplete_run`),
-    and a folder of tables made by hand gains a ``params.json``.
+    and a folder of tables made by hand gains a ``params.json``. Only
+    ``fates.csv`` (its ``in_statistics`` column follows the statistics just
+    computed) and ``branches.csv`` are rewritten, with ``summary.json``. The old
+    report and figures (and ``compare.json`` when ``refit``) go first
+    (:func:`spinetrack.pipeline.retire_previous`).
     """
-    from .files import write_json_atomic
-    from .pipeline import recompute
-    from .results import package_versions, run_record
+    from .pipeline import recompute, retire_previous
+    from .results import run_record, write_results
 
     res = recompute(stored, progress=progress, fates=refit, params=params)
-    meta = {"params": (params or stored.params).to_dict(), "versions": package_versions(),
-            **run_record(out)}
-    _drop_report(out)
-    (out / "params.json").unlink(missing_ok=True)
-    written = _write_tables(res, out)
-    written.append(write_json_atomic(out / "summary.json", res.summary))
-    written.append(write_json_atomic(out / "params.json", meta))
-    return res, written
+    record = run_record(out)
+    retire_previous(out, project=False, scores=refit)
+    return res, write_results(res, out, extra_params=record, tables=("fates", "branches"))
 
 
-def _drop_report(out: Path) -> None:
-    """Remove the old ``report.html`` before the tables it describes are replaced.
-
-    An interrupted rebuild then leaves no report rather than one of other tables.
-    """
-    (out / "report.html").unlink(missing_ok=True)
-
-
-def _write_tables(res, out: Path) -> list[Path]:
-    """Write fates.csv and branches.csv in the column order 'spinetrack run' writes them.
-
-    ``fates.csv`` always: its ``in_statistics`` column follows the statistics just
-    computed.
-    """
-    from .files import write_table_atomic
-    from .results import BRANCH_COLUMNS, FATE_COLUMNS, _ordered, has_parquet, \
-        with_in_statistics
-
-    tables = {"fates": _ordered(with_in_statistics(res.fates, res.summary), FATE_COLUMNS),
-              "branches": _ordered(res.branches, BRANCH_COLUMNS)}
-    written = []
-    for name, df in tables.items():
-        written.append(write_table_atomic(df, out / f"{name}.csv"))
-        if has_parquet():
-            written.append(write_table_atomic(df, out / f"{name}.parquet"))
-    return written
-
-
-def _rebuild_project(out: Path, stored, params, recompute_fates: bool, progress) -> tuple:
+def _rebuild_project(out: Path, stored, params, recompute_fates: bool, refit: bool,
+                     progress) -> tuple:
     """New parameters for a correction project: ``auto/`` recomputed, the edits replayed.
 
     Returns the corrected results and the files written (``auto/`` first, then
-    the top-level tables, each folder's ``params.json`` last).
+    the top-level tables, each folder's ``params.json`` last). ``compare.json``
+    is removed when ``refit`` (the fates change).
     """
     from .edits import load_edits, recompute_results, replay_edits
-    from .pipeline import recompute
+    from .pipeline import recompute, retire_previous
     from .results import read_results, run_record, write_results
 
     auto_dir = out / "auto"
@@ -572,9 +542,7 @@ def _rebuild_project(out: Path, stored, params, recompute_fates: bool, progress)
     res = recompute_results(auto, spines, overrides, edits=edits, skipped=skipped,
                             progress=progress)
     records = run_record(auto_dir), run_record(out)
-    _drop_report(out)
-    for marker in (out / "params.json", auto_dir / "params.json"):
-        marker.unlink(missing_ok=True)  # an interruption leaves the folder incomplete
+    retire_previous(out, project=True, scores=refit)  # an interruption: incomplete
     written = write_results(auto, auto_dir, extra_params=records[0])
     written += write_results(res, out, extra_params=records[1])
     return res, written
