@@ -22,7 +22,7 @@ from .errors import InputError
 from .files import write_bytes_atomic, write_text_atomic
 from .progress import ProgressCallback, report
 
-__all__ = ["write_report", "rebuild_report", "findings", "render_html"]
+__all__ = ["write_report", "rebuild_report", "findings", "render_html", "FIGURES"]
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +314,24 @@ def render_html(summary: dict[str, Any], branches: pd.DataFrame, images: dict[st
             f"<body><main>\n{body}\n</main></body></html>\n")
 
 
+# name -> (alt text, drawn from (branches, summary, alpha)), in the report's order
+_FIGURE_DRAWN: dict[str, tuple[str, Any]] = {
+    "loss_fraction": ("loss fraction per branch",
+                      lambda br, summary, alpha: plots.loss_fraction_figure(br, summary, alpha)),
+    "clustering": ("dispersion index against its permutation distribution",
+                   lambda br, summary, alpha: plots.clustering_figure(summary)),
+    "restoration": ("restored fraction against chance",
+                    lambda br, summary, alpha: plots.restoration_figure(summary)),
+    "turnover": ("turnover per transition",
+                 lambda br, summary, alpha: plots.turnover_figure(summary)),
+    "survival": ("survival of session-0 spines",
+                 lambda br, summary, alpha: plots.survival_figure(br, summary)),
+}
+#: The figures :func:`write_report` draws (one session: the first only), besides
+#: ``spine_map_<branch>.png``.
+FIGURES = tuple(_FIGURE_DRAWN)
+
+
 def write_report(results, out_dir: str | Path, progress: ProgressCallback | None = None,
                  title: str = "spinetrack report") -> list[Path]:
     """Write ``report.html`` and ``figures/*.png`` for a run's results.
@@ -343,17 +361,8 @@ def write_report(results, out_dir: str | Path, progress: ProgressCallback | None
     alpha = summary.get("significance_level", 0.05)
     br = branches.sort_values("branch_id").reset_index(drop=True)
     jobs: list[tuple[str, str, Any]] = [
-        ("loss_fraction", "loss fraction per branch",
-         lambda: plots.loss_fraction_figure(br, summary, alpha)),
-        ("clustering", "dispersion index against its permutation distribution",
-         lambda: plots.clustering_figure(summary)),
-        ("restoration", "restored fraction against chance",
-         lambda: plots.restoration_figure(summary)),
-        ("turnover", "turnover per transition", lambda: plots.turnover_figure(summary)),
-        ("survival", "survival of session-0 spines", lambda: plots.survival_figure(br, summary)),
-    ]
-    if n < 2:
-        jobs = jobs[:1]
+        (name, alt, lambda draw=draw: draw(br, summary, alpha))
+        for name, (alt, draw) in list(_FIGURE_DRAWN.items())[:None if n >= 2 else 1]]
     for _, row in br.iterrows():
         b = int(row["branch_id"])
         jobs.append((f"spine_map_{b}", f"spine map of branch {b}",
