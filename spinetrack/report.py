@@ -135,19 +135,19 @@ def unchecked_text(summary: dict[str, Any]) -> str:
         return UNCHECKED
     return (f"These fates come from automatic detection and linking, to which a person applied "
             f"{applied} correction{'s' if applied != 1 else ''} (edits.json); nothing records "
-            "whether the other calls were checked. " + _UNCHECKED_WHY)
+            "whether the other calls were checked. " + UNCHECKED_WHY)
 
 
-# why automatic calls need checking, said after their findings
-_UNCHECKED_WHY = ("On real two-photon data (rr30a-dev, bench/RESULTS.md) the detector misses "
-                  "or adds about a quarter of a person's spines, and every miss or false call "
-                  "becomes a loss, a formation or a restoration, so the automatic run calls "
-                  "about twice the person's losses and the tests above inherit that. Check and "
-                  "correct the calls in napari (napari --plugin spinetrack RESULTS_FOLDER; "
-                  "Shift-N steps through them) before relying on them.")
+#: Why automatic calls need checking, said after their findings.
+UNCHECKED_WHY = ("On real two-photon data (rr30a-dev, bench/RESULTS.md) the detector misses "
+                 "or adds about a quarter of a person's spines, and every miss or false call "
+                 "becomes a loss, a formation or a restoration, so the automatic run calls "
+                 "about twice the person's losses and the tests above inherit that. Check and "
+                 "correct the calls in napari (napari --plugin spinetrack RESULTS_FOLDER; "
+                 "Shift-N steps through them) before relying on them.")
 #: Said after the findings of automatic calls that nobody has corrected yet.
 UNCHECKED = ("These fates come from automatic detection and linking that nobody has checked "
-             "yet. " + _UNCHECKED_WHY)
+             "yet. " + UNCHECKED_WHY)
 
 
 def _img(png: bytes, alt: str) -> str:
