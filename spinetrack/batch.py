@@ -49,7 +49,7 @@ import pandas as pd
 
 from .errors import InputError, SpinetrackError
 from .files import output_folder, to_jsonable, write_table_atomic
-from .params import SECTIONS, Params, read_params_json
+from .params import PATH_FIELDS, SECTIONS, Params, absolute_paths, read_params_json
 
 __all__ = [
     "SeriesSpec",
@@ -180,14 +180,6 @@ def _flatten_params(values: Any, path: Path, where: str) -> dict[str, Any]:
     return flat
 
 
-def _resolve_paths(flat: dict[str, Any], base: Path) -> dict[str, Any]:
-    """``flat`` with every file parameter (``detector_model``) made absolute from ``base``."""
-    path_fields = {f.name for cls in SECTIONS.values() for f in fields(cls)
-                   if f.metadata.get("unit") == "path"}
-    return {k: (str(_resolve(v, base).resolve()) if k in path_fields and v else v)
-            for k, v in flat.items()}
-
-
 def _params_value(value: Any, base: Path, path: Path, where: str) -> dict[str, Any]:
     """Overrides from a manifest ``params`` value: a dict, inline JSON, or a JSON file."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -201,7 +193,7 @@ def _params_value(value: Any, base: Path, path: Path, where: str) -> dict[str, A
                 raise InputError(path, f"{where}: params is not valid JSON ({exc})") from None
         else:
             value = _params_file(_resolve(text, base))
-    return _resolve_paths(_flatten_params(value, path, where), base)
+    return absolute_paths(_flatten_params(value, path, where), base, strip=True)
 
 
 def _params_file(file: Path) -> dict[str, Any]:
@@ -385,7 +377,8 @@ def _csv_series(path: Path, base: Path, rows: list[tuple[int, dict[str, str]]],
         voxel = _voxel([first["voxel_z"], first["voxel_y"], first["voxel_x"]], path, where)
     overrides = _params_value(first.get("params"), base, path, where)
     column_values = {h: first[h] for h in first if h not in _CSV_FIXED and first[h] != ""}
-    overrides.update(_resolve_paths(_flatten_params(column_values, path, where), base))
+    overrides.update(absolute_paths(_flatten_params(column_values, path, where), base,
+                                    strip=True))
     return SeriesSpec(
         animal=first["animal"], condition=first.get("condition", "") or "all",
         series=first.get("series", ""),
@@ -564,9 +557,11 @@ def plan(specs: Sequence[SeriesSpec], out_dir: str | Path, base: Params | None =
         Named in error messages.
     """
     base = base or Params()
-    if base.detect.detector_model:  # absolute: workers elsewhere have another cwd
-        base = base.replace(**_resolve_paths({"detector_model": base.detect.detector_model},
-                                             Path.cwd()))
+    files = {name: value for section in SECTIONS
+             for name, value in getattr(base, section).to_dict().items()
+             if name in PATH_FIELDS and value}
+    if files:  # absolute: workers elsewhere have another cwd
+        base = base.replace(**absolute_paths(files, strip=True))
     out = Path(out_dir).resolve()  # absolute: workers elsewhere have another cwd
     tasks = []
     for spec in specs:

@@ -633,8 +633,8 @@ def _cell(row: pd.Series, column: str, kind: str, n_permutations: int | None) ->
     """One table cell; a pooled p at its Monte Carlo floor reads ``≤ …``."""
     value = row.get(column)
     if kind == "p" and row["level"] == "condition":
-        return html.escape(p_text(value, n_permutations).removeprefix("p = ")
-                           .removeprefix("p "))
+        text = _fmt(value, "p")
+        return html.escape(f"≤ {text}" if _at_floor(value, n_permutations) else text)
     return _fmt(value, kind)
 
 
@@ -660,16 +660,19 @@ def _table(summary: pd.DataFrame, reports: Sequence[str] = (),
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def _at_floor(p: Any, n_permutations: int | None) -> bool:
+    """Whether ``p`` is the Monte Carlo floor ``1 / (1 + R)`` of ``n_permutations`` R."""
+    return bool(n_permutations and p is not None and pd.notna(p)
+                and float(p) <= (1.0 + 1e-9) / (1 + int(n_permutations)))
+
+
 def p_text(p: Any, n_permutations: int | None = None) -> str:
     """``"p = 0.03"``, or ``"p ≤ 5.0e-04"`` at the Monte Carlo floor ``1 / (1 + R)``.
 
     With ``n_permutations`` R, no permutation reached the observed value when
     p equals the floor, so the true p is at most that.
     """
-    if n_permutations and p is not None and pd.notna(p) and \
-            float(p) <= (1.0 + 1e-9) / (1 + int(n_permutations)):
-        return f"p ≤ {_fmt(p, 'p')}"
-    return f"p = {_fmt(p, 'p')}"
+    return f"p {'≤' if _at_floor(p, n_permutations) else '='} {_fmt(p, 'p')}"
 
 
 def unchecked_lines(series: pd.DataFrame) -> list[str]:
@@ -681,7 +684,7 @@ def unchecked_lines(series: pd.DataFrame) -> list[str]:
     counted separately with their corrections, since nothing records whether
     their other calls were checked.
     """
-    from .report import _UNCHECKED_WHY, UNCHECKED
+    from .report import UNCHECKED, UNCHECKED_WHY
 
     if "unchecked_calls" not in series or not len(series):
         return []
@@ -700,7 +703,7 @@ def unchecked_lines(series: pd.DataFrame) -> list[str]:
                 f"{n_edits} correction{'s' if n_edits != 1 else ''} by a person (edits.json) on "
                 "top of automatic detection and linking; nothing records whether their other "
                 "calls were checked.")
-        out.append(text if untouched.any() else f"{text} {_UNCHECKED_WHY}")
+        out.append(text if untouched.any() else f"{text} {UNCHECKED_WHY}")
     return out
 
 

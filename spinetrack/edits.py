@@ -638,14 +638,16 @@ def fate_contradiction(present: str, fate: str) -> str | None:
 
 
 def fates_with_overrides(spines: pd.DataFrame, n_sessions: int, restore_radius_um: float,
-                         fate_overrides: dict[int, str] | None = None) -> pd.DataFrame:
+                         fate_overrides: dict[int, str] | None = None,
+                         not_kept: list[str] | None = None) -> pd.DataFrame:
     """Classify fates, then put in the fates a person set by hand (``fate_source``).
 
     A fate set by hand replaces the classified fate of that ``spine_id``;
     ``restored_from`` is then empty unless the fate set is ``restored``. A fate
     set by hand that contradicts the spine's presence (:func:`fate_contradiction`,
     e.g. after a later edit deleted one of its sessions) is not kept: the
-    classified fate stands, with a warning.
+    classified fate stands, with a warning (in the log, and appended to
+    ``not_kept`` when given: one message per fate not kept).
     """
     fates = classify_fates(spines, n_sessions, restore_radius_um)
     fates["fate_source"] = "auto"
@@ -656,24 +658,15 @@ def fates_with_overrides(spines: pd.DataFrame, n_sessions: int, restore_radius_u
         problem = fate_contradiction(str(fates.loc[hit, "present"].iloc[0]), fate)
         if problem:  # a later edit changed where the spine is present
             log.warning("the fate %s set by hand is not kept: spine %s %s", fate, sid, problem)
+            if not_kept is not None:
+                not_kept.append(f"the fate {fate} set by hand for spine {sid} is not kept: "
+                                f"spine {sid} {problem}")
             continue
         if fate != "restored":
             fates.loc[hit, "restored_from"] = pd.NA
         fates.loc[hit, "fate"] = fate
         fates.loc[hit, "fate_source"] = "manual"
     return fates
-
-
-def _overrides_not_kept(fates: pd.DataFrame, fate_overrides: dict[int, str] | None
-                        ) -> list[str]:
-    """One message per fate set by hand that :func:`fates_with_overrides` did not keep."""
-    if not fate_overrides or not len(fates):
-        return []
-    table = fates.set_index("spine_id")
-    return [f"the fate {fate} set by hand for spine {sid} is not kept: spine {sid} "
-            f"{fate_contradiction(str(table.at[sid, 'present']), fate)}"
-            for sid, fate in fate_overrides.items()
-            if sid in table.index and table.at[sid, "fate_source"] != "manual"]
 
 
 def recompute_results(results: Results, spines: pd.DataFrame,
@@ -701,8 +694,9 @@ def recompute_results(results: Results, spines: pd.DataFrame,
     from .pipeline import recompute
 
     spines = spines.reset_index(drop=True)
+    not_kept: list[str] = []
     fates = fates_with_overrides(spines, results.n_sessions,
-                                 results.params.fates.restore_radius_um, fate_overrides)
+                                 results.params.fates.restore_radius_um, fate_overrides, not_kept)
     staged = replace(results, spines=spines, fates=fates)
     out = recompute(staged, progress=progress, fates=False)
     # the column order write_results uses, so a reopened project matches the screen
@@ -712,8 +706,7 @@ def recompute_results(results: Results, spines: pd.DataFrame,
     summary = dict(out.summary)  # recompute keeps the summary keys it does not produce
     skipped = list(skipped or [])
     summary["edits"] = {"applied": len(edits or []) - len(skipped), "skipped": len(skipped)}
-    summary["warnings"] = (list(out.summary.get("warnings", [])) + skipped
-                           + _overrides_not_kept(out.fates, fate_overrides))
+    summary["warnings"] = list(out.summary.get("warnings", [])) + skipped + not_kept
     out.summary = summary
     return out
 

@@ -780,9 +780,8 @@ def read_annotations(path: str | Path, lines: str | Path | None = None
         spines, found_lines = tables.spines, tables.lines
         summary = path / "summary.json"
         if (path / "edits.json").exists():
-            spines.attrs["corrections"] = _warn_about_corrections(path)
-        elif (summary.exists()
-              and '"calls": "automatic"' in summary.read_text().replace("\n", " ")):
+            spines.attrs["corrections"] = _warn_about_corrections(path, spines)
+        elif summary.exists() and _automatic(summary):
             log.warning("%s holds the detector's own, uncorrected calls (no edits.json): a "
                         "model learned from them only imitates the detector", path)
     else:
@@ -817,7 +816,19 @@ def _positions(table: pd.DataFrame) -> pd.DataFrame:
     return table[cols].astype(float).round(3).drop_duplicates()
 
 
-def corrected_spines(folder: str | Path) -> dict[str, Any]:
+def _automatic(summary: Path) -> bool:
+    """Whether a ``summary.json`` says its calls are the detector's (unreadable: no)."""
+    from .report import unchecked
+
+    try:
+        data = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and unchecked(data)
+
+
+def corrected_spines(folder: str | Path, spines: pd.DataFrame | None = None
+                     ) -> dict[str, Any]:
     """How much of a corrected project (napari) a person's edits changed.
 
     Compares the project's ``spines.csv`` (the person's corrections applied)
@@ -829,6 +840,8 @@ def corrected_spines(folder: str | Path) -> dict[str, Any]:
     folder : path
         A results folder with ``edits.json`` (and ``auto/`` from a re-run or
         napari).
+    spines : DataFrame, optional
+        Its ``spines.csv`` when already read (default: read here).
 
     Returns
     -------
@@ -845,7 +858,7 @@ def corrected_spines(folder: str | Path) -> dict[str, Any]:
     out: dict[str, Any] = {"n_edits": len(load_edits(folder)), "n_spines": None,
                            "n_added": None, "n_removed": None, "share_changed": None}
     try:
-        final = _positions(pd.read_csv(folder / "spines.csv"))
+        final = _positions(pd.read_csv(folder / "spines.csv") if spines is None else spines)
         auto = _positions(pd.read_csv(folder / "auto" / "spines.csv"))
     except (OSError, ValueError, KeyError):
         return out
@@ -856,9 +869,9 @@ def corrected_spines(folder: str | Path) -> dict[str, Any]:
     return out
 
 
-def _warn_about_corrections(folder: Path) -> dict[str, Any]:
+def _warn_about_corrections(folder: Path, spines: pd.DataFrame) -> dict[str, Any]:
     """Say how many spines a project's corrections changed; warn when few did."""
-    c = corrected_spines(folder)
+    c = corrected_spines(folder, spines)
     edits = f"{c['n_edits']} correction{'' if c['n_edits'] == 1 else 's'} (edits.json)"
     if c["share_changed"] is None:
         log.warning("%s: %s; no auto/spines.csv to tell how many spines they changed; the "

@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -48,6 +49,8 @@ __all__ = [
     "add_arguments",
     "params_from_args",
     "describe",
+    "PATH_FIELDS",
+    "absolute_paths",
 ]
 
 
@@ -232,6 +235,29 @@ SECTIONS: dict[str, type] = {
     "stats": StatsParams,
 }
 
+#: The parameters that name a file (``unit="path"``: ``detector_model``); stored absolute
+#: (:func:`absolute_paths`), so a saved params.json works from any folder.
+PATH_FIELDS = frozenset(f.name for cls in SECTIONS.values() for f in fields(cls)
+                        if f.metadata.get("unit") == "path")
+
+
+def absolute_paths(values: dict[str, Any], base: str | Path | None = None,
+                   strip: bool = False) -> dict[str, Any]:
+    """``values`` (field -> value) with every file parameter that is set made absolute.
+
+    A :data:`PATH_FIELDS` value has ``~`` expanded and, when relative, is taken
+    from ``base`` (default: the working folder). With ``strip`` the blanks
+    around it are not part of it (a manifest's cells).
+    """
+    base = Path.cwd() if base is None else Path(base)
+    out = {}
+    for key, value in values.items():
+        if key in PATH_FIELDS and value:
+            text = str(value).strip() if strip else str(value)
+            value = str((base / os.path.expanduser(text)).resolve())
+        out[key] = value
+    return out
+
 
 @dataclass(frozen=True)
 class Params:
@@ -347,12 +373,6 @@ def params_from_args(args: argparse.Namespace, base: Params | None = None) -> Pa
     absolute path, so the saved ``params.json`` works from any folder.
     """
     base = base or Params()
-    changes = {}
-    for cls in SECTIONS.values():
-        for f in fields(cls):
-            value = getattr(args, f.name, None)
-            if value is not None and f.metadata.get("unit") == "path" and value:
-                value = str(Path(value).expanduser().resolve())
-            if value is not None:
-                changes[f.name] = value
-    return base.replace(**changes) if changes else base
+    changes = {f.name: getattr(args, f.name) for cls in SECTIONS.values() for f in fields(cls)
+               if getattr(args, f.name, None) is not None}
+    return base.replace(**absolute_paths(changes)) if changes else base

@@ -335,21 +335,20 @@ def write_run(results: Results, out_dir: str | Path, auto: Results | None = None
             write_report(results, out, progress=sub_progress(progress, "report"))
 
 
-#: Figures ``write_report`` draws (besides ``spine_map_<branch>.png``).
-_FIGURES = ("loss_fraction", "clustering", "restoration", "turnover", "survival")
-
-
-def retire_previous(out: Path, project: bool) -> None:
+def retire_previous(out: Path, project: bool, scores: bool = True) -> None:
     """Remove what marks or describes an earlier run before its tables are replaced.
 
     ``params.json`` (and ``auto/params.json`` in a project) first, so the folder
     reads as incomplete until the new one is written; then ``report.html``, the
     figures and ``compare.json``, which describe the earlier run's results and
-    would otherwise sit beside the new tables.
+    would otherwise sit beside the new tables. ``scores=False`` keeps
+    ``compare.json`` (new statistics of the same fates leave its scores true).
     """
+    from .report import FIGURES
+
     stale = [out / "params.json"] + ([out / "auto" / "params.json"] if project else [])
-    stale += [out / "report.html", out / "compare.json"]
-    stale += [out / "figures" / f"{name}.png" for name in _FIGURES]
+    stale += [out / "report.html"] + ([out / "compare.json"] if scores else [])
+    stale += [out / "figures" / f"{name}.png" for name in FIGURES]
     stale += sorted((out / "figures").glob("spine_map_*.png"))
     for path in stale:
         if path.is_file():

@@ -284,9 +284,6 @@ class Project:
             self._auto_saved = False
         if self.folder is None:
             raise InputError(None, "the project has no folder yet; choose where to save it")
-        if self.stats_pending:
-            self.results = self.compute(self.snapshot())
-            self.stats_pending = False
         out = self.folder
         # a folder that already has an edit log or auto/ stays a project (no stale auto/)
         keeps_log = bool(self.edits) or bool(set(results_in(out)) & {EDITS_FILE, f"{AUTO_DIR}/"})
@@ -295,7 +292,10 @@ class Project:
             # keep exactly what a reopened project will read (CSV precision)
             self.auto = read_results(out / AUTO_DIR)
             self._auto_saved = True
-            self._replay()
+            self._replay()  # the statistics too: stats_pending is cleared
+        if self.stats_pending:  # only when auto/ was already written
+            self.results = self.compute(self.snapshot())
+            self.stats_pending = False
         if keeps_log:
             save_edits(out, self.edits)
         scores = out / "compare.json"  # scored the tables about to be replaced

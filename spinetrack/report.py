@@ -22,7 +22,7 @@ from .errors import InputError
 from .files import write_bytes_atomic, write_text_atomic
 from .progress import ProgressCallback, report
 
-__all__ = ["write_report", "rebuild_report", "findings", "render_html"]
+__all__ = ["write_report", "rebuild_report", "findings", "render_html", "FIGURES"]
 
 log = logging.getLogger(__name__)
 
@@ -135,19 +135,19 @@ def unchecked_text(summary: dict[str, Any]) -> str:
         return UNCHECKED
     return (f"These fates come from automatic detection and linking, to which a person applied "
             f"{applied} correction{'s' if applied != 1 else ''} (edits.json); nothing records "
-            "whether the other calls were checked. " + _UNCHECKED_WHY)
+            "whether the other calls were checked. " + UNCHECKED_WHY)
 
 
-# why automatic calls need checking, said after their findings
-_UNCHECKED_WHY = ("On real two-photon data (rr30a-dev, bench/RESULTS.md) the detector misses "
-                  "or adds about a quarter of a person's spines, and every miss or false call "
-                  "becomes a loss, a formation or a restoration, so the automatic run calls "
-                  "about twice the person's losses and the tests above inherit that. Check and "
-                  "correct the calls in napari (napari --plugin spinetrack RESULTS_FOLDER; "
-                  "Shift-N steps through them) before relying on them.")
+#: Why automatic calls need checking, said after their findings.
+UNCHECKED_WHY = ("On real two-photon data (rr30a-dev, bench/RESULTS.md) the detector misses "
+                 "or adds about a quarter of a person's spines, and every miss or false call "
+                 "becomes a loss, a formation or a restoration, so the automatic run calls "
+                 "about twice the person's losses and the tests above inherit that. Check and "
+                 "correct the calls in napari (napari --plugin spinetrack RESULTS_FOLDER; "
+                 "Shift-N steps through them) before relying on them.")
 #: Said after the findings of automatic calls that nobody has corrected yet.
 UNCHECKED = ("These fates come from automatic detection and linking that nobody has checked "
-             "yet. " + _UNCHECKED_WHY)
+             "yet. " + UNCHECKED_WHY)
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -314,6 +314,24 @@ def render_html(summary: dict[str, Any], branches: pd.DataFrame, images: dict[st
             f"<body><main>\n{body}\n</main></body></html>\n")
 
 
+# name -> (alt text, drawn from (branches, summary, alpha)), in the report's order
+_FIGURE_DRAWN: dict[str, tuple[str, Any]] = {
+    "loss_fraction": ("loss fraction per branch",
+                      lambda br, summary, alpha: plots.loss_fraction_figure(br, summary, alpha)),
+    "clustering": ("dispersion index against its permutation distribution",
+                   lambda br, summary, alpha: plots.clustering_figure(summary)),
+    "restoration": ("restored fraction against chance",
+                    lambda br, summary, alpha: plots.restoration_figure(summary)),
+    "turnover": ("turnover per transition",
+                 lambda br, summary, alpha: plots.turnover_figure(summary)),
+    "survival": ("survival of session-0 spines",
+                 lambda br, summary, alpha: plots.survival_figure(br, summary)),
+}
+#: The figures :func:`write_report` draws (one session: the first only), besides
+#: ``spine_map_<branch>.png``.
+FIGURES = tuple(_FIGURE_DRAWN)
+
+
 def write_report(results, out_dir: str | Path, progress: ProgressCallback | None = None,
                  title: str = "spinetrack report") -> list[Path]:
     """Write ``report.html`` and ``figures/*.png`` for a run's results.
@@ -343,17 +361,8 @@ def write_report(results, out_dir: str | Path, progress: ProgressCallback | None
     alpha = summary.get("significance_level", 0.05)
     br = branches.sort_values("branch_id").reset_index(drop=True)
     jobs: list[tuple[str, str, Any]] = [
-        ("loss_fraction", "loss fraction per branch",
-         lambda: plots.loss_fraction_figure(br, summary, alpha)),
-        ("clustering", "dispersion index against its permutation distribution",
-         lambda: plots.clustering_figure(summary)),
-        ("restoration", "restored fraction against chance",
-         lambda: plots.restoration_figure(summary)),
-        ("turnover", "turnover per transition", lambda: plots.turnover_figure(summary)),
-        ("survival", "survival of session-0 spines", lambda: plots.survival_figure(br, summary)),
-    ]
-    if n < 2:
-        jobs = jobs[:1]
+        (name, alt, lambda draw=draw: draw(br, summary, alpha))
+        for name, (alt, draw) in list(_FIGURE_DRAWN.items())[:None if n >= 2 else 1]]
     for _, row in br.iterrows():
         b = int(row["branch_id"])
         jobs.append((f"spine_map_{b}", f"spine map of branch {b}",
@@ -441,11 +450,9 @@ def rebuild_report(out_dir: str | Path, params=None, recompute_fates: bool = Fal
     if (out / "edits.json").exists() and (refit or changed
                                           or _auto_params(out) != (params or stored.params)):
         res, written = _rebuild_project(out, stored, params or stored.params,
-                                        recompute_fates, progress)
+                                        recompute_fates, refit, progress)
     else:
         res, written = _rebuild_tables(out, stored, params, refit, progress)
-    if refit and (out / "compare.json").is_file():
-        (out / "compare.json").unlink()  # scores of the fates just replaced
     written += write_report(res, out, progress=progress, title=title)
     return res, written
 
@@ -502,59 +509,31 @@ def _rebuild_tables(out: Path, stored, params, refit: bool, progress) -> tuple:
     ``params.json`` is removed before the tables are replaced and written last
     (with the parameters used), as a run does: an interrupted rebuild leaves a
     folder that reads as incomplete (:func:`spinetrack.results.incomplete_run`),
-    and a folder of tables made by hand gains a ``params.json``.
+    and a folder of tables made by hand gains a ``params.json``. Only
+    ``fates.csv`` (its ``in_statistics`` column follows the statistics just
+    computed) and ``branches.csv`` are rewritten, with ``summary.json``. The old
+    report and figures (and ``compare.json`` when ``refit``) go first
+    (:func:`spinetrack.pipeline.retire_previous`).
     """
-    from .files import write_json_atomic
-    from .pipeline import recompute
-    from .results import package_versions, run_record
+    from .pipeline import recompute, retire_previous
+    from .results import run_record, write_results
 
     res = recompute(stored, progress=progress, fates=refit, params=params)
-    meta = {"params": (params or stored.params).to_dict(), "versions": package_versions(),
-            **run_record(out)}
-    _drop_report(out)
-    (out / "params.json").unlink(missing_ok=True)
-    written = _write_tables(res, out)
-    written.append(write_json_atomic(out / "summary.json", res.summary))
-    written.append(write_json_atomic(out / "params.json", meta))
-    return res, written
+    record = run_record(out)
+    retire_previous(out, project=False, scores=refit)
+    return res, write_results(res, out, extra_params=record, tables=("fates", "branches"))
 
 
-def _drop_report(out: Path) -> None:
-    """Remove the old ``report.html`` before the tables it describes are replaced.
-
-    An interrupted rebuild then leaves no report rather than one of other tables.
-    """
-    (out / "report.html").unlink(missing_ok=True)
-
-
-def _write_tables(res, out: Path) -> list[Path]:
-    """Write fates.csv and branches.csv in the column order 'spinetrack run' writes them.
-
-    ``fates.csv`` always: its ``in_statistics`` column follows the statistics just
-    computed.
-    """
-    from .files import write_table_atomic
-    from .results import BRANCH_COLUMNS, FATE_COLUMNS, _ordered, has_parquet, \
-        with_in_statistics
-
-    tables = {"fates": _ordered(with_in_statistics(res.fates, res.summary), FATE_COLUMNS),
-              "branches": _ordered(res.branches, BRANCH_COLUMNS)}
-    written = []
-    for name, df in tables.items():
-        written.append(write_table_atomic(df, out / f"{name}.csv"))
-        if has_parquet():
-            written.append(write_table_atomic(df, out / f"{name}.parquet"))
-    return written
-
-
-def _rebuild_project(out: Path, stored, params, recompute_fates: bool, progress) -> tuple:
+def _rebuild_project(out: Path, stored, params, recompute_fates: bool, refit: bool,
+                     progress) -> tuple:
     """New parameters for a correction project: ``auto/`` recomputed, the edits replayed.
 
     Returns the corrected results and the files written (``auto/`` first, then
-    the top-level tables, each folder's ``params.json`` last).
+    the top-level tables, each folder's ``params.json`` last). ``compare.json``
+    is removed when ``refit`` (the fates change).
     """
     from .edits import load_edits, recompute_results, replay_edits
-    from .pipeline import recompute
+    from .pipeline import recompute, retire_previous
     from .results import read_results, run_record, write_results
 
     auto_dir = out / "auto"
@@ -572,9 +551,7 @@ def _rebuild_project(out: Path, stored, params, recompute_fates: bool, progress)
     res = recompute_results(auto, spines, overrides, edits=edits, skipped=skipped,
                             progress=progress)
     records = run_record(auto_dir), run_record(out)
-    _drop_report(out)
-    for marker in (out / "params.json", auto_dir / "params.json"):
-        marker.unlink(missing_ok=True)  # an interruption leaves the folder incomplete
+    retire_previous(out, project=True, scores=refit)  # an interruption: incomplete
     written = write_results(auto, auto_dir, extra_params=records[0])
     written += write_results(res, out, extra_params=records[1])
     return res, written

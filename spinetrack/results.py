@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,7 @@ def write_results(
     out_dir: str | Path,
     parquet: bool | None = None,
     extra_params: dict[str, Any] | None = None,
+    tables: Collection[str] | None = None,
 ) -> list[Path]:
     """Write a results folder atomically, file by file.
 
@@ -135,6 +137,11 @@ def write_results(
     extra_params : dict, optional
         Added to ``params.json`` (e.g. the input files and voxel size used), so
         the run can be reproduced.
+    tables : collection of str, optional
+        Write only these tables (of :data:`TABLES`; ``registration.json`` goes
+        with ``registration``), then ``summary.json`` and ``params.json``: e.g.
+        the ``fates`` and ``branches`` that recomputed statistics replace.
+        Default: all of them.
 
     Returns
     -------
@@ -155,13 +162,13 @@ def write_results(
         "sessions": results.sessions,
     }
     for name, df in frames.items():
-        if df is None:
+        if df is None or (tables is not None and name not in tables):
             continue
         written.append(write_table_atomic(df, out / f"{name}.csv"))
         if parquet:
             written.append(write_table_atomic(df, out / f"{name}.parquet"))
     written.append(write_json_atomic(out / "summary.json", results.summary))
-    if results.transform is not None:
+    if results.transform is not None and (tables is None or "registration" in tables):
         written.append(write_json_atomic(out / "registration.json", results.transform))
     meta = {"params": results.params.to_dict(), "versions": package_versions()}
     meta.update(extra_params or {})

@@ -354,6 +354,7 @@ def test_report_refuses_an_interrupted_runs_folder(results, tmp_path, no_figures
 def test_a_rebuild_interrupted_while_writing_tables_reads_as_incomplete(results, tmp_path,
                                                                          monkeypatch):
     import spinetrack.report
+    import spinetrack.results
     from spinetrack.results import incomplete_run
 
     write_results(results, tmp_path, parquet=False)
@@ -363,7 +364,7 @@ def test_a_rebuild_interrupted_while_writing_tables_reads_as_incomplete(results,
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(spinetrack.report, "_write_tables", interrupted)
+    monkeypatch.setattr(spinetrack.results, "write_table_atomic", interrupted)
     with pytest.raises(KeyboardInterrupt):
         rebuild_report(tmp_path, recompute_fates=True)
     assert "incomplete" in incomplete_run(tmp_path)
